@@ -1,0 +1,58 @@
+"""ngff-writer: stream model predictions into OME-Zarr, one sample or tile at a time.
+
+Open an output with :func:`open_output`, declare images with
+:meth:`Output.create_image`, write samples as they arrive with
+:meth:`Image.write_sample`; each image finalizes itself when its last block is stored.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (
+    ClosedError,
+    DuplicateImageError,
+    ImageFinalizedError,
+    InvalidAxesError,
+    InvalidChunksError,
+    LossyCastError,
+    NgffWriterError,
+    OutputExistsError,
+    OutputNotFoundError,
+    ReadOnlyError,
+    SampleIndexError,
+    ShapeMismatchError,
+    SpecError,
+    SpecMismatchError,
+    StoreError,
+    UnknownImageError,
+    UnsupportedDtypeError,
+    WriteError,
+)
+from .output import Image, Output, Progress, open_output
+from .spec import ImageSpec
+
+__all__ = [
+    "ClosedError",
+    "DuplicateImageError",
+    "Image",
+    "ImageFinalizedError",
+    "ImageSpec",
+    "InvalidAxesError",
+    "InvalidChunksError",
+    "LossyCastError",
+    "NgffWriterError",
+    "Output",
+    "OutputExistsError",
+    "OutputNotFoundError",
+    "Progress",
+    "ReadOnlyError",
+    "SampleIndexError",
+    "ShapeMismatchError",
+    "SpecError",
+    "SpecMismatchError",
+    "StoreError",
+    "UnknownImageError",
+    "UnsupportedDtypeError",
+    "WriteError",
+    "__version__",
+    "open_output",
+]

@@ -1,0 +1,79 @@
+"""Spec → arrays and skeleton metadata in the store; no chunk data is written.
+
+Allocation order makes a half-done declaration harmless: the array first, then the
+ledger, then the image group whose attributes name the image. An image is visible to
+``status`` and to other processes only once its group exists, and by then everything
+it points to exists too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numcodecs
+import zarr
+from zarr.abc.store import Store
+from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+from .ngff import STATUS_IN_PROGRESS, image_attributes
+from .spec import ImageSpec
+from .storage import node_attributes, write_group
+from .track import Ledger
+
+__all__ = ["allocate_image", "ensure_parents"]
+
+
+def _compressors(spec: ImageSpec) -> Any:
+    c = spec.compressor
+    if c is None:
+        return None
+    if isinstance(c, dict):
+        return [c]
+    v3 = spec.zarr_format == 3
+    presets = {
+        "blosc-zstd": (lambda: BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+                       lambda: numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)),
+        "blosc-lz4": (lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+                      lambda: numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)),
+        "zstd": (lambda: ZstdCodec(level=3), lambda: numcodecs.Zstd(level=3)),
+        "gzip": (lambda: GzipCodec(level=5), lambda: numcodecs.GZip(level=5)),
+    }
+    make_v3, make_v2 = presets[c]
+    return [make_v3() if v3 else make_v2()]
+
+
+def ensure_parents(store: Store, path: str, zarr_format: int) -> None:
+    """Create the groups above ``path`` that do not exist yet (the root included)."""
+    parts = path.split("/")[:-1]
+    for depth in range(len(parts) + 1):
+        parent = "/".join(parts[:depth])
+        if node_attributes(store, parent) is None:
+            write_group(store, parent, zarr_format, {})
+
+
+def allocate_image(store: Store, path: str, spec: ImageSpec) -> None:
+    """Create the level-0 array, the ledger and the in-progress metadata of an image."""
+    layout = spec.layout
+    kwargs: dict[str, Any] = {}
+    if spec.zarr_format == 3:
+        kwargs["dimension_names"] = list(layout.axes)
+        if spec.stored_shards is not None:
+            kwargs["shards"] = spec.stored_shards
+    else:
+        # NGFF 0.4 requires "/" between chunk indices; zarr's v2 default is ".".
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    ensure_parents(store, path, spec.zarr_format)
+    zarr.create_array(
+        store,
+        name=f"{path}/0",
+        shape=layout.shape,
+        dtype=spec.np_dtype,
+        chunks=spec.stored_chunks,
+        compressors=_compressors(spec),
+        fill_value=spec.fill_value,
+        zarr_format=spec.zarr_format,
+        overwrite=True,
+        **kwargs,
+    )
+    Ledger(store, path, spec).create()
+    write_group(store, path, spec.zarr_format, image_attributes(spec, STATUS_IN_PROGRESS))

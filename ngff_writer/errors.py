@@ -1,0 +1,125 @@
+"""The exceptions ngff-writer raises.
+
+Every error derives from :class:`NgffWriterError` and from the builtin a caller
+would reach for, so ``except ValueError`` keeps working::
+
+    NgffWriterError
+    ├── StoreError (OSError)
+    │   ├── OutputExistsError (FileExistsError)     creating over existing data
+    │   ├── OutputNotFoundError (FileNotFoundError) reopening a missing output
+    │   └── ReadOnlyError (PermissionError)         writing to an output opened with mode="r"
+    ├── SpecError (ValueError)                      a declaration that cannot be stored
+    │   ├── InvalidAxesError
+    │   ├── InvalidChunksError
+    │   ├── UnsupportedDtypeError (TypeError)
+    │   └── SpecMismatchError                       resuming with different settings
+    ├── UnknownImageError (KeyError)
+    ├── DuplicateImageError (FileExistsError)
+    ├── WriteError (ValueError)                     a write that was refused; nothing was stored
+    │   ├── ShapeMismatchError
+    │   ├── SampleIndexError (IndexError)
+    │   ├── LossyCastError (TypeError)
+    │   └── ImageFinalizedError
+    └── ClosedError (RuntimeError)                  using an output after close()
+
+Every check runs before the first byte is written, so a refused call leaves the
+store exactly as it was.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClosedError",
+    "DuplicateImageError",
+    "ImageFinalizedError",
+    "InvalidAxesError",
+    "InvalidChunksError",
+    "LossyCastError",
+    "NgffWriterError",
+    "OutputExistsError",
+    "OutputNotFoundError",
+    "ReadOnlyError",
+    "SampleIndexError",
+    "ShapeMismatchError",
+    "SpecError",
+    "SpecMismatchError",
+    "StoreError",
+    "UnknownImageError",
+    "UnsupportedDtypeError",
+    "WriteError",
+]
+
+
+class NgffWriterError(Exception):
+    """Base of every error raised by ngff-writer."""
+
+
+class StoreError(NgffWriterError, OSError):
+    """The output store cannot be opened or used as asked."""
+
+
+class OutputExistsError(StoreError, FileExistsError):
+    """Creating an output where data already exists, without ``mode="w"``."""
+
+
+class OutputNotFoundError(StoreError, FileNotFoundError):
+    """Reopening (``mode="a"`` or ``"r"``) an output that does not exist."""
+
+
+class ReadOnlyError(StoreError, PermissionError):
+    """Writing to an output opened read-only."""
+
+
+class SpecError(NgffWriterError, ValueError):
+    """An image declaration that cannot be stored as valid OME-Zarr."""
+
+
+class InvalidAxesError(SpecError):
+    """Axes that break the OME-NGFF axis rules or do not match the shape."""
+
+
+class InvalidChunksError(SpecError):
+    """Chunks or shards that do not fit the image or the write unit."""
+
+
+class UnsupportedDtypeError(SpecError, TypeError):
+    """A data type OME-Zarr viewers cannot display (complex, object, strings...)."""
+
+
+class SpecMismatchError(SpecError):
+    """An image exists in the store with settings other than the ones given."""
+
+
+class UnknownImageError(NgffWriterError, KeyError):
+    """No image of that name was declared in this output."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateImageError(NgffWriterError, FileExistsError):
+    """An image of that name already exists in this output."""
+
+
+class WriteError(NgffWriterError, ValueError):
+    """A write that was refused before anything was stored."""
+
+
+class ShapeMismatchError(WriteError):
+    """The array does not have the shape of the slot it is written to."""
+
+
+class SampleIndexError(WriteError, IndexError):
+    """A sample index outside ``[0, n_samples)``."""
+
+
+class LossyCastError(WriteError, TypeError):
+    """Converting the array to the image dtype would lose information."""
+
+
+class ImageFinalizedError(WriteError):
+    """The image is complete and final; its data can no longer change."""
+
+
+class ClosedError(NgffWriterError, RuntimeError):
+    """The output was closed."""

@@ -1,0 +1,470 @@
+"""The public face: an output (a store of images) and its images.
+
+Data moves top-down through the modules this one drives:
+``spec`` (declare) → ``allocate`` (arrays + skeleton metadata) → ``write`` (a sample
+into its slot) → ``track`` (ledger record) → ``finalize`` (final metadata, once complete).
+Nothing here caches image data between calls; all progress lives in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+
+from . import __version__
+from .allocate import allocate_image
+from .errors import (
+    ClosedError,
+    DuplicateImageError,
+    ImageFinalizedError,
+    OutputExistsError,
+    OutputNotFoundError,
+    ReadOnlyError,
+    SpecMismatchError,
+    StoreError,
+    UnknownImageError,
+)
+from .finalize import finalize_image
+from .grid import box_of_region
+from .ngff import STATUS_COMPLETE, read_writer_attrs
+from .spec import LEDGER_GROUP, ImageSpec, parse_image_spec, parse_name
+from .stats import summarize
+from .storage import (
+    Mode,
+    StoreLike,
+    clear,
+    describe,
+    is_empty,
+    list_dir,
+    node_attributes,
+    open_array,
+    open_store,
+    write_group,
+)
+from .track import Ledger
+from .write import prepare_sample
+
+__all__ = ["Image", "Output", "Progress", "open_output"]
+
+_ROOT_KEY = "ngff_writer"
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How far an image is, read from the store.
+
+    Attributes
+    ----------
+    name
+        Image path inside the output.
+    done, total
+        Samples fully stored, and samples in the image.
+    complete
+        True once the image is final (every block stored and metadata finalized).
+    pending
+        Indices of samples not fully stored yet.
+    blocks_done, blocks_total
+        Stored write units (chunks, or shards when sharded) and their total.
+    """
+
+    name: str
+    done: int
+    total: int
+    complete: bool
+    pending: tuple[int, ...]
+    blocks_done: int
+    blocks_total: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry ``ngff-writer status --json`` prints for this image."""
+        return {"path": self.name, "complete": self.complete, "done": self.done,
+                "total": self.total}
+
+
+class Image:
+    """One OME-Zarr image of an output. Get it from :meth:`Output.create_image` or ``output[name]``."""
+
+    def __init__(self, output: Output, spec: ImageSpec, final: bool) -> None:
+        self._output = output
+        self.spec = spec
+        self._final = final
+        self._array: zarr.Array | None = None
+        self._ledger = Ledger(output.store, spec.name, spec)
+
+    def __repr__(self) -> str:
+        return (f"Image({self.name!r}, axes={self.spec.axes!r}, shape={self.spec.shape}, "
+                f"dtype={self.spec.dtype})")
+
+    @property
+    def name(self) -> str:
+        """Path of the image inside the output."""
+        return self.spec.name
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples (the length of ``s``; 1 without it)."""
+        return self.spec.layout.n_samples
+
+    @property
+    def array(self) -> zarr.Array:
+        """The full-resolution zarr array, in stored axis order (opened on first use)."""
+        self._output._check_open()
+        if self._array is None:
+            mode = "r" if self._output.mode == "r" else "r+"
+            self._array = open_array(self._output.store, f"{self.name}/0", mode)
+        return self._array
+
+    # ---- write ---------------------------------------------------------------------
+    def write_sample(self, index: int, data: Any) -> None:
+        """Store one sample into its slot and record it; finalize the image if it was the last.
+
+        Parameters
+        ----------
+        index
+            Sample index along ``s`` (0 when the image has no ``s`` axis).
+        data
+            The sample: an array (or anything ``np.asarray`` takes) with the image's axes
+            minus ``s``, in declared order. Converted to the image dtype by the rule in
+            :mod:`ngff_writer.write`. Writing a sample again overwrites it (a retry).
+
+        Raises
+        ------
+        SampleIndexError, ShapeMismatchError, LossyCastError
+            Bad input; nothing is stored.
+        ImageFinalizedError, ClosedError, ReadOnlyError
+            The image or output no longer takes writes.
+        """
+        self._output._check_writable()
+        if self._final:
+            raise ImageFinalizedError(f"image {self.name!r} is complete and final")
+        index, block = prepare_sample(self.spec, index, data)
+        region = self.spec.layout.sample_region(index)
+        self.array[region] = block
+        channel_axis = self.spec.layout.axes.index("c") if "c" in self.spec.layout.axes else None
+        box = box_of_region(region, self.spec.layout.shape, self.spec.write_unit)
+        self._ledger.record(box, summarize(block, channel_axis))
+        self._finalize_if_complete()
+
+    def _finalize_if_complete(self) -> bool:
+        if finalize_image(self._output.store, self.name, self.spec, self._ledger):
+            self._final = True
+        return self._final
+
+    # ---- track ---------------------------------------------------------------------
+    def progress(self) -> Progress:
+        """Read this image's progress from the store (sees every writer's records)."""
+        self._output._check_open()
+        covered = self._ledger.covered()
+        done = self._ledger.samples_done(covered)
+        attrs = node_attributes(self._output.store, self.name)
+        block = read_writer_attrs(attrs[1]) if attrs else None
+        self._final = bool(block and block.get("status") == STATUS_COMPLETE)
+        return Progress(
+            name=self.name,
+            done=int(done.sum()),
+            total=int(done.size),
+            complete=self._final,
+            pending=tuple(int(i) for i in np.flatnonzero(~done)),
+            blocks_done=int(covered.sum()),
+            blocks_total=int(covered.size),
+        )
+
+    def pending_samples(self) -> list[int]:
+        """Indices of samples not yet stored, for resuming: skip everything else."""
+        return list(self.progress().pending)
+
+    @property
+    def complete(self) -> bool:
+        """True once the image is final."""
+        return self.progress().complete
+
+    # ---- finalize ------------------------------------------------------------------
+    def finalize(self) -> bool:
+        """Finalize now if every block is stored (idempotent).
+
+        Returns
+        -------
+        bool
+            True if the image is complete and final; False if samples are missing (it
+            stays "in_progress" with its progress intact).
+        """
+        self._output._check_writable()
+        return self._finalize_if_complete()
+
+
+class Output:
+    """A store of OME-Zarr images being written. Create with :func:`open_output`."""
+
+    def __init__(self, store: Store, mode: Mode, ngff_version: str) -> None:
+        self.store = store
+        self.mode = mode
+        self.ngff_version = ngff_version
+        self._images: dict[str, Image] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Output({describe(self.store)!r}, mode={self.mode!r})"
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- state checks ----------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.mode == "r":
+            raise ReadOnlyError(f"{self!r} was opened read-only")
+
+    def close(self) -> None:
+        """Close the output. Incomplete images stay "in_progress", their progress kept."""
+        self._closed = True
+        self._images.clear()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    # ---- declare -------------------------------------------------------------------
+    def create_image(
+        self,
+        name: str,
+        shape: Sequence[int],
+        axes: str,
+        dtype: Any = "float32",
+        *,
+        chunks: Sequence[int] | None = None,
+        shards: Sequence[int] | None = None,
+        compressor: Any = "default",
+        fill_value: float | int | bool = 0,
+        scale: Mapping[str, float] | Sequence[float] | None = None,
+        units: str | Mapping[str, str] | None = None,
+        channel_names: Sequence[str] | None = None,
+        channel_colors: Sequence[str] | None = None,
+        ngff_version: str | None = None,
+        cast: str = "safe",
+        window_percentiles: tuple[float, float] = (0.5, 99.5),
+        exist_ok: bool = False,
+    ) -> Image:
+        """Declare an image: allocate its arrays and write in-progress OME metadata.
+
+        No chunk data is written; viewers can open the image at once and see it fill.
+
+        Parameters
+        ----------
+        name
+            Path of the image in the output, e.g. ``"pred"`` or ``"plate/a1.ome.zarr"``.
+        shape
+            Size of each axis, in ``axes`` order.
+        axes
+            Letters of ``t c z y x`` and the sample axis ``s``, in any order (e.g.
+            ``"sczyx"``, ``"yxs"``). See :mod:`ngff_writer.spec` for how ``s`` is stored.
+        dtype
+            Stored data type (bool, integer or float).
+        chunks
+            Chunk shape in ``axes`` order; must be 1 along ``s``. Default: 1 along
+            ``t s c``, spatial axes halved until a chunk is at most 4 MiB.
+        shards
+            Shard shape in ``axes`` order (NGFF 0.5 only), a multiple of ``chunks``.
+        compressor
+            ``"default"`` (Blosc zstd-3 + shuffle), ``"blosc-lz4"``, ``"zstd"``, ``"gzip"``,
+            None, or a zarr / numcodecs codec.
+        fill_value
+            Value of never-written pixels.
+        scale
+            Physical pixel size per axis: a mapping such as ``{"z": 2.0, "y": 0.5}`` or a
+            sequence in ``axes`` order. Default 1.
+        units
+            A unit for every space axis (``"micrometer"``, ``"nm"``...) or a mapping per axis.
+        channel_names, channel_colors
+            One name and one hex color (``"FF00FF"``) per channel.
+        ngff_version
+            ``"0.5"`` (zarr v3) or ``"0.4"`` (zarr v2). Default: the output's.
+        cast
+            Dtype conversion allowed on write: ``"safe"`` (default), ``"same_kind"``, ``"unsafe"``.
+        window_percentiles
+            Percentiles of the data used as the display window at finalize.
+        exist_ok
+            If the image exists with the same settings, return it (resume) instead of raising.
+
+        Raises
+        ------
+        SpecError
+            (and its subclasses) for a declaration that cannot be stored.
+        DuplicateImageError
+            The name exists and ``exist_ok`` is False.
+        SpecMismatchError
+            The name exists with other settings.
+        """
+        self._check_writable()
+        spec = parse_image_spec(
+            name, shape, axes, dtype, chunks=chunks, shards=shards, compressor=compressor,
+            fill_value=fill_value, scale=scale, units=units, channel_names=channel_names,
+            channel_colors=channel_colors, ngff_version=ngff_version or self.ngff_version,
+            cast=cast, window_percentiles=window_percentiles,
+        )
+        existing = self._read_image(spec.name)
+        if existing is not None:
+            if not exist_ok:
+                raise DuplicateImageError(
+                    f"image {spec.name!r} already exists in {describe(self.store)}; pass "
+                    "exist_ok=True to resume it"
+                )
+            if existing.spec != spec:
+                diff = [f.name for f in dataclasses.fields(spec)
+                        if getattr(spec, f.name) != getattr(existing.spec, f.name)]
+                raise SpecMismatchError(
+                    f"image {spec.name!r} exists with other settings ({', '.join(diff)})"
+                )
+            return existing
+        if node_attributes(self.store, spec.name) is not None:
+            raise DuplicateImageError(f"{spec.name!r} is already a group that is not an image")
+        allocate_image(self.store, spec.name, spec)
+        image = Image(self, spec, final=False)
+        self._images[spec.name] = image
+        return image
+
+    # ---- find ----------------------------------------------------------------------
+    def _read_image(self, name: str) -> Image | None:
+        if name in self._images:
+            return self._images[name]
+        node = node_attributes(self.store, name)
+        block = read_writer_attrs(node[1]) if node else None
+        if block is None:
+            return None
+        image = Image(self, ImageSpec.from_json(block["spec"]),
+                      final=block.get("status") == STATUS_COMPLETE)
+        self._images[name] = image
+        return image
+
+    def image(self, name: str) -> Image:
+        """Return the image ``name`` (declared by this or any earlier/other process)."""
+        self._check_open()
+        image = self._read_image(parse_name(name))
+        if image is None:
+            raise UnknownImageError(f"no image {name!r} in {describe(self.store)}")
+        return image
+
+    __getitem__ = image
+
+    def __contains__(self, name: str) -> bool:
+        return self._read_image(parse_name(name)) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.images())
+
+    def images(self) -> list[str]:
+        """Names of every image in the output, complete or not (read from the store)."""
+        self._check_open()
+        found: list[str] = []
+
+        def walk(prefix: str) -> None:
+            for child in sorted(list_dir(self.store, prefix)):
+                path = f"{prefix}/{child}" if prefix else child
+                if child == LEDGER_GROUP:
+                    continue
+                node = node_attributes(self.store, path)
+                if node is None:
+                    continue  # an array or a non-zarr key
+                if read_writer_attrs(node[1]) is not None:
+                    found.append(path)
+                else:
+                    walk(path)
+
+        walk("")
+        return found
+
+    # ---- write / track / finalize ----------------------------------------------------
+    def write_sample(self, name: str, index: int, data: Any) -> None:
+        """Shortcut for ``output[name].write_sample(index, data)``."""
+        self.image(name).write_sample(index, data)
+
+    def status(self) -> list[Progress]:
+        """Progress of every image in the output."""
+        return [self.image(name).progress() for name in self.images()]
+
+    def finalize(self) -> list[str]:
+        """Finalize every complete image; return (and warn about) the incomplete ones."""
+        self._check_writable()
+        incomplete = [name for name in self.images() if not self.image(name).finalize()]
+        if incomplete:
+            warnings.warn(
+                f"{len(incomplete)} image(s) are incomplete and stay in progress: "
+                + ", ".join(incomplete),
+                stacklevel=2,
+            )
+        return incomplete
+
+
+def open_output(
+    root: StoreLike,
+    mode: Mode = "w-",
+    *,
+    ngff_version: str = "0.5",
+    storage_options: dict[str, Any] | None = None,
+) -> Output:
+    """Open an output: a directory (or any zarr store) that holds OME-Zarr images.
+
+    Parameters
+    ----------
+    root
+        A local path (the default kind), a URL such as ``"s3://bucket/out.zarr"``, or a
+        :class:`zarr.abc.store.Store`.
+    mode
+        ``"w-"`` create, refusing existing data (default); ``"w"`` create, deleting
+        what is there; ``"a"`` reopen to append or resume (created if empty);
+        ``"r"`` read-only, for status.
+    ngff_version
+        Default NGFF version of images declared in this output (``"0.5"`` or ``"0.4"``).
+    storage_options
+        Options for fsspec URLs (credentials, endpoint).
+
+    Raises
+    ------
+    OutputExistsError
+        ``mode="w-"`` and the store holds data.
+    OutputNotFoundError
+        ``mode="r"`` and there is no output.
+    StoreError
+        The store holds data that is not an ngff-writer output (``"a"``, ``"r"``).
+    """
+    if mode not in ("w-", "w", "a", "r"):
+        raise ValueError(f"mode must be 'w-', 'w', 'a' or 'r', got {mode!r}")
+    if str(ngff_version) not in ("0.4", "0.5"):
+        raise ValueError(f"ngff_version must be '0.4' or '0.5', got {ngff_version!r}")
+    if mode == "r" and isinstance(root, (str, Path)) and "://" not in str(root):
+        if not Path(root).exists():
+            raise OutputNotFoundError(f"no output at {root}")
+    store = open_store(root, mode, storage_options)
+    empty = is_empty(store)
+    where = describe(store)
+    if mode == "w-" and not empty:
+        raise OutputExistsError(
+            f"{where} already holds data; open it with mode='a' to resume or mode='w' to replace it"
+        )
+    if mode == "w" and not empty:
+        clear(store)
+        empty = True
+    if empty:
+        if mode == "r":
+            raise OutputNotFoundError(f"no output at {where}")
+        fmt = 3 if str(ngff_version) == "0.5" else 2
+        write_group(store, "", fmt, {_ROOT_KEY: {"output": 1, "version": __version__}})
+    else:
+        root_node = node_attributes(store, "")
+        if root_node is None or _ROOT_KEY not in root_node[1]:
+            raise StoreError(f"{where} holds data that is not an ngff-writer output")
+    return Output(store, mode, str(ngff_version))

@@ -1,0 +1,90 @@
+"""The completion ledger: which blocks of an image are stored, kept in the store itself.
+
+Each write that stores whole blocks adds one *record*: a small zarr group at
+``<image>/ngff_writer/done/<box key>`` whose name says which box of write units was
+stored and whose attributes hold that data's statistics. A record is written only after
+its data, so the ledger never lists a block that is not stored.
+
+Why one object per record rather than a shared progress document: zarr rewrites
+attribute documents whole from a cached copy, so two processes updating one document
+lose each other's updates. Distinct keys never collide, need no lock, survive a crash
+of any writer, and a retry rewrites the same key. Progress is a listing of names; the
+record bodies are read only when the image is finalized.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from zarr.abc.store import Store
+
+from .grid import Box, box_key, coverage, grid_shape, parse_box_key
+from .spec import LEDGER_GROUP, ImageSpec
+from .storage import get_json, list_dir, write_group
+
+__all__ = ["Ledger"]
+
+
+class Ledger:
+    """Records of stored blocks for one image.
+
+    Parameters
+    ----------
+    store
+        The output store.
+    image_path
+        Path of the image group inside the store.
+    spec
+        The image spec (gives the write-unit grid and zarr format).
+    """
+
+    def __init__(self, store: Store, image_path: str, spec: ImageSpec) -> None:
+        self.store = store
+        self.spec = spec
+        self.prefix = f"{image_path}/{LEDGER_GROUP}/done"
+        self.grid = grid_shape(spec.layout.shape, spec.write_unit)
+
+    def create(self) -> None:
+        """Write the (empty) ledger groups; idempotent."""
+        fmt = self.spec.zarr_format
+        write_group(self.store, self.prefix.rsplit("/", 1)[0], fmt, {})
+        write_group(self.store, self.prefix, fmt, {})
+
+    def record(self, box: Box, summary: list[dict[str, Any]]) -> None:
+        """Mark ``box`` as stored, with the statistics of its data. Call after the data write."""
+        write_group(
+            self.store,
+            f"{self.prefix}/{box_key(box)}",
+            self.spec.zarr_format,
+            {"box": [list(box[0]), list(box[1])], "stats": summary},
+        )
+
+    def boxes(self) -> list[Box]:
+        """Every recorded box (one listing; no record is read)."""
+        names = list_dir(self.store, self.prefix)
+        return [parse_box_key(n) for n in names if "-" in n]
+
+    def covered(self) -> np.ndarray:
+        """Boolean grid of write units, True where stored."""
+        return coverage(self.boxes(), self.grid)
+
+    def summaries(self) -> list[list[dict[str, Any]]]:
+        """The statistics of every record, in key order (deterministic across processes)."""
+        meta = "zarr.json" if self.spec.zarr_format == 3 else ".zattrs"
+        out = []
+        for name in sorted(list_dir(self.store, self.prefix)):
+            if "-" not in name:
+                continue
+            doc = get_json(self.store, f"{self.prefix}/{name}/{meta}") or {}
+            attrs = doc.get("attributes", {}) if self.spec.zarr_format == 3 else doc
+            out.append(attrs.get("stats", []))
+        return out
+
+    def samples_done(self, covered: np.ndarray) -> np.ndarray:
+        """Boolean per sample: every block of the sample is stored."""
+        layout = self.spec.layout
+        if layout.sample_axis is None:
+            return np.array([bool(covered.all())])
+        per_sample = np.moveaxis(covered, layout.sample_axis, 0)
+        return per_sample.reshape(layout.n_samples, -1).all(axis=1)
