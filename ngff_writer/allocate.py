@@ -30,11 +30,12 @@ def _compressors(spec: ImageSpec) -> Any:
     if isinstance(c, dict):
         return [c]
     v3 = spec.zarr_format == 3
+    shuffle = numcodecs.Blosc.SHUFFLE
     presets = {
         "blosc-zstd": (lambda: BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
-                       lambda: numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)),
+                       lambda: numcodecs.Blosc(cname="zstd", clevel=3, shuffle=shuffle)),
         "blosc-lz4": (lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-                      lambda: numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)),
+                      lambda: numcodecs.Blosc(cname="lz4", clevel=5, shuffle=shuffle)),
         "zstd": (lambda: ZstdCodec(level=3), lambda: numcodecs.Zstd(level=3)),
         "gzip": (lambda: GzipCodec(level=5), lambda: numcodecs.GZip(level=5)),
     }

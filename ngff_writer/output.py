@@ -89,7 +89,7 @@ class Progress:
 
 
 class Image:
-    """One OME-Zarr image of an output. Get it from :meth:`Output.create_image` or ``output[name]``."""
+    """One OME-Zarr image of an output, from :meth:`Output.create_image` or ``output[name]``."""
 
     def __init__(self, output: Output, spec: ImageSpec, final: bool) -> None:
         self._output = output

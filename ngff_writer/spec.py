@@ -507,7 +507,9 @@ def _parse_units(units: Any, axes: str) -> tuple[str | None, ...]:
     return tuple(out)
 
 
-def _parse_channel_names(names: Any, axes: str, shape: tuple[int, ...], image: str) -> tuple[str, ...]:
+def _parse_channel_names(
+    names: Any, axes: str, shape: tuple[int, ...], image: str
+) -> tuple[str, ...]:
     n = shape[axes.index("c")] if "c" in axes else 1
     if names is None:
         base = image.rsplit("/", 1)[-1]
