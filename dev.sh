@@ -31,7 +31,9 @@ setup() {
         rm -rf .venv
         "$py" -m venv .venv
     fi
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]" 2>&1 \
+    local target="."
+    [ -n "$extras" ] && target=".[$extras]"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target" 2>&1 \
         | grep -v "^WARNING: Location" || true
     .venv/bin/python -c 'import ngff_writer' || { echo "installation failed" >&2; exit 3; }
 }
@@ -39,7 +41,7 @@ setup() {
 job=${1:-}
 case "$job" in
     demo)
-        setup test
+        setup ""
         .venv/bin/ngff-writer demo "${2:-demo-output}" --overwrite
         ;;
     test)

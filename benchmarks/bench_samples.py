@@ -1,0 +1,428 @@
+"""Stream S samples of 1x32x512x512 float32 through ngff-writer and through other writers.
+
+The requirement (issue): ngff-writer must reach at least 1.0x plain zarr-python's
+throughput, writing one sample per call with the same codec and chunks, with a peak RSS
+of at most 300 MB that does not change when S doubles.
+
+Engines (each run in its own fresh subprocess, writing to a fresh directory on local disk):
+
+``ngff-writer``      ``open_output`` / ``create_image`` / ``write_sample(i, x)`` / ``close``
+``zarr``             ``zarr.create_array(...)`` then ``arr[i] = x`` per sample (default pipeline)
+``tensorstore``      zarr3 driver, file kvstore, ``arr[i].write(x).result()`` per sample
+``careamics-cache``  keep every sample in a list, then ``np.stack`` and one zarr write at the end
+
+Samples are generated in the worker into one reused buffer (``_samples.SampleSource``);
+only the write calls are timed (for ``careamics-cache``: the list append copies, the
+stack and the final write; for every engine: plus the final flush/close). Throughput is
+``S * sample bytes / timed seconds`` in MB/s (MB = 10**6 bytes).
+
+Peak RSS is the worker's ``VmHWM`` (high-water resident set of the process, from
+``/proc/self/status``; ``ru_maxrss`` elsewhere) in MB (10**6 bytes). It is reported both
+absolute (what the 300 MB requirement is about) and over the baseline: the RSS right
+after imports and sample-generator setup (interpreter, numpy, zarr or tensorstore, the
+33.5 MB sample buffer).
+
+Usage::
+
+    python benchmarks/bench_samples.py                       # 64 samples, 3 repeats, all engines
+    python benchmarks/bench_samples.py --also-double --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("ngff-writer", "zarr", "tensorstore", "careamics-cache")
+DOUBLE_ENGINES = ("ngff-writer", "careamics-cache")
+CODECS = ("default", "blosc-lz4", "zstd")
+SAMPLE_SHAPE = (1, 32, 512, 512)
+CHUNKS = (1, 1, 16, 256, 256)
+RSS_LIMIT_MB = 300.0
+MB = 1e6
+
+
+# ---- memory ---------------------------------------------------------------------------------
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def current_rss() -> float:
+    """Resident set size of this process now, in bytes."""
+    kb = _status_kb("VmRSS")
+    if kb is not None:
+        return kb * 1024.0
+    import psutil
+
+    return float(psutil.Process().memory_info().rss)
+
+
+def peak_rss() -> float:
+    """High-water resident set size of this process, in bytes."""
+    kb = _status_kb("VmHWM")
+    if kb is None:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        if sys.platform == "darwin":
+            kb //= 1024  # bytes there
+    return kb * 1024.0
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# ---- codecs ---------------------------------------------------------------------------------
+def zarr_codec(name: str) -> Any:
+    """The zarr v3 codec that ngff-writer's preset ``name`` stands for."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    return {
+        "default": lambda: BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+        "blosc-lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+        "zstd": lambda: ZstdCodec(level=3),
+    }[name]()
+
+
+def tensorstore_codecs(name: str) -> list[dict[str, Any]]:
+    """The same codec chain in tensorstore's zarr3 JSON."""
+    raw = {"name": "bytes", "configuration": {"endian": "little"}}
+    comp = {
+        "default": {"name": "blosc", "configuration": {
+            "cname": "zstd", "clevel": 3, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}},
+        "blosc-lz4": {"name": "blosc", "configuration": {
+            "cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}},
+        "zstd": {"name": "zstd", "configuration": {"level": 3, "checksum": False}},
+    }[name]
+    return [raw, comp]
+
+
+# ---- workers --------------------------------------------------------------------------------
+class Timer:
+    """Sum of the wall time of the timed blocks."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.calls = 0
+
+    def __enter__(self) -> Timer:
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.total += time.perf_counter() - self._t0
+        self.calls += 1
+
+
+def _shape(n: int) -> tuple[int, ...]:
+    return (n, *SAMPLE_SHAPE)
+
+
+def run_ngff_writer(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
+    import ngff_writer as nw
+
+    out = nw.open_output(str(path), mode="w")
+    img = out.create_image("pred", shape=_shape(n), axes="sczyx", dtype="float32",
+                           chunks=CHUNKS, compressor=codec)
+    for i in range(n):
+        sample = source.sample(i)
+        with timer:
+            img.write_sample(i, sample)
+    with timer:
+        out.close()
+
+
+def run_zarr(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
+    import zarr
+
+    arr = zarr.create_array(str(path), shape=_shape(n), dtype="float32", chunks=CHUNKS,
+                            compressors=zarr_codec(codec), fill_value=0, zarr_format=3)
+    for i in range(n):
+        sample = source.sample(i)
+        with timer:
+            arr[i] = sample
+
+
+def run_tensorstore(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
+    import tensorstore as ts
+
+    spec = {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(path)},
+        "metadata": {
+            "shape": list(_shape(n)),
+            "data_type": "float32",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(CHUNKS)}},
+            "chunk_key_encoding": {"name": "default"},
+            "codecs": tensorstore_codecs(codec),
+            "fill_value": 0,
+        },
+    }
+    arr = ts.open(spec, create=True, delete_existing=True).result()
+    for i in range(n):
+        sample = source.sample(i)
+        with timer:
+            arr[i].write(sample).result()
+
+
+def run_careamics_cache(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
+    import numpy as np
+    import zarr
+
+    arr = zarr.create_array(str(path), shape=_shape(n), dtype="float32", chunks=CHUNKS,
+                            compressors=zarr_codec(codec), fill_value=0, zarr_format=3)
+    cache = []
+    for i in range(n):
+        sample = source.sample(i)
+        with timer:
+            cache.append(sample.copy())  # a model returns a fresh array per sample
+    with timer:
+        stacked = np.stack(cache)
+        arr[:] = stacked
+    del stacked, cache
+
+
+RUNNERS = {
+    "ngff-writer": run_ngff_writer,
+    "zarr": run_zarr,
+    "tensorstore": run_tensorstore,
+    "careamics-cache": run_careamics_cache,
+}
+
+
+def _verify(engine: str, path: Path, n: int, source: Any) -> dict:
+    """Check the output after measuring: the last sample reads back equal to a regenerated
+    copy, and (ngff-writer) the image is complete."""
+    import numpy as np
+    import zarr
+
+    info: dict[str, Any] = {}
+    if engine == "ngff-writer":
+        import ngff_writer as nw
+
+        with nw.open_output(str(path), mode="r") as out:
+            info["complete"] = out["pred"].complete
+        path = path / "pred" / "0"
+    arr = zarr.open_array(str(path), mode="r")
+    info["codecs"] = [c.to_dict() for c in arr.metadata.codecs]
+    got = np.asarray(arr[n - 1])
+    source.rng = np.random.default_rng(1)  # replay the noise offsets
+    for i in range(n):
+        want = source.sample(i)
+    info["verified"] = bool(np.array_equal(got, want))
+    return info
+
+
+def worker(engine: str, n: int, codec: str, path: Path, noise: float) -> dict:
+    """Run one engine in this (fresh) process and return its measurements."""
+    import numpy as np  # imported before the baseline, like every engine's modules
+
+    if engine == "tensorstore":
+        import tensorstore  # noqa: F401
+    else:
+        import zarr  # noqa: F401
+    if engine == "ngff-writer":
+        import ngff_writer  # noqa: F401
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _samples import SampleSource
+
+    source = SampleSource(SAMPLE_SHAPE, noise=noise, seed=0)
+    source.sample(0)  # touch the buffer so it is resident in the baseline
+    source.rng = np.random.default_rng(1)
+    baseline = current_rss()
+    timer = Timer()
+    t0 = time.perf_counter()
+    RUNNERS[engine](path, n, codec, source, timer)
+    wall = time.perf_counter() - t0
+    peak = peak_rss()
+    nbytes = n * source.nbytes
+    size = disk_bytes(path)
+    info = _verify(engine, path, n, source)
+    return {
+        "engine": engine,
+        "samples": n,
+        "codec": codec,
+        "bytes": nbytes,
+        "write_s": timer.total,
+        "wall_s": wall,
+        "mb_s": nbytes / MB / timer.total,
+        "peak_rss_mb": peak / MB,
+        "baseline_rss_mb": baseline / MB,
+        "peak_over_baseline_mb": (peak - baseline) / MB,
+        "disk_bytes": size,
+        "ratio_compression": nbytes / max(size, 1),
+        **info,
+    }
+
+
+# ---- orchestration --------------------------------------------------------------------------
+def run_one(engine: str, n: int, args: argparse.Namespace, root: Path) -> dict:
+    path = Path(tempfile.mkdtemp(prefix=f"{engine}-{n}-", dir=root)) / "out.zarr"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine,
+           "--samples", str(n), "--codec", args.codec, "--noise", str(args.noise),
+           "--path", str(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise RuntimeError(f"worker {engine} (S={n}) failed with code {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _median(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def summarize(results: list[dict], engines: list[str], n: int) -> list[dict]:
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["engine"], r["samples"]), []).append(r)
+    ref = groups.get(("zarr", n))
+    ref_mb_s = _median(ref, "mb_s") if ref else None
+    table = []
+    for (engine, s), rows in sorted(groups.items(), key=lambda kv: (kv[0][1],
+                                                                    engines.index(kv[0][0]))):
+        row = {
+            "engine": engine,
+            "samples": s,
+            "repeats": len(rows),
+            "mb_s_median": _median(rows, "mb_s"),
+            "mb_s_min": min(r["mb_s"] for r in rows),
+            "mb_s_max": max(r["mb_s"] for r in rows),
+            "write_s_median": _median(rows, "write_s"),
+            "peak_rss_mb_median": _median(rows, "peak_rss_mb"),
+            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rows),
+            "baseline_rss_mb_median": _median(rows, "baseline_rss_mb"),
+            "peak_over_baseline_mb_median": _median(rows, "peak_over_baseline_mb"),
+            "compression_ratio": _median(rows, "ratio_compression"),
+            "verified": all(r["verified"] for r in rows),
+        }
+        if ref_mb_s:
+            row["throughput_vs_zarr"] = row["mb_s_median"] / ref_mb_s
+        table.append(row)
+    return table
+
+
+def print_table(table: list[dict], args: argparse.Namespace) -> None:
+    head = (f"{'engine':<16}{'S':>5}{'MB/s med':>10}{'(min-max)':>14}{'x zarr':>8}"
+            f"{'peak RSS':>10}{'base':>7}{'peak-base':>10}{'ratio':>7}{'ok':>4}")
+    print(f"\ncodec={args.codec}  sample={SAMPLE_SHAPE} float32  chunks={CHUNKS}  "
+          f"repeats={args.repeats}  (MB = 1e6 bytes; RSS = absolute VmHWM, medians)")
+    print(head)
+    print("-" * len(head))
+    for r in table:
+        vs = f"{r['throughput_vs_zarr']:.2f}" if "throughput_vs_zarr" in r else "-"
+        rng = f"({r['mb_s_min']:.0f}-{r['mb_s_max']:.0f})"
+        print(f"{r['engine']:<16}{r['samples']:>5}{r['mb_s_median']:>10.1f}{rng:>14}{vs:>8}"
+              f"{r['peak_rss_mb_median']:>10.0f}{r['baseline_rss_mb_median']:>7.0f}"
+              f"{r['peak_over_baseline_mb_median']:>10.0f}{r['compression_ratio']:>7.2f}"
+              f"{'y' if r['verified'] else 'N':>4}")
+
+
+def verdict(table: list[dict], results: list[dict], n: int) -> list[str]:
+    by = {(r["engine"], r["samples"]): r for r in table}
+    lines = []
+    ngff, ref = by.get(("ngff-writer", n)), by.get(("zarr", n))
+    if ngff and ref:
+        paired = []
+        for rep in sorted({r["repeat"] for r in results}):
+            a = [r for r in results if r["repeat"] == rep and r["samples"] == n]
+            x = [r["mb_s"] for r in a if r["engine"] == "ngff-writer"]
+            y = [r["mb_s"] for r in a if r["engine"] == "zarr"]
+            if x and y:
+                paired.append(x[0] / y[0])
+        ratio = ngff["throughput_vs_zarr"]
+        lines.append(f"throughput ngff-writer / zarr = {ratio:.3f} (per repeat: "
+                     f"{', '.join(f'{p:.3f}' for p in paired)}) -> "
+                     f"{'PASS' if ratio >= 1.0 else 'FAIL'} (>= 1.0)")
+    if ngff:
+        peak = ngff["peak_rss_mb_max"]
+        lines.append(f"ngff-writer peak RSS at S={n}: {peak:.0f} MB absolute (max of repeats) -> "
+                     f"{'PASS' if peak <= RSS_LIMIT_MB else 'FAIL'} (<= {RSS_LIMIT_MB:.0f} MB)")
+    for engine in DOUBLE_ENGINES:
+        a, b = by.get((engine, n)), by.get((engine, 2 * n))
+        if a and b:
+            pa, pb = a["peak_rss_mb_median"], b["peak_rss_mb_median"]
+            lines.append(f"{engine}: peak RSS S={n} {pa:.0f} MB -> S={2 * n} {pb:.0f} MB "
+                         f"({pb - pa:+.0f} MB, x{pb / pa:.2f})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--engines", default=",".join(ENGINES))
+    p.add_argument("--codec", choices=CODECS, default="default")
+    p.add_argument("--also-double", action="store_true",
+                   help="also run ngff-writer and careamics-cache at 2x samples")
+    p.add_argument("--noise", type=float, default=0.01, help="noise std of the samples")
+    p.add_argument("--tmpdir", default=None, help="where outputs go (local disk; deleted)")
+    p.add_argument("--json", default=None, help="save raw results and the summary here")
+    p.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    p.add_argument("--path", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        res = worker(args.worker, args.samples, args.codec, Path(args.path), args.noise)
+        print(json.dumps(res))
+        return 0
+
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        p.error(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
+    n = args.samples
+    tasks = [(e, n) for e in engines]
+    if args.also_double:
+        tasks += [(e, 2 * n) for e in DOUBLE_ENGINES if e in engines]
+    gb = n * 4 * 32 * 512 * 512 / 2**30
+    print(f"{len(tasks)} runs x {args.repeats} repeats; {gb:.1f} GiB per run at S={n}",
+          flush=True)
+    results = []
+    root = Path(tempfile.mkdtemp(prefix="ngff-bench-", dir=args.tmpdir))
+    try:
+        for rep in range(args.repeats):  # interleaved: A B C A B C ...
+            for engine, s in tasks:
+                r = run_one(engine, s, args, root)
+                r["repeat"] = rep
+                results.append(r)
+                print(f"  repeat {rep} {engine:<16} S={s:<4} {r['mb_s']:7.1f} MB/s  "
+                      f"peak RSS {r['peak_rss_mb']:6.0f} MB (base {r['baseline_rss_mb']:.0f})  "
+                      f"{r['write_s']:.1f} s", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    table = summarize(results, engines, n)
+    print_table(table, args)
+    lines = verdict(table, results, n)
+    print()
+    for line in lines:
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"args": vars(args), "results": results, "summary": table, "verdict": lines},
+            indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

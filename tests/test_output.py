@@ -1,0 +1,336 @@
+"""Opening outputs, declaring images, writing samples, progress, resume and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import ngff_writer as nw
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under root with its bytes: proves a refused call changed nothing."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _attrs(image_path: Path, version: str) -> dict:
+    g = zarr.open_group(image_path, mode="r")
+    return dict(g.attrs)
+
+
+def _omero(attrs: dict, version: str) -> dict:
+    return attrs["ome"]["omero"] if version == "0.5" else attrs["omero"]
+
+
+# ---- open modes ------------------------------------------------------------------------
+def test_create_refuses_existing_data(tmp_path):
+    root = tmp_path / "out.zarr"
+    root.mkdir()
+    (root / "precious.txt").write_text("keep me")
+    with pytest.raises(nw.OutputExistsError, match="mode='a'"):
+        nw.open_output(root)
+    assert (root / "precious.txt").read_text() == "keep me"
+    with pytest.raises(FileExistsError):  # the builtin still catches it
+        nw.open_output(root, mode="w-")
+
+
+def test_overwrite_replaces(tmp_path):
+    root = tmp_path / "out.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("a", (8, 8), "yx")
+    with nw.open_output(root, mode="w") as out:
+        assert out.images() == []
+
+
+def test_append_refuses_foreign_data(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "file").write_text("not zarr")
+    with pytest.raises(nw.StoreError, match="not an ngff-writer output"):
+        nw.open_output(tmp_path / "x", mode="a")
+
+
+def test_read_only_missing(tmp_path):
+    with pytest.raises(nw.OutputNotFoundError):
+        nw.open_output(tmp_path / "missing.zarr", mode="r")
+    assert not (tmp_path / "missing.zarr").exists()
+
+
+def test_read_only_refuses_writes(tmp_path, rng):
+    root = tmp_path / "out.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("a", (2, 8, 8), "syx")
+    before = _files(root)
+    with nw.open_output(root, mode="r") as out:
+        with pytest.raises(nw.ReadOnlyError):
+            out["a"].write_sample(0, rng.random((8, 8), dtype=np.float32))
+        with pytest.raises(nw.ReadOnlyError):
+            out.create_image("b", (8, 8), "yx")
+        assert out["a"].progress().done == 0
+    assert _files(root) == before
+
+
+def test_any_zarr_store(rng):
+    store = zarr.storage.MemoryStore()
+    out = nw.open_output(store)
+    img = out.create_image("mem", (2, 16, 16), "syx")
+    data = rng.random((2, 16, 16), dtype=np.float32)
+    for i in range(2):
+        img.write_sample(i, data[i])
+    assert img.progress().complete
+    np.testing.assert_array_equal(zarr.open_array(store, path="mem/0", mode="r")[:], data)
+
+
+# ---- declare ---------------------------------------------------------------------------
+def test_declare_writes_metadata_but_no_chunks(tmp_path, ngff_version):
+    root = tmp_path / "out.zarr"
+    with nw.open_output(root, ngff_version=ngff_version) as out:
+        out.create_image("pred", (4, 2, 8, 32, 32), "sczyx", chunks=(1, 1, 4, 16, 16),
+                         scale={"z": 2.0, "y": 0.5, "x": 0.5}, units="micrometer")
+    chunk_dir = root / "pred" / "0"
+    data_files = [p for p in chunk_dir.rglob("*") if p.is_file()
+                  and p.name not in ("zarr.json", ".zarray", ".zattrs")]
+    assert data_files == []
+    attrs = _attrs(root / "pred", ngff_version)
+    assert attrs["ngff_writer"]["status"] == "in_progress"
+    ms = attrs["ome"]["multiscales"][0] if ngff_version == "0.5" else attrs["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == ["s", "c", "z", "y", "x"]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [1, 1, 2.0, 0.5, 0.5]
+    arr = zarr.open_array(root / "pred" / "0", mode="r")
+    assert arr.shape == (4, 2, 8, 32, 32) and arr.chunks == (1, 1, 4, 16, 16)
+
+
+def test_duplicate_and_resume_declarations(tmp_path):
+    root = tmp_path / "out.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("a", (2, 8, 8), "syx")
+        with pytest.raises(nw.DuplicateImageError, match="exist_ok"):
+            out.create_image("a", (2, 8, 8), "syx")
+    with nw.open_output(root, mode="a") as out:
+        again = out.create_image("a", (2, 8, 8), "syx", exist_ok=True)
+        assert again.spec.shape == (2, 8, 8)
+        with pytest.raises(nw.SpecMismatchError, match="shape"):
+            out.create_image("a", (3, 8, 8), "syx", exist_ok=True)
+
+
+def test_unknown_image(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        with pytest.raises(nw.UnknownImageError, match="nope"):
+            out["nope"]
+        with pytest.raises(KeyError):
+            out.write_sample("nope", 0, np.zeros((2, 2)))
+
+
+def test_nested_names_and_listing(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        out.create_image("run1/b.ome.zarr", (8, 8), "yx")
+        out.create_image("run1/a.ome.zarr", (8, 8), "yx")
+        out.create_image("c", (8, 8), "yx")
+        assert out.images() == ["c", "run1/a.ome.zarr", "run1/b.ome.zarr"]
+        assert "run1/a.ome.zarr" in out and "run1" not in out
+        with pytest.raises(nw.DuplicateImageError):
+            out.create_image("run1", (8, 8), "yx")
+
+
+# ---- write -----------------------------------------------------------------------------
+def test_samples_in_any_order_round_trip(tmp_path, rng, ngff_version):
+    root = tmp_path / "out.zarr"
+    ref = rng.random((5, 2, 3, 20, 24), dtype=np.float32)
+    with nw.open_output(root, ngff_version=ngff_version) as out:
+        img = out.create_image("pred", ref.shape, "sczyx", chunks=(1, 1, 2, 8, 16))
+        for i in [4, 0, 3, 1]:
+            img.write_sample(i, ref[i])
+            assert not img.progress().complete
+        assert img.pending_samples() == [2]
+        img.write_sample(2, ref[2])
+        progress = img.progress()
+    assert progress.complete and progress.done == progress.total == 5
+    np.testing.assert_array_equal(zarr.open_array(root / "pred" / "0")[:], ref)
+    attrs = _attrs(root / "pred", ngff_version)
+    assert attrs["ngff_writer"]["status"] == "complete"
+    for c, ch in enumerate(_omero(attrs, ngff_version)["channels"]):
+        w = ch["window"]
+        assert w["min"] == pytest.approx(ref[:, c].min()) and w["max"] == pytest.approx(ref[:, c].max())
+        lo, hi = np.percentile(ref[:, c], [0.5, 99.5])
+        assert w["start"] == pytest.approx(lo, abs=0.02) and w["end"] == pytest.approx(hi, abs=0.02)
+
+
+def test_declared_order_is_transposed(tmp_path, rng):
+    ref = rng.random((10, 12, 3), dtype=np.float32)  # y x s
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", ref.shape, "yxs")
+        for i in range(3):
+            img.write_sample(i, ref[..., i])
+        np.testing.assert_array_equal(img.array[:], np.moveaxis(ref, 2, 0))
+
+
+def test_retry_overwrites_before_completion(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", (2, 8, 8), "syx")
+        img.write_sample(0, np.ones((8, 8), np.float32))
+        img.write_sample(0, np.full((8, 8), 2, np.float32))
+        assert img.progress().done == 1
+        np.testing.assert_array_equal(img.array[0], 2)
+
+
+def test_bad_writes_change_nothing(tmp_path, rng):
+    root = tmp_path / "out.zarr"
+    out = nw.open_output(root)
+    img = out.create_image("p", (3, 2, 16, 16), "scyx", dtype="float32")
+    good = rng.random((2, 16, 16), dtype=np.float32)
+    img.write_sample(1, good)
+    before = _files(root)
+    cases = [
+        (nw.ShapeMismatchError, lambda: img.write_sample(0, good[0])),
+        (nw.ShapeMismatchError, lambda: img.write_sample(0, np.zeros((2, 16, 17), np.float32))),
+        (nw.SampleIndexError, lambda: img.write_sample(3, good)),
+        (nw.SampleIndexError, lambda: img.write_sample(-1, good)),
+        (nw.SampleIndexError, lambda: img.write_sample(1.0, good)),
+        (nw.LossyCastError, lambda: img.write_sample(0, good.astype(np.float64))),
+        (nw.LossyCastError, lambda: img.write_sample(0, good.astype(np.int64))),
+        (nw.UnsupportedDtypeError, lambda: img.write_sample(0, good.astype(np.complex64))),
+    ]
+    for error, call in cases:
+        with pytest.raises(error):
+            call()
+    assert _files(root) == before
+    assert img.progress().done == 1
+    out.close()
+    with pytest.raises(nw.ClosedError):
+        img.write_sample(0, good)
+    with pytest.raises(nw.ClosedError):
+        out.create_image("q", (8, 8), "yx")
+    assert _files(root) == before
+
+
+def test_safe_casts_are_silent_and_opt_in_allows_lossy(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", (2, 4, 4), "syx", dtype="float32")
+        img.write_sample(0, np.arange(16, dtype=np.uint8).reshape(4, 4))
+        np.testing.assert_array_equal(img.array[0], np.arange(16).reshape(4, 4))
+        narrow = out.create_image("q", (1, 4, 4), "syx", dtype="float32", cast="same_kind")
+        narrow.write_sample(0, np.full((4, 4), 0.1, dtype=np.float64))
+        np.testing.assert_array_equal(narrow.array[0], np.float32(0.1))
+
+
+def test_finalized_image_refuses_writes(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", (8, 8), "yx")
+        img.write_sample(0, np.ones((8, 8), np.float32))
+        assert img.complete
+        with pytest.raises(nw.ImageFinalizedError):
+            img.write_sample(0, np.ones((8, 8), np.float32))
+    with nw.open_output(tmp_path / "o.zarr", mode="a") as out:
+        with pytest.raises(nw.ImageFinalizedError):
+            out["p"].write_sample(0, np.ones((8, 8), np.float32))
+
+
+def test_nan_and_inf_are_stored_and_ignored_by_windows(tmp_path, ngff_version):
+    data = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    data[0, :5] = np.nan
+    data[1, :3] = np.inf
+    data[2, :3] = -np.inf
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root, ngff_version=ngff_version) as out:
+        out.create_image("p", data.shape, "yx").write_sample(0, data)
+    stored = zarr.open_array(root / "p" / "0")[:]
+    np.testing.assert_array_equal(stored, data)  # NaN compares equal positionally here
+    window = _omero(_attrs(root / "p", ngff_version), ngff_version)["channels"][0]["window"]
+    finite = data[np.isfinite(data)]
+    assert window["min"] == pytest.approx(finite.min())
+    assert window["max"] == pytest.approx(finite.max())
+    assert all(np.isfinite(v) for v in window.values())
+
+
+def test_all_nan_channel_gets_placeholder_window(tmp_path):
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("p", (4, 4), "yx").write_sample(0, np.full((4, 4), np.nan, np.float32))
+    window = _attrs(root / "p", "0.5")["ome"]["omero"]["channels"][0]["window"]
+    assert window == {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}
+
+
+def test_integer_images(tmp_path, rng):
+    ref = rng.integers(0, 4000, (3, 32, 32), dtype=np.uint16)
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        img = out.create_image("p", ref.shape, "syx", dtype="uint16")
+        for i in range(3):
+            img.write_sample(i, ref[i])
+    np.testing.assert_array_equal(zarr.open_array(root / "p" / "0")[:], ref)
+    window = _attrs(root / "p", "0.5")["ome"]["omero"]["channels"][0]["window"]
+    assert window["min"] == ref.min() and window["max"] == ref.max()
+
+
+# ---- track / resume --------------------------------------------------------------------
+def test_close_with_incomplete_images_keeps_progress(tmp_path, rng):
+    root = tmp_path / "o.zarr"
+    ref = rng.random((4, 8, 8), dtype=np.float32)
+    with nw.open_output(root) as out:
+        img = out.create_image("p", ref.shape, "syx")
+        img.write_sample(2, ref[2])
+        img.write_sample(0, ref[0])
+        with pytest.warns(UserWarning, match="incomplete"):
+            assert out.finalize() == ["p"]
+    with nw.open_output(root, mode="a") as out:
+        img = out["p"]
+        progress = img.progress()
+        assert (progress.done, progress.total, progress.pending) == (2, 4, (1, 3))
+        assert _attrs(root / "p", "0.5")["ngff_writer"]["status"] == "in_progress"
+        for i in img.pending_samples():
+            img.write_sample(i, ref[i])
+        assert img.progress().complete
+    np.testing.assert_array_equal(zarr.open_array(root / "p" / "0")[:], ref)
+
+
+def test_ledger_never_lists_a_sample_whose_data_failed(tmp_path, rng, monkeypatch):
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        img = out.create_image("p", (2, 8, 8), "syx")
+        arr = img.array
+
+        class Boom(Exception):
+            pass
+
+        def fail(*args, **kwargs):
+            raise Boom
+
+        monkeypatch.setattr(type(arr), "__setitem__", fail)
+        with pytest.raises(Boom):
+            img.write_sample(0, rng.random((8, 8), dtype=np.float32))
+        monkeypatch.undo()
+        assert img.progress().done == 0
+
+
+# ---- status command --------------------------------------------------------------------
+def test_status_json_lists_every_image(tmp_path, rng):
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        a = out.create_image("done", (2, 8, 8), "syx")
+        for i in range(2):
+            a.write_sample(i, rng.random((8, 8), dtype=np.float32))
+        out.create_image("sub/half", (3, 8, 8), "syx", ngff_version="0.4").write_sample(
+            1, rng.random((8, 8), dtype=np.float32))
+    import contextlib
+    import io
+
+    from ngff_writer.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["status", str(root), "--json"]) == 0
+    assert json.loads(buf.getvalue()) == {"images": [
+        {"path": "done", "complete": True, "done": 2, "total": 2},
+        {"path": "sub/half", "complete": False, "done": 1, "total": 3},
+    ]}
+
+
+def test_status_of_missing_output_is_an_error(tmp_path, capsys):
+    from ngff_writer.cli import main
+
+    assert main(["status", os.fspath(tmp_path / "nothing")]) == 1
+    assert "no output" in capsys.readouterr().err
