@@ -22,7 +22,9 @@ from zarr.storage import FsspecStore, LocalStore
 
 from .errors import StoreError
 
-__all__ = ["Mode", "StoreLike", "describe", "get_json", "list_dir", "open_store", "put_json"]
+__all__ = [
+    "Mode", "StoreLike", "describe", "get_json", "list_dir", "list_prefix", "open_store", "put_json",
+]
 
 Mode = Literal["w-", "w", "a", "r"]
 StoreLike = str | Path | Store
@@ -96,6 +98,15 @@ def list_dir(store: Store, prefix: str) -> list[str]:
 
     async def collect() -> list[str]:
         return [name async for name in store.list_dir(prefix)]
+
+    return run(collect())
+
+
+def list_prefix(store: Store, prefix: str) -> list[str]:
+    """Every key that starts with ``prefix`` (recursively)."""
+
+    async def collect() -> list[str]:
+        return [key async for key in store.list_prefix(prefix)]
 
     return run(collect())
 

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 from zarr.abc.store import Store
 
+from .errors import StoreError
 from .grid import Box, box_key, coverage, grid_shape, parse_box_key
 from .spec import LEDGER_GROUP, ImageSpec
-from .storage import get_json, list_dir, write_group
+from .storage import get_json, list_prefix, write_group
 
 __all__ = ["Ledger"]
 
@@ -60,10 +61,26 @@ class Ledger:
             {"box": [list(box[0]), list(box[1])], "stats": summary},
         )
 
+    @property
+    def _last_document(self) -> str:
+        # The document a record's writer stores last: a record counts only once it exists.
+        # Listing directories instead would count a record whose writer died mid-write
+        # (LocalStore creates the directory before it renames the document into place).
+        return "zarr.json" if self.spec.zarr_format == 3 else ".zgroup"
+
+    def record_names(self) -> list[str]:
+        """Names of complete records, sorted (one listing; no record is read)."""
+        start = len(self.prefix) + 1
+        names = []
+        for key in list_prefix(self.store, self.prefix + "/"):
+            name, _, doc = key[start:].partition("/")
+            if doc == self._last_document and "-" in name:
+                names.append(name)
+        return sorted(names)
+
     def boxes(self) -> list[Box]:
-        """Every recorded box (one listing; no record is read)."""
-        names = list_dir(self.store, self.prefix)
-        return [parse_box_key(n) for n in names if "-" in n]
+        """Every recorded box."""
+        return [parse_box_key(n) for n in self.record_names()]
 
     def covered(self) -> np.ndarray:
         """Boolean grid of write units, True where stored."""
@@ -73,12 +90,12 @@ class Ledger:
         """The statistics of every record, in key order (deterministic across processes)."""
         meta = "zarr.json" if self.spec.zarr_format == 3 else ".zattrs"
         out = []
-        for name in sorted(list_dir(self.store, self.prefix)):
-            if "-" not in name:
-                continue
-            doc = get_json(self.store, f"{self.prefix}/{name}/{meta}") or {}
+        for name in self.record_names():
+            doc = get_json(self.store, f"{self.prefix}/{name}/{meta}")
+            if doc is None:
+                raise StoreError(f"ledger record {self.prefix}/{name} lost its {meta}")
             attrs = doc.get("attributes", {}) if self.spec.zarr_format == 3 else doc
-            out.append(attrs.get("stats", []))
+            out.append(attrs["stats"])
         return out
 
     def samples_done(self, covered: np.ndarray) -> np.ndarray:
