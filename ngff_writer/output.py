@@ -20,6 +20,7 @@ from zarr.abc.store import Store
 
 from . import __version__
 from .allocate import allocate_image
+from .assemble import Assembler
 from .errors import (
     ClosedError,
     DuplicateImageError,
@@ -32,7 +33,6 @@ from .errors import (
     UnknownImageError,
 )
 from .finalize import finalize_image
-from .grid import box_of_region
 from .ngff import STATUS_COMPLETE, read_writer_attrs
 from .spec import LEDGER_GROUP, ImageSpec, parse_image_spec, parse_name
 from .stats import summarize
@@ -49,7 +49,7 @@ from .storage import (
     write_group,
 )
 from .track import Ledger
-from .write import prepare_sample
+from .write import crop_tile, prepare_region
 
 __all__ = ["Image", "Output", "Progress", "open_output"]
 
@@ -97,6 +97,8 @@ class Image:
         self._final = final
         self._array: zarr.Array | None = None
         self._ledger = Ledger(output.store, spec.name, spec)
+        self._assembler: Assembler | None = None
+        self._channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
 
     def __repr__(self) -> str:
         return (f"Image({self.name!r}, axes={self.spec.axes!r}, shape={self.spec.shape}, "
@@ -141,16 +143,56 @@ class Image:
         ImageFinalizedError, ClosedError, ReadOnlyError
             The image or output no longer takes writes.
         """
+        self._check_can_write()
+        self._store(*prepare_region(self.spec, index, data))
+
+    def write_region(self, index: int, data: Any, start: Sequence[int]) -> None:
+        """Store part of a sample: ``data`` lands at ``start`` (one value per space axis).
+
+        ``data`` has the sample's axes (declared order, no ``s``), full along ``t``/``c``
+        and any size along the space axes. Parts of chunks are assembled in memory and
+        each chunk is stored once, whole, when it is fully covered: no chunk is ever read
+        back (see :mod:`ngff_writer.assemble`). A region written again is a retry; two
+        different regions that overlap raise ``OverlapError``.
+        """
+        self._check_can_write()
+        self._store(*prepare_region(self.spec, index, data, start))
+
+    def write_tile(self, index: int, tile: Any, *, crop_start: Sequence[int],
+                   crop_size: Sequence[int], stitch_start: Sequence[int]) -> None:
+        """Store the valid part of an overlapping tile (CAREamics' crop/stitch triple).
+
+        Equivalent to ``write_region(index, tile[..., crop_start:crop_start + crop_size],
+        stitch_start)`` over the space axes (declared order, e.g. ``(z, y, x)``).
+        """
+        self._check_can_write()
+        self._store(*prepare_region(self.spec, index, crop_tile(self.spec, tile, crop_start, crop_size),
+                                    stitch_start))
+
+    def _check_can_write(self) -> None:
         self._output._check_writable()
         if self._final:
             raise ImageFinalizedError(f"image {self.name!r} is complete and final")
-        index, block = prepare_sample(self.spec, index, data)
-        region = self.spec.layout.sample_region(index)
-        self.array[region] = block
-        channel_axis = self.spec.layout.axes.index("c") if "c" in self.spec.layout.axes else None
-        box = box_of_region(region, self.spec.layout.shape, self.spec.write_unit)
-        self._ledger.record(box, summarize(block, channel_axis))
-        self._finalize_if_complete()
+
+    def _store(self, region: tuple[slice, ...], block: np.ndarray) -> None:
+        # The one write path: the assembler hands back whole write units only, each is
+        # stored with a single zarr call, then recorded in the ledger after its data.
+        if self._assembler is None:
+            spec = self.spec
+            self._assembler = Assembler(spec.layout.shape, spec.write_unit, spec.np_dtype,
+                                        spec.fill_value, self._output.max_buffer_bytes)
+            self._assembler.mark_stored(self._ledger.covered())
+        pieces = self._assembler.add(region, block)
+        for piece in pieces:
+            self.array[piece.region] = piece.data
+            self._ledger.record(piece.box, summarize(piece.data, self._channel_axis))
+        if pieces:
+            self._finalize_if_complete()
+
+    @property
+    def buffered_units(self) -> int:
+        """Write units partly covered by regions and held in memory, not yet stored."""
+        return 0 if self._assembler is None else len(self._assembler.pending_units)
 
     def _finalize_if_complete(self) -> bool:
         if finalize_image(self._output.store, self.name, self.spec, self._ledger):
@@ -202,10 +244,11 @@ class Image:
 class Output:
     """A store of OME-Zarr images being written. Create with :func:`open_output`."""
 
-    def __init__(self, store: Store, mode: Mode, ngff_version: str) -> None:
+    def __init__(self, store: Store, mode: Mode, ngff_version: str, max_buffer_bytes: int) -> None:
         self.store = store
         self.mode = mode
         self.ngff_version = ngff_version
+        self.max_buffer_bytes = max_buffer_bytes
         self._images: dict[str, Image] = {}
         self._closed = False
 
@@ -229,7 +272,20 @@ class Output:
             raise ReadOnlyError(f"{self!r} was opened read-only")
 
     def close(self) -> None:
-        """Close the output. Incomplete images stay "in_progress", their progress kept."""
+        """Close the output. Incomplete images stay "in_progress", their progress kept.
+
+        Chunks that regions covered only partly were never stored; a warning names them,
+        and resuming means writing the regions that touch them again.
+        """
+        if self._closed:
+            return
+        partial = {n: im.buffered_units for n, im in self._images.items() if im.buffered_units}
+        if partial:
+            warnings.warn(
+                "closing with partly covered chunks that were not stored: "
+                + ", ".join(f"{n} ({k} chunks)" for n, k in partial.items()),
+                stacklevel=2,
+            )
         self._closed = True
         self._images.clear()
 
@@ -415,6 +471,7 @@ def open_output(
     *,
     ngff_version: str = "0.5",
     storage_options: dict[str, Any] | None = None,
+    max_buffer_bytes: int = 1 << 30,
 ) -> Output:
     """Open an output: a directory (or any zarr store) that holds OME-Zarr images.
 
@@ -431,6 +488,9 @@ def open_output(
         Default NGFF version of images declared in this output (``"0.5"`` or ``"0.4"``).
     storage_options
         Options for fsspec URLs (credentials, endpoint).
+    max_buffer_bytes
+        Cap on memory holding partly covered chunks per image while regions/tiles are
+        assembled (default 1 GiB); past it a write raises ``BufferFullError``.
 
     Raises
     ------
@@ -467,4 +527,4 @@ def open_output(
         root_node = node_attributes(store, "")
         if root_node is None or _ROOT_KEY not in root_node[1]:
             raise StoreError(f"{where} holds data that is not an ngff-writer output")
-    return Output(store, mode, str(ngff_version))
+    return Output(store, mode, str(ngff_version), int(max_buffer_bytes))

@@ -19,7 +19,7 @@ import numpy as np
 from .errors import LossyCastError, SampleIndexError, ShapeMismatchError, UnsupportedDtypeError
 from .spec import ImageSpec
 
-__all__ = ["check_index", "prepare_sample"]
+__all__ = ["check_index", "crop_tile", "prepare_region"]
 
 
 def check_index(spec: ImageSpec, index: Any) -> int:
@@ -50,22 +50,87 @@ def cast_to(spec: ImageSpec, data: np.ndarray) -> np.ndarray:
     return data.astype(target, casting=spec.cast)
 
 
-def prepare_sample(spec: ImageSpec, index: Any, data: Any) -> tuple[int, np.ndarray]:
-    """Validate a sample and return ``(index, block)``, block in stored order.
+def _spatial(spec: ImageSpec) -> list[int]:
+    """Positions of the space axes in a sample (declared order, no ``s``)."""
+    return [i for i, a in enumerate(spec.axes.replace("s", "")) if a in "zyx"]
 
-    The block has the shape of the sample's region of the stored array
-    (:meth:`~ngff_writer.spec.Layout.sample_region`), the sample axis included.
+
+def _ints(spec: ImageSpec, what: str, values: Any, n: int) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in values)
+    except (TypeError, ValueError) as exc:
+        raise ShapeMismatchError(f"image {spec.name!r}: {what} must be {n} ints, got {values!r}") from exc
+    if len(out) != n:
+        space = "".join(a for a in spec.axes if a in "zyx")
+        raise ShapeMismatchError(
+            f"image {spec.name!r}: {what} needs one value per space axis ({space!r}), got {out}"
+        )
+    return out
+
+
+def crop_tile(spec: ImageSpec, tile: Any, crop_start: Any, crop_size: Any) -> np.ndarray:
+    """Return the valid part of ``tile``: ``crop_size`` pixels from ``crop_start`` per space axis."""
+    array = np.asarray(tile)
+    spatial = _spatial(spec)
+    start = _ints(spec, "crop_start", crop_start, len(spatial))
+    size = _ints(spec, "crop_size", crop_size, len(spatial))
+    if array.ndim != len(spec.layout.sample_shape):
+        raise ShapeMismatchError(
+            f"image {spec.name!r}: a tile needs {len(spec.layout.sample_shape)} dimensions "
+            f"(axes {spec.axes.replace('s', '')!r}), got shape {array.shape}"
+        )
+    index: list[slice] = [slice(None)] * array.ndim
+    for axis, a, n in zip(spatial, start, size, strict=True):
+        if a < 0 or n < 1 or a + n > array.shape[axis]:
+            raise ShapeMismatchError(
+                f"image {spec.name!r}: crop {start}+{size} does not fit in a tile of shape {array.shape}"
+            )
+        index[axis] = slice(a, a + n)
+    return array[tuple(index)]
+
+
+def prepare_region(
+    spec: ImageSpec, index: Any, data: Any, start: Any = None
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Validate a sample (``start`` None) or a region of one; return ``(region, block)``.
+
+    ``start`` gives, per space axis in declared order, where ``data`` lands in the image.
+    The block is in stored order with the sample axis kept, shaped like ``region`` of the
+    stored array.
     """
     layout = spec.layout
     index = check_index(spec, index)
     array = np.asarray(data)
-    if array.shape != layout.sample_shape:
+    spatial = _spatial(spec)
+    if start is None:
+        expected = layout.sample_shape
+        start_t = (0,) * len(spatial)
+    else:
+        start_t = _ints(spec, "start", start, len(spatial))
+        expected = list(layout.sample_shape)
+        if array.ndim == len(expected):
+            for axis in spatial:
+                expected[axis] = array.shape[axis]
+        expected = tuple(expected)
+    if array.shape != expected:
         raise ShapeMismatchError(
-            f"image {spec.name!r}: a sample must have shape {layout.sample_shape} "
-            f"(axes {spec.axes.replace('s', '')!r}), got {array.shape}"
+            f"image {spec.name!r}: {'a sample' if start is None else 'a region'} must have shape "
+            f"{expected} (axes {spec.axes.replace('s', '')!r}), got {array.shape}"
         )
+    for axis, a in zip(spatial, start_t, strict=True):
+        if a < 0 or a + array.shape[axis] > layout.sample_shape[axis]:
+            raise ShapeMismatchError(
+                f"image {spec.name!r}: a region of shape {array.shape} at {start_t} does not fit in "
+                f"a sample of shape {layout.sample_shape}"
+            )
     array = cast_to(spec, array)
     block = array.transpose(layout.sample_perm)
     if layout.sample_axis is not None and not layout.merged:
         block = np.expand_dims(block, layout.sample_axis)
-    return index, block
+    region = list(layout.sample_region(index))
+    offsets = dict(zip((spec.axes.replace("s", "")[i] for i in spatial), start_t, strict=True))
+    for pos, axis_name in enumerate(layout.axes):
+        if axis_name in offsets:
+            a = offsets[axis_name]
+            region[pos] = slice(a, a + block.shape[pos])
+    return tuple(region), block

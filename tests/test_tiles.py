@@ -1,0 +1,159 @@
+"""Tiles: valid parts assembled into whole chunks, never a chunk read back."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tiling import tile_specs
+from zarr.storage import LocalStore, WrapperStore
+
+import ngff_writer as nw
+from ngff_writer.assemble import BufferFullError, OverlapError
+
+
+class CountingStore(WrapperStore):
+    """A real LocalStore that counts reads of chunk data (keys under an array, not metadata)."""
+
+    reads: int = 0
+
+    async def get(self, key, prototype, byte_range=None):
+        if "/0/" in key and not key.endswith(("zarr.json", ".zarray", ".zattrs")):
+            type(self).reads += 1
+        return await self._store.get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        type(self).reads += sum(1 for k, _ in key_ranges if "/0/" in k)
+        return await self._store.get_partial_values(prototype, key_ranges)
+
+
+def write_tiles(img, sample_index, image, patch, overlap, order_seed=None):
+    specs = list(tile_specs(image.shape[-len(patch):], patch, overlap))
+    if order_seed is not None:
+        np.random.default_rng(order_seed).shuffle(specs)
+    for t in specs:
+        region = tuple(slice(a, a + n) for a, n in zip(t.tile_start, t.tile_size, strict=True))
+        tile = image[(Ellipsis, *region)]
+        img.write_tile(sample_index, tile, crop_start=t.crop_coords, crop_size=t.crop_size,
+                       stitch_start=t.stitch_coords)
+    return len(specs)
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_unaligned_tiles_store_whole_chunks_with_zero_reads(tmp_path, rng, version):
+    CountingStore.reads = 0
+    store = CountingStore(LocalStore(tmp_path / "o.zarr"))
+    ref = rng.random((2, 1, 300, 260), dtype=np.float32)  # s c y x
+    with nw.open_output(store, ngff_version=version) as out:
+        img = out.create_image("p", ref.shape, "scyx", chunks=(1, 1, 64, 64))
+        for s in range(2):
+            write_tiles(img, s, ref[s], patch=(96, 80), overlap=(16, 10), order_seed=s)
+        assert img.buffered_units == 0
+        assert img.progress().complete
+    assert CountingStore.reads == 0
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "o.zarr" / "p" / "0")[:], ref)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.data(),
+    ndim=st.sampled_from([2, 3]),
+)
+def test_tiles_in_any_order_equal_in_memory_stitch(tmp_path_factory, data, ndim):
+    shape = tuple(data.draw(st.integers(1, 70 if ndim == 2 else 20), label=f"n{i}") for i in range(ndim))
+    patch = tuple(data.draw(st.integers(2, 40 if ndim == 2 else 12), label=f"p{i}") for i in range(ndim))
+    overlap = tuple(data.draw(st.integers(0, p - 1), label=f"o{i}") for i, p in enumerate(patch))
+    chunks = tuple(data.draw(st.integers(1, 48 if ndim == 2 else 16), label=f"c{i}") for i in range(ndim))
+    seed = data.draw(st.integers(0, 2**16), label="order")
+    ref = np.random.default_rng(seed).random((1, *shape), dtype=np.float32)  # c + space
+    axes = "c" + "zyx"[-ndim:]
+    root = tmp_path_factory.mktemp("tiles") / "o.zarr"
+    with nw.open_output(root) as out:
+        img = out.create_image("p", ref.shape, axes, chunks=(1, *chunks))
+        write_tiles(img, 0, ref, patch, overlap, order_seed=seed)
+        assert img.buffered_units == 0
+        assert img.progress().complete
+    np.testing.assert_array_equal(zarr.open_array(root / "p" / "0")[:], ref)
+
+
+def test_region_form_and_overlap_errors(tmp_path, rng):
+    ref = rng.random((40, 40), dtype=np.float32)
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", ref.shape, "yx", chunks=(16, 16))
+        img.write_region(0, ref[:20, :30], start=(0, 0))
+        img.write_region(0, ref[:20, :30], start=(0, 0))  # a retry is accepted
+        with pytest.raises(OverlapError):
+            img.write_region(0, ref[19:25, :30], start=(19, 0))
+        with pytest.raises(nw.ShapeMismatchError, match="does not fit"):
+            img.write_region(0, ref[:20, :30], start=(30, 0))
+        with pytest.raises(nw.ShapeMismatchError, match="one value per space axis"):
+            img.write_region(0, ref[:20, :30], start=(0,))
+        img.write_region(0, ref[20:, :30], start=(20, 0))
+        assert not img.progress().complete
+        img.write_region(0, ref[:, 30:], start=(0, 30))
+        assert img.progress().complete
+        np.testing.assert_array_equal(img.array[:], ref)
+
+
+def test_buffer_bound_raises_before_changing_anything(tmp_path, rng):
+    ref = rng.random((64, 64), dtype=np.float32)
+    with nw.open_output(tmp_path / "o.zarr", max_buffer_bytes=5 * 32 * 32) as out:
+        img = out.create_image("p", ref.shape, "yx", chunks=(32, 32))
+        img.write_region(0, ref[:10, :10], start=(0, 0))  # one partial chunk: 32*32*(4+1) bytes
+        with pytest.raises(BufferFullError, match="max_buffer_bytes"):
+            img.write_region(0, ref[:10, 40:50], start=(0, 40))
+        assert img.buffered_units == 1
+        img.write_region(0, ref[10:32, :32], start=(10, 0))
+        img.write_region(0, ref[:10, 10:32], start=(0, 10))
+        assert img.buffered_units == 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            img.write_region(0, ref[:, 32:], start=(0, 32))
+            img.write_region(0, ref[32:, :32], start=(32, 0))
+        assert img.progress().complete
+
+
+def test_closing_with_partial_chunks_warns_and_ledger_lists_only_stored(tmp_path, rng):
+    ref = rng.random((64, 64), dtype=np.float32)
+    root = tmp_path / "o.zarr"
+    out = nw.open_output(root)
+    img = out.create_image("p", ref.shape, "yx", chunks=(32, 32))
+    img.write_region(0, ref[:40, :40], start=(0, 0))  # chunk (0,0) whole, three partial
+    with pytest.warns(UserWarning, match="partly covered"):
+        out.close()
+    with nw.open_output(root, mode="a") as out:
+        img = out["p"]
+        p = img.progress()
+        assert (p.blocks_done, p.blocks_total) == (1, 4)
+        # Resume: write the regions touching unstored chunks again (whole ones are skipped).
+        img.write_region(0, ref[:40, :40], start=(0, 0))
+        img.write_region(0, ref[40:, :], start=(40, 0))
+        img.write_region(0, ref[:40, 40:], start=(0, 40))
+        assert img.progress().complete
+        np.testing.assert_array_equal(img.array[:], ref)
+
+
+@pytest.mark.parametrize(
+    ("shape", "patch", "overlap", "chunks"),
+    [
+        ((20, 30), (64, 64), (16, 16), (8, 8)),  # image smaller than a tile
+        ((100, 90), (48, 48), (8, 8), (100, 90)),  # tile smaller than a chunk
+        ((100, 90), (48, 48), (8, 8), (10, 7)),  # tile larger than a chunk, last chunks partial
+        ((64, 64), (17, 17), (1, 1), (16, 16)),  # 1-pixel overlaps
+        ((9, 64, 64), (4, 24, 24), (2, 4, 4), (3, 16, 16)),  # 3D
+    ],
+)
+def test_edge_cases(tmp_path, rng, shape, patch, overlap, chunks):
+    ref = rng.random((2, *shape), dtype=np.float32)
+    axes = "s" + "zyx"[-len(shape):]
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", ref.shape, axes, chunks=(1, *chunks))
+        for s in (1, 0):
+            write_tiles(img, s, ref[s], patch, overlap, order_seed=s)
+        assert img.progress().complete and img.buffered_units == 0
+        np.testing.assert_array_equal(img.array[:], ref)
