@@ -1,17 +1,25 @@
-"""Assembly of tile pieces into whole write units, so no chunk is ever read back.
+"""Assembly of tile parts into whole write units, so no chunk is ever read back.
 
-A region written by a tile splits into an *inner* part made of whole write units (stored
-at once, one zarr call) and *edge* pieces that cover units only partly. Edge pieces are
-copied into a buffer per unit; when every element of a unit is covered, the unit is
+A region (a sample, a tile's valid part, a whole tile in blend mode) splits into the
+write units it touches. In crop mode, units the region covers entirely are stored at
+once (one zarr call for all of them); every other unit gets a *part*: the region's
+piece of it, kept in memory. When a unit's parts are complete it is combined and
 stored once, whole. zarr then never reads a chunk to merge into it, which is both the
 4x speed-up over read-modify-write and what keeps two writers from erasing each other.
 
-This module is pure memory bookkeeping: it says what to store, the caller stores it.
+- crop: parts never overlap; a unit is complete when they cover it; combining places them.
+- blend: parts are whole tiles' pieces; a unit is complete when every tile of the grid
+  that touches it has arrived; combining is their weighted mean (:mod:`ngff_writer.blend`),
+  summed in tile order so the result does not depend on arrival order.
 
-Memory bound: the buffer holds only partly covered units. For tiles arriving in row-major
-order that is about one row of units across the image (times the tiles' depth in 3D);
-``max_bytes`` caps it. A piece that would exceed the cap raises :class:`BufferFullError`
-before anything changes, so the caller can flush or reorder; nothing is lost silently.
+This module keeps memory bookkeeping only; the caller stores what it hands back.
+
+Memory bound: only partly complete units are held. For tiles in row-major order that is
+about one row of units across the image (times the tiles' depth in 3D); ``max_bytes``
+caps it. Past the cap the policy decides: ``"spill"`` (default) hands the oldest partial
+units back to the caller, who saves them as fragments in the store
+(:mod:`ngff_writer.fragments`); ``"error"`` raises :class:`BufferFullError` before
+anything changes. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -19,17 +27,22 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
+from .blend import count_tiles, tile_weights
 from .errors import WriteError
 from .grid import Box
 
-__all__ = ["Assembler", "BufferFullError", "OverlapError", "Piece"]
+__all__ = ["Assembler", "BlendRule", "BufferFullError", "CropRule", "OverlapError", "Part", "Piece"]
 
 Region = tuple[slice, ...]
-_EARLIER = -3
+PartId = tuple[int, ...]
+Policy = Literal["spill", "error"]
+_NONE, _ASSEMBLED, _EARLIER = -1, -2, -3
+_NO_DATA = np.empty(0)
 
 
 class OverlapError(WriteError):
@@ -37,7 +50,7 @@ class OverlapError(WriteError):
 
 
 class BufferFullError(WriteError, MemoryError):
-    """Buffering a tile piece would exceed the assembly buffer's ``max_bytes``."""
+    """Buffering a part would exceed the assembly buffer's ``max_bytes`` (policy ``"error"``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +62,111 @@ class Piece:
     box: Box
 
 
-@dataclasses.dataclass
-class _Partial:
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One region's contribution to one unit: ``data`` for ``local`` (unit coordinates)."""
+
+    id: PartId
+    local: Region
     data: np.ndarray
-    covered: np.ndarray  # bool, same shape
-    remaining: int
+
+
+def _volume(region: Region) -> int:
+    return math.prod(s.stop - s.start for s in region)
+
+
+def _intersects(a: Region, b: Region) -> bool:
+    return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True))
+
+
+class CropRule:
+    """Crop mode: disjoint parts; complete when they cover the unit."""
+
+    direct = True
+
+    def __init__(self, dtype: np.dtype, fill_value: float | int | bool) -> None:
+        self.dtype = dtype
+        self.fill_value = fill_value
+
+    def complete(self, unit: Region, parts: Mapping[PartId, Part]) -> bool:
+        if sum(_volume(p.local) for p in parts.values()) < _volume(unit):
+            return False
+        covered = np.zeros(tuple(s.stop - s.start for s in unit), bool)
+        for p in parts.values():
+            covered[p.local] = True
+        return bool(covered.all())
+
+    def combine(self, unit: Region, parts: Mapping[PartId, Part]) -> np.ndarray:
+        out = np.full(tuple(s.stop - s.start for s in unit), self.fill_value, self.dtype)
+        for key in sorted(parts):
+            out[parts[key].local] = parts[key].data
+        return out
+
+
+class BlendRule:
+    """Blend mode: parts are tile pieces; complete when every touching tile has arrived.
+
+    Parameters
+    ----------
+    shape
+        Stored array shape.
+    spatial
+        Stored positions of the space axes.
+    tile_size, overlap
+        Per space axis, in stored order.
+    ramp
+        Weight ramp kind.
+    dtype
+        Stored dtype (integer results are rounded).
+    """
+
+    direct = False
+
+    def __init__(self, shape: Sequence[int], spatial: Sequence[int], tile_size: Sequence[int],
+                 overlap: Sequence[int], ramp: str, dtype: np.dtype) -> None:
+        self.shape = tuple(shape)
+        self.spatial = tuple(spatial)
+        self.tile_size = tuple(tile_size)
+        self.overlap = tuple(overlap)
+        self.ramp = ramp
+        self.dtype = dtype
+
+    def expected(self, unit: Region) -> int:
+        """Number of tiles of the grid that touch ``unit``."""
+        return math.prod(
+            count_tiles(unit[ax].start, unit[ax].stop, self.shape[ax], t, o)
+            for ax, t, o in zip(self.spatial, self.tile_size, self.overlap, strict=True)
+        )
+
+    def complete(self, unit: Region, parts: Mapping[PartId, Part]) -> bool:
+        return len(parts) >= self.expected(unit)
+
+    def _weights(self, tile_start: PartId, unit: Region, local: Region) -> np.ndarray:
+        space_shape = [self.shape[ax] for ax in self.spatial]
+        extent = [min(t, n) for t, n in zip(self.tile_size, space_shape, strict=True)]
+        full = tile_weights(tile_start, extent, space_shape, self.overlap, self.ramp)
+        index = tuple(
+            slice(unit[ax].start + local[ax].start - t0, unit[ax].start + local[ax].stop - t0)
+            for ax, t0 in zip(self.spatial, tile_start, strict=True)
+        )
+        w = full[index]
+        # Broadcast over the non-space axes (t, s, c) of the stored block.
+        return w.reshape([w.shape[self.spatial.index(i)] if i in self.spatial else 1
+                          for i in range(len(self.shape))])
+
+    def combine(self, unit: Region, parts: Mapping[PartId, Part]) -> np.ndarray:
+        shape = tuple(s.stop - s.start for s in unit)
+        total = np.zeros(shape, np.float64)
+        weight = np.zeros(shape, np.float64)
+        for key in sorted(parts):  # a fixed order: identical bits whatever the arrival order
+            p = parts[key]
+            w = self._weights(key, unit, p.local)
+            total[p.local] += w * p.data
+            weight[p.local] += w
+        mean = total / weight
+        if self.dtype.kind in "iub":
+            mean = np.rint(mean)
+        return mean.astype(self.dtype)
 
 
 def _unit_region(index: Sequence[int], unit: Sequence[int], shape: Sequence[int]) -> Region:
@@ -61,7 +174,7 @@ def _unit_region(index: Sequence[int], unit: Sequence[int], shape: Sequence[int]
 
 
 class Assembler:
-    """Buffers of partly covered write units for one image.
+    """Partial write units of one image, held until complete.
 
     Parameters
     ----------
@@ -69,104 +182,138 @@ class Assembler:
         Stored array shape.
     unit
         Write-unit shape (shard when sharded, else chunk).
-    dtype, fill_value
-        Of the array (a buffer starts as fill).
+    rule
+        :class:`CropRule` or :class:`BlendRule`.
     max_bytes
-        Cap on buffered bytes.
+        Cap on bytes held in parts.
+    policy
+        What to do past the cap: ``"spill"`` or ``"error"``.
     """
 
-    def __init__(self, shape: Sequence[int], unit: Sequence[int], dtype: np.dtype,
-                 fill_value: float | int | bool, max_bytes: int) -> None:
+    def __init__(self, shape: Sequence[int], unit: Sequence[int], rule: CropRule | BlendRule,
+                 max_bytes: int, policy: Policy = "spill") -> None:
         self.shape = tuple(shape)
         self.unit = tuple(unit)
-        self.dtype = dtype
-        self.fill_value = fill_value
+        self.rule = rule
         self.max_bytes = max_bytes
-        self._partials: dict[tuple[int, ...], _Partial] = {}
-        # Per unit, who stored it: the id of the region whose inner part it was, -2 when
-        # assembled from pieces, -3 when found stored already (ledger: an earlier run or
-        # another process), -1 not yet. Detects overlaps in memory, without I/O.
-        self._stored = np.full([-(-n // u) for n, u in zip(shape, unit, strict=True)], -1, np.int64)
+        self.policy = policy
+        self._partials: dict[tuple[int, ...], dict[PartId, Part]] = {}
+        self._bytes = 0
+        # Per unit, who stored it: the id of the region whose inner part it was, _ASSEMBLED
+        # when combined from parts, _EARLIER when found stored (the ledger: an earlier run
+        # or another process), _NONE not yet. Detects overlaps in memory, without I/O.
+        self._stored = np.full([-(-n // u) for n, u in zip(shape, unit, strict=True)], _NONE, np.int64)
         self._regions: dict[tuple[tuple[int, int], ...], int] = {}
+        # Where the parts of units handed out for spilling were (no data): lets a later
+        # part tell that, with the fragments, its unit is now complete.
+        self._spilled: dict[tuple[int, ...], dict[PartId, Part]] = {}
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes held in partly covered units."""
-        return sum(p.data.nbytes + p.covered.nbytes for p in self._partials.values())
+        """Bytes held in parts of incomplete units."""
+        return self._bytes
 
     @property
     def pending_units(self) -> list[tuple[int, ...]]:
-        """Grid indices of units that are partly covered (their data is only in memory)."""
+        """Grid indices of units that are partly complete (their data is only in memory)."""
         return sorted(self._partials)
+
+    def unit_region(self, idx: Sequence[int]) -> Region:
+        """Array region of the unit at grid index ``idx``."""
+        return _unit_region(idx, self.unit, self.shape)
 
     def mark_stored(self, covered: np.ndarray) -> None:
         """Take units already stored (from the ledger, e.g. after a restart) as final."""
-        self._stored[covered & (self._stored == -1)] = _EARLIER
+        self._stored[covered & (self._stored == _NONE)] = _EARLIER
 
-    def add(self, region: Region, block: np.ndarray) -> list[Piece]:
-        """Take a block for ``region`` (stored order); return what is ready to store.
+    def is_stored(self, idx: Sequence[int]) -> bool:
+        """True when the unit is known stored."""
+        return bool(self._stored[tuple(idx)] != _NONE)
+
+    # ---- taking a region ---------------------------------------------------------------
+    def add(self, region: Region, block: np.ndarray, part_id: PartId | None = None
+            ) -> tuple[list[Piece], list[tuple[tuple[int, ...], dict[PartId, Part]]]]:
+        """Take ``block`` for ``region`` (stored order).
+
+        Parameters
+        ----------
+        region, block
+            Where the data lands and the data.
+        part_id
+            Identity of the contribution (blend: the tile start); default: the region.
+
+        Returns
+        -------
+        ready
+            Whole units to store now.
+        evicted
+            Partial units the caller must save as fragments (they are no longer held here):
+            the oldest ones past ``max_bytes`` (policy ``"spill"``), and units that only
+            the fragments can complete now.
 
         Raises
         ------
         OverlapError
-            The region overlaps a different region already taken.
+            The region overlaps a different region already taken (crop mode).
         BufferFullError
-            Buffering its edge pieces would exceed ``max_bytes``.
+            Policy ``"error"`` and the parts would exceed ``max_bytes``.
         """
         key = tuple((s.start, s.stop) for s in region)
         retry = key in self._regions
         region_id = self._regions.get(key, len(self._regions))
+        pid = part_id if part_id is not None else tuple(itertools.chain.from_iterable(key))
 
-        # Whole units inside the region; the array's end counts as a unit edge.
+        # Whole units inside the region (crop only); the array's end counts as a unit edge.
         inner_box = (
             tuple(-(-r.start // u) for r, u in zip(region, self.unit, strict=True)),
             tuple(-(-n // u) if r.stop == n else r.stop // u
                   for r, u, n in zip(region, self.unit, self.shape, strict=True)),
         )
-        has_inner = all(a < b for a, b in zip(*inner_box, strict=True))
-
+        has_inner = self.rule.direct and all(a < b for a, b in zip(*inner_box, strict=True))
         outer = [range(s.start // u, -(-s.stop // u)) for s, u in zip(region, self.unit, strict=True)]
         edges = [
             idx for idx in itertools.product(*outer)
             if not (has_inner and all(a <= i < b for i, a, b in zip(idx, *inner_box, strict=True)))
         ]
 
-        # ---- check everything before changing anything --------------------------------
+        # ---- check everything before changing anything ----------------------------------
         if has_inner:
             view = self._stored[tuple(slice(a, b) for a, b in zip(*inner_box, strict=True))]
             # Units stored by an earlier run are rewritten whole (a resumed region): no clash.
-            clash = (view != -1) & (view != region_id) & (view != _EARLIER)
+            clash = (view != _NONE) & (view != region_id) & (view != _EARLIER)
             if clash.any() and not retry:
                 raise OverlapError(f"region {key} overlaps units stored by another tile")
         new_bytes = 0
         plans = []
         for idx in edges:
-            if self._stored[idx] != -1:
+            if self._stored[idx] != _NONE:
                 if retry or self._stored[idx] == _EARLIER:
                     continue  # a retry, or a unit stored by an earlier run: already final
                 raise OverlapError(f"region {key} overlaps unit {idx}, stored already")
-            unit_region = _unit_region(idx, self.unit, self.shape)
+            unit_region = self.unit_region(idx)
             local = tuple(slice(max(s.start, u.start) - u.start, min(s.stop, u.stop) - u.start)
                           for s, u in zip(region, unit_region, strict=True))
             source = tuple(slice(u.start + loc.start - s.start, u.start + loc.stop - s.start)
                            for s, u, loc in zip(region, unit_region, local, strict=True))
-            partial = self._partials.get(idx)
-            if partial is None:
-                shape = tuple(u.stop - u.start for u in unit_region)
-                new_bytes += math.prod(shape) * (self.dtype.itemsize + 1)
-            elif partial.covered[local].any() and not retry:
-                raise OverlapError(f"region {key} overlaps another tile inside unit {idx}")
-            plans.append((idx, unit_region, local, source))
-        if new_bytes and self.buffered_bytes + new_bytes > self.max_bytes:
+            parts = self._partials.get(idx, {})
+            if pid not in parts and self.rule.direct and not retry:
+                if any(_intersects(local, p.local) for p in parts.values()):
+                    raise OverlapError(f"region {key} overlaps another tile inside unit {idx}")
+            # Bytes that stay held: none when this part completes the unit.
+            if not self.rule.complete(unit_region, {**parts, pid: Part(pid, local, block[source])}):
+                new_bytes += _volume(local) * block.itemsize
+            plans.append((idx, local, source))
+        if self.policy == "error" and new_bytes and self._bytes + new_bytes > self.max_bytes:
             raise BufferFullError(
                 f"buffering region {key} needs {new_bytes} more bytes; the assembly buffer holds "
-                f"{self.buffered_bytes} of max {self.max_bytes} (raise max_buffer_bytes, or send "
-                "tiles in row-major order so units complete sooner)"
+                f"{self._bytes} of max {self.max_bytes} (raise max_buffer_bytes, use "
+                "buffer_policy='spill', or send tiles in row-major order so units complete sooner)"
             )
 
-        # ---- apply -------------------------------------------------------------------
+        # ---- apply ---------------------------------------------------------------------
         self._regions[key] = region_id
         ready: list[Piece] = []
+        ready_from_fragments = []
         if has_inner:
             inner_region = tuple(
                 slice(a * u, min(b * u, n))
@@ -175,20 +322,54 @@ class Assembler:
                           for r, s in zip(inner_region, region, strict=True))
             self._stored[tuple(slice(a, b) for a, b in zip(*inner_box, strict=True))] = region_id
             ready.append(Piece(inner_region, block[local], inner_box))
-        for idx, unit_region, local, source in plans:
-            partial = self._partials.get(idx)
-            if partial is None:
-                shape = tuple(u.stop - u.start for u in unit_region)
-                partial = _Partial(np.full(shape, self.fill_value, self.dtype),
-                                   np.zeros(shape, bool), math.prod(shape))
-                self._partials[idx] = partial
-            newly = ~partial.covered[local]
-            partial.data[local] = block[source]
-            partial.remaining -= int(newly.sum())
-            partial.covered[local] = True
-            if partial.remaining == 0:
-                del self._partials[idx]
-                self._stored[idx] = -2
-                box = (idx, tuple(i + 1 for i in idx))
-                ready.append(Piece(unit_region, partial.data, box))
-        return ready
+        for idx, local, source in plans:
+            parts = self._partials.setdefault(idx, {})
+            old = parts.get(pid)
+            if old is not None:
+                self._bytes -= old.data.nbytes
+            # A copy: the caller's array may be reused for the next tile.
+            parts[pid] = Part(pid, local, np.array(block[source], copy=True))
+            self._bytes += parts[pid].data.nbytes
+            spilled = self._spilled.get(idx)
+            if spilled is not None:
+                if self.rule.complete(self.unit_region(idx), {**spilled, **parts}):
+                    ready_from_fragments.append((idx, self._pop(idx)))
+                continue
+            piece = self._try_complete(idx, parts)
+            if piece is not None:
+                ready.append(piece)
+
+        evicted = ready_from_fragments
+        if self.policy == "spill":
+            while self._bytes > self.max_bytes and self._partials:
+                oldest = next(iter(self._partials))
+                evicted.append((oldest, self._pop(oldest)))
+        return ready, evicted
+
+    def _pop(self, idx: tuple[int, ...]) -> dict[PartId, Part]:
+        parts = self._partials.pop(idx)
+        self._bytes -= sum(p.data.nbytes for p in parts.values())
+        spilled = self._spilled.setdefault(idx, {})
+        spilled.update({k: Part(k, p.local, _NO_DATA) for k, p in parts.items()})
+        return parts
+
+    def _try_complete(self, idx: tuple[int, ...], parts: dict[PartId, Part]) -> Piece | None:
+        unit_region = self.unit_region(idx)
+        if not self.rule.complete(unit_region, parts):
+            return None
+        if self._partials.get(idx) is parts:
+            self._pop(idx)
+        self._spilled.pop(idx, None)
+        self._stored[idx] = _ASSEMBLED
+        return Piece(unit_region, self.rule.combine(unit_region, parts),
+                     (tuple(idx), tuple(i + 1 for i in idx)))
+
+    def drain(self) -> list[tuple[tuple[int, ...], dict[PartId, Part]]]:
+        """Hand back every partial unit (for saving as fragments) and hold none."""
+        return [(idx, self._pop(idx)) for idx in list(self._partials)]
+
+    def complete_with(self, idx: tuple[int, ...], parts: dict[PartId, Part]) -> Piece | None:
+        """Try to complete a unit from parts gathered elsewhere (fragments of every writer)."""
+        if self._stored[idx] != _NONE:
+            return None  # stored already, here or by an earlier run
+        return self._try_complete(idx, parts)

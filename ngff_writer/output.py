@@ -20,7 +20,7 @@ from zarr.abc.store import Store
 
 from . import __version__
 from .allocate import allocate_image
-from .assemble import Assembler
+from .assemble import Assembler, BlendRule, CropRule, Piece
 from .errors import (
     ClosedError,
     DuplicateImageError,
@@ -28,13 +28,15 @@ from .errors import (
     OutputExistsError,
     OutputNotFoundError,
     ReadOnlyError,
+    ShapeMismatchError,
     SpecMismatchError,
     StoreError,
     UnknownImageError,
 )
 from .finalize import finalize_image
+from .fragments import Fragments
 from .ngff import STATUS_COMPLETE, read_writer_attrs
-from .spec import LEDGER_GROUP, ImageSpec, parse_image_spec, parse_name
+from .spec import LEDGER_GROUP, Blend, ImageSpec, parse_image_spec, parse_name
 from .stats import summarize
 from .storage import (
     Mode,
@@ -49,7 +51,7 @@ from .storage import (
     write_group,
 )
 from .track import Ledger
-from .write import crop_tile, prepare_region
+from .write import check_blend_tile, crop_tile, prepare_region, stored_space, tile_start_of
 
 __all__ = ["Image", "Output", "Progress", "open_output"]
 
@@ -98,6 +100,8 @@ class Image:
         self._array: zarr.Array | None = None
         self._ledger = Ledger(output.store, spec.name, spec)
         self._assembler: Assembler | None = None
+        self._fragments = Fragments(output.store, spec.name)
+        self._spatial = tuple(i for i, a in enumerate(spec.layout.axes) if a in "zyx")
         self._channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
 
     def __repr__(self) -> str:
@@ -158,36 +162,100 @@ class Image:
         self._check_can_write()
         self._store(*prepare_region(self.spec, index, data, start))
 
-    def write_tile(self, index: int, tile: Any, *, crop_start: Sequence[int],
-                   crop_size: Sequence[int], stitch_start: Sequence[int]) -> None:
-        """Store the valid part of an overlapping tile (CAREamics' crop/stitch triple).
+    def write_tile(self, index: int, tile: Any, *, crop_start: Sequence[int] | None = None,
+                   crop_size: Sequence[int] | None = None, stitch_start: Sequence[int] | None = None,
+                   tile_start: Sequence[int] | None = None) -> None:
+        """Store an overlapping tile (space axes in declared order, e.g. ``(z, y, x)``).
 
-        Equivalent to ``write_region(index, tile[..., crop_start:crop_start + crop_size],
-        stitch_start)`` over the space axes (declared order, e.g. ``(z, y, x)``).
+        Crop mode (default): pass CAREamics' triple; the valid part
+        ``tile[..., crop_start:crop_start + crop_size]`` lands at ``stitch_start``, as
+        :meth:`write_region` would store it.
+
+        Blend mode (image declared with ``blend=``): the whole tile is averaged with its
+        neighbours, weighted by ramps across the overlaps. The tile starts at
+        ``tile_start``, or at ``stitch_start - crop_start`` when given the triple; it must be
+        a tile of the declared grid. Each chunk is stored once every tile touching it arrived.
         """
         self._check_can_write()
-        self._store(*prepare_region(self.spec, index, crop_tile(self.spec, tile, crop_start, crop_size),
-                                    stitch_start))
+        blend = self.spec.blend
+        if blend is None:
+            if crop_start is None or crop_size is None or stitch_start is None:
+                raise ShapeMismatchError(
+                    f"image {self.name!r} is in crop mode: pass crop_start, crop_size and stitch_start"
+                )
+            data = crop_tile(self.spec, tile, crop_start, crop_size)
+            self._store(*prepare_region(self.spec, index, data, stitch_start))
+            return
+        start = tile_start_of(self.spec, tile_start, crop_start, stitch_start)
+        region, block = prepare_region(self.spec, index, tile, start)
+        check_blend_tile(self.spec, region)
+        self._store(region, block, part_id=tuple(region[ax].start for ax in self._spatial))
 
     def _check_can_write(self) -> None:
         self._output._check_writable()
         if self._final:
             raise ImageFinalizedError(f"image {self.name!r} is complete and final")
 
-    def _store(self, region: tuple[slice, ...], block: np.ndarray) -> None:
-        # The one write path: the assembler hands back whole write units only, each is
-        # stored with a single zarr call, then recorded in the ledger after its data.
+    def _get_assembler(self) -> Assembler:
         if self._assembler is None:
             spec = self.spec
-            self._assembler = Assembler(spec.layout.shape, spec.write_unit, spec.np_dtype,
-                                        spec.fill_value, self._output.max_buffer_bytes)
+            layout = spec.layout
+            if spec.blend is None:
+                rule: CropRule | BlendRule = CropRule(spec.np_dtype, spec.fill_value)
+            else:
+                rule = BlendRule(layout.shape, self._spatial, stored_space(spec, spec.blend.tile_size),
+                                 stored_space(spec, spec.blend.overlap), spec.blend.ramp, spec.np_dtype)
+            self._assembler = Assembler(layout.shape, spec.write_unit, rule,
+                                        self._output.max_buffer_bytes, self._output.buffer_policy)
             self._assembler.mark_stored(self._ledger.covered())
-        pieces = self._assembler.add(region, block)
+        return self._assembler
+
+    def _store(self, region: tuple[slice, ...], block: np.ndarray, part_id: tuple[int, ...] | None = None
+               ) -> None:
+        # The one write path: the assembler hands back whole write units only; each is
+        # stored with a single zarr call, then recorded in the ledger after its data.
+        pieces, evicted = self._get_assembler().add(region, block, part_id)
+        self._put(pieces)
+        self._spill(evicted)
+
+    def _put(self, pieces: list[Piece]) -> None:
         for piece in pieces:
             self.array[piece.region] = piece.data
             self._ledger.record(piece.box, summarize(piece.data, self._channel_axis))
         if pieces:
             self._finalize_if_complete()
+
+    def _spill(self, units: list[tuple[tuple[int, ...], dict]]) -> None:
+        # Save partial units as fragments, then complete any unit whose fragments from
+        # every writer now cover it (see ngff_writer.fragments).
+        assembler = self._get_assembler()
+        for idx, parts in units:
+            if parts:
+                self._fragments.save(idx, parts)
+            piece = assembler.complete_with(idx, self._fragments.load(idx))
+            if piece is not None:
+                self._put([piece])
+                self._fragments.delete(idx)
+
+    def flush(self) -> None:
+        """Save every partly complete chunk as a fragment in the store, and complete what can be.
+
+        Called by :meth:`Output.close`. After every writer has flushed, every chunk that
+        all writers together covered is stored.
+        """
+        self._output._check_writable()
+        if self._final:
+            return
+        assembler = self._get_assembler()
+        units = dict(assembler.drain())
+        for idx in self._fragments.units():  # fragments left by others, or by a crashed run
+            units.setdefault(idx, {})
+        self._spill(sorted(units.items()))
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of tile parts held in memory (at most ``max_buffer_bytes`` after each write)."""
+        return 0 if self._assembler is None else self._assembler.buffered_bytes
 
     @property
     def buffered_units(self) -> int:
@@ -196,6 +264,8 @@ class Image:
 
     def _finalize_if_complete(self) -> bool:
         if finalize_image(self._output.store, self.name, self.spec, self._ledger):
+            if not self._final:
+                self._fragments.clear()  # leftovers of completion races are garbage now
             self._final = True
         return self._final
 
@@ -244,8 +314,10 @@ class Image:
 class Output:
     """A store of OME-Zarr images being written. Create with :func:`open_output`."""
 
-    def __init__(self, store: Store, mode: Mode, ngff_version: str, max_buffer_bytes: int) -> None:
+    def __init__(self, store: Store, mode: Mode, ngff_version: str, max_buffer_bytes: int,
+                 buffer_policy: str) -> None:
         self.store = store
+        self.buffer_policy = buffer_policy
         self.mode = mode
         self.ngff_version = ngff_version
         self.max_buffer_bytes = max_buffer_bytes
@@ -274,18 +346,15 @@ class Output:
     def close(self) -> None:
         """Close the output. Incomplete images stay "in_progress", their progress kept.
 
-        Chunks that regions covered only partly were never stored; a warning names them,
-        and resuming means writing the regions that touch them again.
+        Chunks that tiles covered only partly are saved as fragments in the store
+        (:meth:`Image.flush`), so nothing written is lost and other writers can complete them.
         """
         if self._closed:
             return
-        partial = {n: im.buffered_units for n, im in self._images.items() if im.buffered_units}
-        if partial:
-            warnings.warn(
-                "closing with partly covered chunks that were not stored: "
-                + ", ".join(f"{n} ({k} chunks)" for n, k in partial.items()),
-                stacklevel=2,
-            )
+        if self.mode != "r":
+            for image in self._images.values():
+                if image._assembler is not None:
+                    image.flush()
         self._closed = True
         self._images.clear()
 
@@ -313,6 +382,7 @@ class Output:
         ngff_version: str | None = None,
         cast: str = "safe",
         window_percentiles: tuple[float, float] = (0.5, 99.5),
+        blend: Blend | Mapping[str, Any] | None = None,
         exist_ok: bool = False,
     ) -> Image:
         """Declare an image: allocate its arrays and write in-progress OME metadata.
@@ -353,6 +423,9 @@ class Output:
             Dtype conversion allowed on write: ``"safe"`` (default), ``"same_kind"``, ``"unsafe"``.
         window_percentiles
             Percentiles of the data used as the display window at finalize.
+        blend
+            Tiles are blended instead of cropped: ``{"tile_size": (256, 256), "overlap":
+            (32, 32), "ramp": "cosine"}`` (space axes in declared order), see :class:`Blend`.
         exist_ok
             If the image exists with the same settings, return it (resume) instead of raising.
 
@@ -370,7 +443,7 @@ class Output:
             name, shape, axes, dtype, chunks=chunks, shards=shards, compressor=compressor,
             fill_value=fill_value, scale=scale, units=units, channel_names=channel_names,
             channel_colors=channel_colors, ngff_version=ngff_version or self.ngff_version,
-            cast=cast, window_percentiles=window_percentiles,
+            cast=cast, window_percentiles=window_percentiles, blend=blend,
         )
         existing = self._read_image(spec.name)
         if existing is not None:
@@ -472,6 +545,7 @@ def open_output(
     ngff_version: str = "0.5",
     storage_options: dict[str, Any] | None = None,
     max_buffer_bytes: int = 1 << 30,
+    buffer_policy: str = "spill",
 ) -> Output:
     """Open an output: a directory (or any zarr store) that holds OME-Zarr images.
 
@@ -490,7 +564,10 @@ def open_output(
         Options for fsspec URLs (credentials, endpoint).
     max_buffer_bytes
         Cap on memory holding partly covered chunks per image while regions/tiles are
-        assembled (default 1 GiB); past it a write raises ``BufferFullError``.
+        assembled (default 1 GiB).
+    buffer_policy
+        Past ``max_buffer_bytes``: ``"spill"`` saves the oldest partial chunks as fragments
+        in the store (no chunk is read back); ``"error"`` raises ``BufferFullError``.
 
     Raises
     ------
@@ -527,4 +604,6 @@ def open_output(
         root_node = node_attributes(store, "")
         if root_node is None or _ROOT_KEY not in root_node[1]:
             raise StoreError(f"{where} holds data that is not an ngff-writer output")
-    return Output(store, mode, str(ngff_version), int(max_buffer_bytes))
+    if buffer_policy not in ("spill", "error"):
+        raise ValueError(f"buffer_policy must be 'spill' or 'error', got {buffer_policy!r}")
+    return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy)

@@ -44,6 +44,7 @@ from .errors import InvalidAxesError, InvalidChunksError, SpecError, Unsupported
 
 __all__ = [
     "AXIS_TYPES",
+    "Blend",
     "DEFAULT_COMPRESSOR",
     "ImageSpec",
     "Layout",
@@ -136,6 +137,24 @@ class Layout:
 
 
 @dataclasses.dataclass(frozen=True)
+class Blend:
+    """Blend-mode tiling: overlapping tiles are averaged with weights that ramp to their edges.
+
+    Attributes
+    ----------
+    tile_size, overlap
+        Per space axis, in declared order. Tiles start where CAREamics puts them:
+        every ``tile_size - overlap`` pixels, the last one flush with the image end.
+    ramp
+        ``"linear"`` or ``"cosine"`` weight ramp across each overlap.
+    """
+
+    tile_size: tuple[int, ...]
+    overlap: tuple[int, ...]
+    ramp: Literal["linear", "cosine"] = "cosine"
+
+
+@dataclasses.dataclass(frozen=True)
 class ImageSpec:
     """A validated, immutable image declaration.
 
@@ -157,6 +176,7 @@ class ImageSpec:
     ngff_version: NgffVersion
     cast: Casting
     window_percentiles: tuple[float, float]
+    blend: Blend | None = None
 
     # ---- derived --------------------------------------------------------------------
     @cached_property
@@ -216,6 +236,9 @@ class ImageSpec:
         """Rebuild a spec written by :meth:`to_json`."""
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields}
+        if kw.get("blend") is not None:
+            b = kw["blend"]
+            kw["blend"] = Blend(tuple(b["tile_size"]), tuple(b["overlap"]), b["ramp"])
         if kw.get("shards") is not None:
             kw["shards"] = tuple(kw["shards"])
         if isinstance(kw["fill_value"], str):
@@ -358,6 +381,7 @@ def parse_image_spec(
     ngff_version: str = "0.5",
     cast: str = "safe",
     window_percentiles: tuple[float, float] = (0.5, 99.5),
+    blend: Blend | Mapping[str, Any] | None = None,
 ) -> ImageSpec:
     """Check a declaration and return its frozen :class:`ImageSpec`.
 
@@ -425,7 +449,28 @@ def parse_image_spec(
         ngff_version=version,  # type: ignore[arg-type]
         cast=cast,  # type: ignore[arg-type]
         window_percentiles=(lo, hi),
+        blend=_parse_blend(blend, axes, shape_t),
     )
+
+
+def _parse_blend(blend: Any, axes: str, shape: tuple[int, ...]) -> Blend | None:
+    if blend is None:
+        return None
+    if isinstance(blend, Mapping):
+        blend = Blend(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in blend.items()})
+    space = [a for a in axes if AXIS_TYPES[a] == "space"]
+    try:
+        size = tuple(int(v) for v in blend.tile_size)
+        overlap = tuple(int(v) for v in blend.overlap)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"blend: tile_size and overlap must be ints, got {blend}") from exc
+    if len(size) != len(space) or len(overlap) != len(space):
+        raise SpecError(f"blend: tile_size and overlap need one value per space axis {space}")
+    if any(p < 1 or not 0 <= o < p for p, o in zip(size, overlap)):
+        raise SpecError(f"blend: need tile_size >= 1 and 0 <= overlap < tile_size, got {size}, {overlap}")
+    if blend.ramp not in ("linear", "cosine"):
+        raise SpecError(f"blend: ramp must be 'linear' or 'cosine', got {blend.ramp!r}")
+    return Blend(size, overlap, blend.ramp)
 
 
 def parse_name(name: str) -> str:

@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from .blend import tile_starts
 from .errors import LossyCastError, SampleIndexError, ShapeMismatchError, UnsupportedDtypeError
 from .spec import ImageSpec
 
-__all__ = ["check_index", "crop_tile", "prepare_region"]
+__all__ = [
+    "check_blend_tile", "check_index", "crop_tile", "prepare_region", "stored_space", "tile_start_of",
+]
 
 
 def check_index(spec: ImageSpec, index: Any) -> int:
@@ -134,3 +137,39 @@ def prepare_region(
             a = offsets[axis_name]
             region[pos] = slice(a, a + block.shape[pos])
     return tuple(region), block
+
+
+def stored_space(spec: ImageSpec, values: Any) -> tuple[int, ...]:
+    """Reorder per-space-axis values from declared to stored order."""
+    declared = [a for a in spec.axes if a in "zyx"]
+    by_axis = dict(zip(declared, values, strict=True))
+    return tuple(by_axis[a] for a in spec.layout.axes if a in "zyx")
+
+
+def tile_start_of(spec: ImageSpec, tile_start: Any, crop_start: Any, stitch_start: Any) -> tuple[int, ...]:
+    """A blend tile's start (declared order): given, or ``stitch_start - crop_start``."""
+    n = sum(a in "zyx" for a in spec.axes)
+    if tile_start is not None:
+        return _ints(spec, "tile_start", tile_start, n)
+    if crop_start is None or stitch_start is None:
+        raise ShapeMismatchError(f"image {spec.name!r}: pass tile_start, or crop_start and stitch_start")
+    crop = _ints(spec, "crop_start", crop_start, n)
+    stitch = _ints(spec, "stitch_start", stitch_start, n)
+    return tuple(s - c for s, c in zip(stitch, crop, strict=True))
+
+
+def check_blend_tile(spec: ImageSpec, region: tuple[slice, ...]) -> None:
+    """Refuse a tile that is not one of the blend grid's tiles (its weight would be wrong)."""
+    assert spec.blend is not None
+    sizes = stored_space(spec, spec.blend.tile_size)
+    overlaps = stored_space(spec, spec.blend.overlap)
+    space = [i for i, a in enumerate(spec.layout.axes) if a in "zyx"]
+    for ax, size, overlap in zip(space, sizes, overlaps, strict=True):
+        n = spec.layout.shape[ax]
+        r = region[ax]
+        if r.start not in tile_starts(n, size, overlap) or r.stop - r.start != min(size, n):
+            raise ShapeMismatchError(
+                f"image {spec.name!r}: a tile at {r.start} of size {r.stop - r.start} along "
+                f"{spec.layout.axes[ax]!r} is not a tile of the blend grid (size {size}, "
+                f"overlap {overlap}, starts {tile_starts(n, size, overlap)})"
+            )

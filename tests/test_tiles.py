@@ -100,42 +100,55 @@ def test_region_form_and_overlap_errors(tmp_path, rng):
         np.testing.assert_array_equal(img.array[:], ref)
 
 
-def test_buffer_bound_raises_before_changing_anything(tmp_path, rng):
+def test_buffer_bound_error_policy_raises_before_changing_anything(tmp_path, rng):
     ref = rng.random((64, 64), dtype=np.float32)
-    with nw.open_output(tmp_path / "o.zarr", max_buffer_bytes=5 * 32 * 32) as out:
+    with nw.open_output(tmp_path / "o.zarr", max_buffer_bytes=3000, buffer_policy="error") as out:
         img = out.create_image("p", ref.shape, "yx", chunks=(32, 32))
-        img.write_region(0, ref[:10, :10], start=(0, 0))  # one partial chunk: 32*32*(4+1) bytes
+        img.write_region(0, ref[:10, :10], start=(0, 0))  # a 400-byte part of chunk (0, 0)
         with pytest.raises(BufferFullError, match="max_buffer_bytes"):
-            img.write_region(0, ref[:10, 40:50], start=(0, 40))
+            img.write_region(0, ref[:30, 34:64], start=(0, 34))  # 3600 more bytes
         assert img.buffered_units == 1
-        img.write_region(0, ref[10:32, :32], start=(10, 0))
-        img.write_region(0, ref[:10, 10:32], start=(0, 10))
+        img.write_region(0, ref[10:32, :10], start=(10, 0))  # 880 more bytes: fits
+        img.write_region(0, ref[:32, 10:32], start=(0, 10))  # completes chunk (0, 0): no bytes held
         assert img.buffered_units == 0
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            img.write_region(0, ref[:, 32:], start=(0, 32))
-            img.write_region(0, ref[32:, :32], start=(32, 0))
+        img.write_region(0, ref[:, 32:], start=(0, 32))
+        img.write_region(0, ref[32:, :32], start=(32, 0))
         assert img.progress().complete
+        np.testing.assert_array_equal(img.array[:], ref)
 
 
-def test_closing_with_partial_chunks_warns_and_ledger_lists_only_stored(tmp_path, rng):
+def test_buffer_bound_spill_policy_completes_through_fragments_with_zero_reads(tmp_path, rng):
+    CountingStore.reads = 0
+    store = CountingStore(LocalStore(tmp_path / "o.zarr"))
+    ref = rng.random((1, 150, 130), dtype=np.float32)
+    with nw.open_output(store, max_buffer_bytes=8_000) as out:  # far less than a row of chunks
+        img = out.create_image("p", ref.shape, "cyx", chunks=(1, 32, 32))
+        write_tiles(img, 0, ref, patch=(40, 40), overlap=(8, 8), order_seed=3)
+        assert img.buffered_bytes == 0
+        assert img.progress().complete
+    assert CountingStore.reads == 0
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "o.zarr" / "p" / "0")[:], ref)
+    assert not (tmp_path / "o.zarr" / "p" / "ngff_writer" / "fragments").exists()
+
+
+def test_closing_saves_partial_chunks_and_resume_completes_them(tmp_path, rng):
     ref = rng.random((64, 64), dtype=np.float32)
     root = tmp_path / "o.zarr"
-    out = nw.open_output(root)
-    img = out.create_image("p", ref.shape, "yx", chunks=(32, 32))
-    img.write_region(0, ref[:40, :40], start=(0, 0))  # chunk (0,0) whole, three partial
-    with pytest.warns(UserWarning, match="partly covered"):
-        out.close()
+    with nw.open_output(root) as out:
+        img = out.create_image("p", ref.shape, "yx", chunks=(32, 32))
+        img.write_region(0, ref[:40, :40], start=(0, 0))  # chunk (0,0) whole, three partial
+        assert img.buffered_units == 3
+    # Closing saved the three partial chunks as fragments; only whole chunks are stored.
     with nw.open_output(root, mode="a") as out:
         img = out["p"]
         p = img.progress()
         assert (p.blocks_done, p.blocks_total) == (1, 4)
-        # Resume: write the regions touching unstored chunks again (whole ones are skipped).
-        img.write_region(0, ref[:40, :40], start=(0, 0))
         img.write_region(0, ref[40:, :], start=(40, 0))
         img.write_region(0, ref[:40, 40:], start=(0, 40))
-        assert img.progress().complete
-        np.testing.assert_array_equal(img.array[:], ref)
+        assert img.buffered_units == 3  # completed only with the fragments, at close
+    with nw.open_output(root, mode="r") as out:
+        assert out["p"].progress().complete
+    np.testing.assert_array_equal(zarr.open_array(root / "p" / "0")[:], ref)
 
 
 @pytest.mark.parametrize(

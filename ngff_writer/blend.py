@@ -1,0 +1,59 @@
+"""Blend-mode geometry: where tiles start, how many touch a block, and their weights.
+
+Tile starts follow CAREamics along each space axis: every ``tile - overlap`` pixels,
+the last tile flush with the image end (one tile when the image is not larger).
+A tile's weight is a product of 1-D ramps, one per space axis, rising across the overlap
+on each side that has a neighbour and flat (1) on sides at the image border; weights
+are never zero, so every pixel's weighted mean is defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["count_tiles", "is_tile_start", "tile_starts", "tile_weights"]
+
+
+@lru_cache(maxsize=256)
+def tile_starts(n: int, tile: int, overlap: int) -> tuple[int, ...]:
+    """Start of every tile along an axis of length ``n``."""
+    if n <= tile:
+        return (0,)
+    return (*range(0, n - tile, tile - overlap), n - tile)
+
+
+def is_tile_start(start: int, n: int, tile: int, overlap: int) -> bool:
+    """True when a tile of the grid starts at ``start``."""
+    return start in tile_starts(n, tile, overlap)
+
+
+def count_tiles(lo: int, hi: int, n: int, tile: int, overlap: int) -> int:
+    """Number of tiles along one axis that touch ``[lo, hi)``."""
+    return sum(1 for t in tile_starts(n, tile, overlap) if t < hi and t + min(tile, n) > lo)
+
+
+def _ramp(length: int, overlap: int, left: bool, right: bool, kind: str) -> np.ndarray:
+    i = np.arange(length, dtype=np.float64)
+    w = np.ones(length)
+    if overlap > 0:
+        if left:
+            w = np.minimum(w, (i + 0.5) / overlap)
+        if right:
+            w = np.minimum(w, (length - i - 0.5) / overlap)
+    w = np.clip(w, 0.0, 1.0)
+    if kind == "cosine":
+        w = np.sin(w * np.pi / 2) ** 2
+    return np.maximum(w, 1e-6)
+
+
+def tile_weights(start: Sequence[int], size: Sequence[int], shape: Sequence[int],
+                 overlap: Sequence[int], kind: str) -> np.ndarray:
+    """Weights of a tile at ``start`` of extent ``size`` in an image of ``shape`` (space axes)."""
+    weights = np.ones((), dtype=np.float64)
+    for a, length, n, o in zip(start, size, shape, overlap, strict=True):
+        ramp = _ramp(length, o, left=a > 0, right=a + length < n, kind=kind)
+        weights = np.multiply.outer(weights, ramp)
+    return weights
