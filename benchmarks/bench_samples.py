@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -82,6 +83,33 @@ def peak_rss() -> float:
         if sys.platform == "darwin":
             kb //= 1024  # bytes there
     return kb * 1024.0
+
+
+def library_fingerprint() -> dict[str, str]:
+    """Where ngff_writer is imported from and a hash of its sources (to catch edits mid-run)."""
+    import hashlib
+
+    import ngff_writer
+
+    pkg = Path(ngff_writer.__file__).parent
+    h = hashlib.sha1()
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return {"lib_path": str(pkg), "lib_hash": h.hexdigest()[:12]}
+
+
+def git_state(pkg: str) -> str:
+    """``<commit>[+uncommitted changes]`` of the repository holding ``pkg``, if any."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", pkg, *a], capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "not a git checkout"
+    dirty = git("status", "--porcelain", "--", ".")
+    return commit + (" + uncommitted changes" if dirty else "")
 
 
 def disk_bytes(path: Path) -> int:
@@ -267,6 +295,7 @@ def worker(engine: str, n: int, codec: str, path: Path, noise: float) -> dict:
         "baseline_rss_mb": baseline / MB,
         "peak_over_baseline_mb": (peak - baseline) / MB,
         "disk_bytes": size,
+        **library_fingerprint(),
         "ratio_compression": nbytes / max(size, 1),
         **info,
     }
@@ -376,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--also-double", action="store_true",
                    help="also run ngff-writer and careamics-cache at 2x samples")
     p.add_argument("--noise", type=float, default=0.01, help="noise std of the samples")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds to pause (after a sync) between runs")
     p.add_argument("--tmpdir", default=None, help="where outputs go (local disk; deleted)")
     p.add_argument("--json", default=None, help="save raw results and the summary here")
     p.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
@@ -401,9 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     root = Path(tempfile.mkdtemp(prefix="ngff-bench-", dir=args.tmpdir))
     try:
-        for rep in range(args.repeats):  # interleaved: A B C A B C ...
-            for engine, s in tasks:
+        for rep in range(args.repeats):
+            # Interleaved (A B C, A B C, ...) and rotated by one each repeat (A B C, B C A,
+            # ...) so that no engine always follows the same one (e.g. the 9 GB cache run).
+            k = rep % len(tasks)
+            for engine, s in tasks[k:] + tasks[:k]:
                 r = run_one(engine, s, args, root)
+                os.sync()  # the deleted output's writeback should not land in the next run
+                time.sleep(args.settle)
                 r["repeat"] = rep
                 results.append(r)
                 print(f"  repeat {rep} {engine:<16} S={s:<4} {r['mb_s']:7.1f} MB/s  "
@@ -412,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table = summarize(results, engines, n)
+    libs = sorted({(r["lib_path"], r["lib_hash"]) for r in results})
+    print(f"\nngff_writer from {libs[0][0]} ({git_state(libs[0][0])}), sources {libs[0][1]}")
+    if len(libs) > 1:
+        print(f"WARNING: the library changed during the run ({len(libs)} versions): "
+              "results are not comparable")
     print_table(table, args)
     lines = verdict(table, results, n)
     print()
@@ -419,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"args": vars(args), "results": results, "summary": table, "verdict": lines},
+            {"args": vars(args), "library": libs, "results": results, "summary": table,
+             "verdict": lines},
             indent=2))
     return 0
 

@@ -27,7 +27,7 @@ def finalize_image(store: Store, path: str, spec: ImageSpec, ledger: Ledger) -> 
         True if the image is complete (and now final), False if a block is still missing;
         an incomplete image is left untouched.
     """
-    if not ledger.covered().all():
+    if not (ledger.maybe_complete() and ledger.covered().all()):
         return False
     windows = merge_windows(
         ledger.summaries(), spec.n_channels, spec.window_percentiles, spec.np_dtype

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ from .write import check_blend_tile, crop_tile, prepare_region, stored_space, ti
 __all__ = ["Image", "Output", "Progress", "open_output"]
 
 _ROOT_KEY = "ngff_writer"
+#: One thread shared by all images: statistics of a block overlap that block's write.
+_STATS_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ngff-writer-stats")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,8 +223,11 @@ class Image:
 
     def _put(self, pieces: list[Piece]) -> None:
         for piece in pieces:
+            # Statistics only read the block: compute them beside the encode and store,
+            # which spend much of their time outside the GIL (codecs, file writes).
+            summary = _STATS_POOL.submit(summarize, piece.data, self._channel_axis)
             self.array[piece.region] = piece.data
-            self._ledger.record(piece.box, summarize(piece.data, self._channel_axis))
+            self._ledger.record(piece.box, summary.result())
         if pieces:
             self._finalize_if_complete()
 

@@ -55,29 +55,25 @@ def default_window(dtype: np.dtype) -> Window:
 
 
 def _channel_summary(values: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
-    flat = values.reshape(-1)
-    lo, hi = flat.min(), flat.max()
-    nonfinite = 0
-    if flat.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
-        # Slow path only when NaN/inf are present: min/max propagate them.
-        finite = flat[np.isfinite(flat)]
-        nonfinite = flat.size - finite.size
-        flat = finite
-        if flat.size == 0:
+    # ``values`` may be a strided view of the written block: reduce it in place and
+    # gather the subsample by index, so no copy of the data is ever made.
+    lo, hi = values.min(), values.max()
+    n, nonfinite = values.size, 0
+    if values.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        # Slow path only when NaN/inf are present (min/max propagate them).
+        finite = values[np.isfinite(values)]
+        nonfinite = values.size - finite.size
+        if finite.size == 0:
             return {"n": 0, "nonfinite": nonfinite}
-        lo, hi = flat.min(), flat.max()
-    if flat.size > SUBSAMPLE:
-        sub = flat[rng.integers(0, flat.size, SUBSAMPLE)]
+        values, lo, hi, n = finite, finite.min(), finite.max(), finite.size
+    if values.size > SUBSAMPLE:
+        picks = np.unravel_index(rng.integers(0, values.size, SUBSAMPLE), values.shape)
+        sub = values[picks]
     else:
-        sub = flat
+        sub = values.reshape(-1)
     points = np.quantile(sub.astype(np.float64, copy=False), _QUANTILES)
-    return {
-        "n": int(flat.size),
-        "nonfinite": int(nonfinite),
-        "min": float(lo),
-        "max": float(hi),
-        "q": points.tolist(),
-    }
+    return {"n": int(n), "nonfinite": int(nonfinite), "min": float(lo), "max": float(hi),
+            "q": points.tolist()}
 
 
 def summarize(data: np.ndarray, channel_axis: int | None) -> list[dict[str, Any]]:
@@ -94,10 +90,8 @@ def summarize(data: np.ndarray, channel_axis: int | None) -> list[dict[str, Any]
     rng = np.random.default_rng(0)
     if channel_axis is None:
         return [_channel_summary(data, rng)]
-    return [
-        _channel_summary(np.take(data, c, axis=channel_axis), rng)
-        for c in range(data.shape[channel_axis])
-    ]
+    before = (slice(None),) * channel_axis
+    return [_channel_summary(data[(*before, c)], rng) for c in range(data.shape[channel_axis])]
 
 
 def _merge_channel(summaries: list[Mapping[str, Any]], percentiles: tuple[float, float],

@@ -22,7 +22,7 @@ from zarr.abc.store import Store
 from .errors import StoreError
 from .grid import Box, box_key, coverage, grid_shape, parse_box_key
 from .spec import LEDGER_GROUP, ImageSpec
-from .storage import get_json, list_prefix, write_group
+from .storage import get_json, list_dir, list_prefix, write_group
 
 __all__ = ["Ledger"]
 
@@ -81,6 +81,15 @@ class Ledger:
     def boxes(self) -> list[Box]:
         """Every recorded box."""
         return [parse_box_key(n) for n in self.record_names()]
+
+    def maybe_complete(self) -> bool:
+        """Cheap test that can only say "not complete": one directory listing, no recursion.
+
+        Names listed there are a superset of complete records, so coverage by names that
+        is incomplete means the image is incomplete; otherwise ask :meth:`covered`.
+        """
+        names = [n for n in list_dir(self.store, self.prefix) if "-" in n]
+        return bool(coverage(map(parse_box_key, names), self.grid).all())
 
     def covered(self) -> np.ndarray:
         """Boolean grid of write units, True where stored."""
