@@ -503,7 +503,13 @@ def _parse_compressor(compressor: Any) -> str | dict[str, Any] | None:
     if isinstance(compressor, Mapping):
         return dict(compressor)
     if hasattr(compressor, "to_dict"):  # a zarr v3 codec
-        return dict(compressor.to_dict())
+        config = dict(compressor.to_dict())
+        if config.get("name") == "blosc":
+            # A BloscCodec made without typesize serialises typesize=1, which turns
+            # shuffle into a no-op; dropped, zarr sets it from the dtype.
+            config["configuration"] = {k: v for k, v in config.get("configuration", {}).items()
+                                       if k != "typesize"}
+        return config
     if hasattr(compressor, "get_config"):  # a numcodecs codec (zarr format 2)
         return dict(compressor.get_config())
     raise SpecError(f"compressor {compressor!r} is not a preset name, codec, or codec JSON")

@@ -334,3 +334,12 @@ def test_status_of_missing_output_is_an_error(tmp_path, capsys):
 
     assert main(["status", os.fspath(tmp_path / "nothing")]) == 1
     assert "no output" in capsys.readouterr().err
+
+
+def test_blosc_codec_instance_keeps_shuffle_effective(tmp_path):
+    from zarr.codecs import BloscCodec
+
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", (64, 64), "yx", compressor=BloscCodec(cname="lz4", shuffle="shuffle"))
+        (codec,) = [c for c in img.array.metadata.codecs if type(c).__name__ == "BloscCodec"]
+    assert codec.typesize == 4 and str(getattr(codec.cname, "value", codec.cname)) == "lz4"
