@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,10 @@ from .write import check_blend_tile, crop_tile, prepare_region, stored_space, ti
 __all__ = ["Image", "Output", "Progress", "open_output"]
 
 _ROOT_KEY = "ngff_writer"
-#: One thread shared by all images: statistics of a block overlap that block's write.
+#: Threads shared by all images: two store whole units, one computes their statistics.
+_STORE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ngff-writer-store")
 _STATS_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ngff-writer-stats")
+_MAX_INFLIGHT = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +106,7 @@ class Image:
         self._array: zarr.Array | None = None
         self._ledger = Ledger(output.store, spec.name, spec)
         self._assembler: Assembler | None = None
+        self._inflight: deque[Future[None]] = deque()
         self._fragments = Fragments(output.store, spec.name)
         self._spatial = tuple(i for i, a in enumerate(spec.layout.axes) if a in "zyx")
         self._channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
@@ -151,7 +155,7 @@ class Image:
             The image or output no longer takes writes.
         """
         self._check_can_write()
-        self._store(*prepare_region(self.spec, index, data))
+        self._store(*prepare_region(self.spec, index, data), wait=True)
 
     def write_region(self, index: int, data: Any, start: Sequence[int]) -> None:
         """Store part of a sample: ``data`` lands at ``start`` (one value per space axis).
@@ -213,23 +217,50 @@ class Image:
             self._assembler.mark_stored(self._ledger.covered())
         return self._assembler
 
-    def _store(self, region: tuple[slice, ...], block: np.ndarray, part_id: tuple[int, ...] | None = None
-               ) -> None:
+    def _store(self, region: tuple[slice, ...], block: np.ndarray, part_id: tuple[int, ...] | None = None,
+               wait: bool = False) -> None:
         # The one write path: the assembler hands back whole write units only; each is
         # stored with a single zarr call, then recorded in the ledger after its data.
-        pieces, evicted = self._get_assembler().add(region, block, part_id)
-        self._put(pieces)
+        assembler = self._get_assembler()
+        pieces, evicted = assembler.add(region, block, part_id)
+        self._put(pieces, wait=wait)
         self._spill(evicted)
+        if not assembler.pending_units:
+            self._settle()  # nothing held back: the image may be complete now
 
-    def _put(self, pieces: list[Piece]) -> None:
+    def _put(self, pieces: list[Piece], wait: bool = False) -> None:
+        # Units are stored in the background, two at a time (each zarr call encodes its
+        # chunks in parallel, but tiles often complete one unit at a time), at most
+        # _MAX_INFLIGHT ahead of the caller; a whole sample is waited for, so
+        # write_sample returns with its data stored and recorded.
+        array = self.array  # opened here, not raced for by the workers
         for piece in pieces:
-            # Statistics only read the block: compute them beside the encode and store,
-            # which spend much of their time outside the GIL (codecs, file writes).
-            summary = _STATS_POOL.submit(summarize, piece.data, self._channel_axis)
-            self.array[piece.region] = piece.data
-            self._ledger.record(piece.box, summary.result())
-        if pieces:
-            self._finalize_if_complete()
+            self._inflight.append(_STORE_POOL.submit(self._store_piece, array, piece))
+        if wait:
+            self._settle()
+        while len(self._inflight) > _MAX_INFLIGHT:
+            self._inflight.popleft().result()
+
+    def _store_piece(self, array: zarr.Array, piece: Piece) -> None:
+        # Statistics only read the block: compute them beside the encode and store,
+        # which spend much of their time outside the GIL (codecs, file writes).
+        summary = _STATS_POOL.submit(summarize, piece.data, self._channel_axis)
+        array[piece.region] = piece.data
+        self._ledger.record(piece.box, summary.result())  # after the data, never before
+
+    def _settle(self) -> None:
+        """Wait for every background store (raising the first failure); finalize if complete."""
+        if not self._inflight:
+            return
+        errors = []
+        while self._inflight:
+            try:
+                self._inflight.popleft().result()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        self._finalize_if_complete()
 
     def _spill(self, units: list[tuple[tuple[int, ...], dict]]) -> None:
         # Save partial units as fragments, then complete any unit whose fragments from
@@ -240,7 +271,7 @@ class Image:
                 self._fragments.save(idx, parts)
             piece = assembler.complete_with(idx, self._fragments.load(idx))
             if piece is not None:
-                self._put([piece])
+                self._put([piece], wait=True)
                 self._fragments.delete(idx)
 
     def flush(self) -> None:
@@ -250,6 +281,7 @@ class Image:
         all writers together covered is stored.
         """
         self._output._check_writable()
+        self._settle()
         if self._final:
             return
         assembler = self._get_assembler()
@@ -279,6 +311,7 @@ class Image:
     def progress(self) -> Progress:
         """Read this image's progress from the store (sees every writer's records)."""
         self._output._check_open()
+        self._settle()
         covered = self._ledger.covered()
         done = self._ledger.samples_done(covered)
         attrs = node_attributes(self._output.store, self.name)
@@ -314,6 +347,7 @@ class Image:
             stays "in_progress" with its progress intact).
         """
         self._output._check_writable()
+        self._settle()
         return self._finalize_if_complete()
 
 

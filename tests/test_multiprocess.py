@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+from procs import TIMEOUT, run_children  # noqa: F401
 
 import ngff_writer as nw
 
@@ -26,7 +27,6 @@ CHUNKS = (1, 1, 2, 16, 16)
 N = SHAPE[0]
 CRASH_EXIT = 17
 CRASH_POINT_MISSED = 3
-TIMEOUT = 120
 
 
 def sample(i: int) -> np.ndarray:
@@ -132,24 +132,6 @@ def _write_then_die(root: str, indices: list[int], crash: str | None, nxt: int) 
         pathlib.Path.replace = replace_or_die  # type: ignore[method-assign]
     img.write_sample(nxt, sample(nxt))
     os._exit(CRASH_POINT_MISSED)
-
-
-def run_children(*jobs: tuple[Any, tuple[Any, ...]]) -> list[int]:
-    """Start one spawned process per ``(target, args)``, wait for all, return exit codes."""
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=target, args=args) for target, args in jobs]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(TIMEOUT)
-    codes = []
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-            pytest.fail(f"child {p.pid} did not finish within {TIMEOUT}s")
-        codes.append(p.exitcode)
-    return codes
 
 
 # ---- (a) two writers ---------------------------------------------------------------------

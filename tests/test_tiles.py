@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import zarr
@@ -170,3 +168,83 @@ def test_edge_cases(tmp_path, rng, shape, patch, overlap, chunks):
             write_tiles(img, s, ref[s], patch, overlap, order_seed=s)
         assert img.progress().complete and img.buffered_units == 0
         np.testing.assert_array_equal(img.array[:], ref)
+
+
+# ---- blend mode ------------------------------------------------------------------------
+def reference_blend(image: np.ndarray, patch, overlap, ramp) -> np.ndarray:
+    """In-memory weighted blend of every tile (space axes last), summed in tile order."""
+    from ngff_writer.blend import tile_weights
+
+    space = image.shape[-len(patch):]
+    total = np.zeros(image.shape, np.float64)
+    weight = np.zeros(space, np.float64)
+    for t in tile_specs(space, patch, overlap):
+        region = tuple(slice(a, a + n) for a, n in zip(t.tile_start, t.tile_size, strict=True))
+        w = tile_weights(t.tile_start, t.tile_size, space, overlap, ramp)
+        total[(Ellipsis, *region)] += w * image[(Ellipsis, *region)]
+        weight[region] += w
+    return total / weight
+
+
+def noisy_tiles(image, patch, overlap, seed):
+    """Tiles whose overlaps disagree (as predictions do), so blending matters."""
+    rng = np.random.default_rng(seed)
+    for t in tile_specs(image.shape[-len(patch):], patch, overlap):
+        region = tuple(slice(a, a + n) for a, n in zip(t.tile_start, t.tile_size, strict=True))
+        yield t, image[(Ellipsis, *region)] + rng.normal(0, 0.1, image[(Ellipsis, *region)].shape)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), ndim=st.sampled_from([2, 3]), ramp=st.sampled_from(["linear", "cosine"]))
+def test_blend_equals_in_memory_reference(tmp_path_factory, data, ndim, ramp):
+    shape = tuple(data.draw(st.integers(1, 60 if ndim == 2 else 16), label=f"n{i}") for i in range(ndim))
+    patch = tuple(data.draw(st.integers(2, 32 if ndim == 2 else 10), label=f"p{i}") for i in range(ndim))
+    overlap = tuple(data.draw(st.integers(0, p - 1), label=f"o{i}") for i, p in enumerate(patch))
+    chunks = tuple(data.draw(st.integers(1, 40 if ndim == 2 else 12), label=f"c{i}") for i in range(ndim))
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    image = np.random.default_rng(seed).random((2, *shape))  # c + space, float64 predictions
+    tiles = list(noisy_tiles(image, patch, overlap, seed))
+    from ngff_writer.blend import tile_weights
+
+    expected, weight = np.zeros(image.shape), np.zeros(shape)
+    for t, tile in tiles:
+        region = tuple(slice(a, a + n) for a, n in zip(t.tile_start, t.tile_size, strict=True))
+        w = tile_weights(t.tile_start, t.tile_size, shape, overlap, ramp)
+        expected[(Ellipsis, *region)] += w * tile
+        weight[region] += w
+    expected /= weight
+    np.random.default_rng(seed).shuffle(tiles)
+    root = tmp_path_factory.mktemp("blend") / "o.zarr"
+    with nw.open_output(root) as out:
+        blend = {"tile_size": patch, "overlap": overlap, "ramp": ramp}
+        img = out.create_image("p", image.shape, "c" + "zyx"[-ndim:], dtype="float64",
+                               chunks=(1, *chunks), blend=blend)
+        for t, tile in tiles:
+            img.write_tile(0, tile, crop_start=t.crop_coords, crop_size=t.crop_size,
+                           stitch_start=t.stitch_coords)
+        assert img.buffered_units == 0
+        assert img.progress().complete
+    np.testing.assert_allclose(zarr.open_array(root / "p" / "0")[:], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_blend_rejects_tiles_off_the_grid(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", (50, 50), "yx", blend={"tile_size": (20, 20), "overlap": (4, 4)})
+        with pytest.raises(nw.ShapeMismatchError, match="not a tile of the blend grid"):
+            img.write_tile(0, np.zeros((20, 20), np.float32), tile_start=(3, 0))
+        with pytest.raises(nw.ShapeMismatchError, match="not a tile of the blend grid"):
+            img.write_tile(0, np.zeros((10, 20), np.float32), tile_start=(0, 0))
+
+
+def test_blend_reference_helper_agrees_with_writer_on_clean_tiles(tmp_path, rng):
+    image = rng.random((1, 70, 90), dtype=np.float32)
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", image.shape, "cyx", chunks=(1, 32, 32),
+                               blend={"tile_size": (32, 40), "overlap": (8, 12), "ramp": "linear"})
+        for t in tile_specs((70, 90), (32, 40), (8, 12)):
+            region = tuple(slice(a, a + n) for a, n in zip(t.tile_start, t.tile_size, strict=True))
+            img.write_tile(0, image[(Ellipsis, *region)], tile_start=t.tile_start)
+        stored = img.array[:]
+    # Identical tiles blend back to the image itself (up to float32 rounding).
+    np.testing.assert_allclose(stored, image, rtol=1e-6)
+    np.testing.assert_allclose(stored, reference_blend(image, (32, 40), (8, 12), "linear"), rtol=1e-6)
