@@ -17,7 +17,7 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
 from .ngff import STATUS_IN_PROGRESS, image_attributes
 from .spec import ImageSpec
-from .storage import node_attributes, write_group
+from .storage import join, node_attributes, write_group
 from .track import Ledger
 
 __all__ = ["allocate_image", "ensure_parents"]
@@ -45,7 +45,7 @@ def _compressors(spec: ImageSpec) -> Any:
 
 def ensure_parents(store: Store, path: str, zarr_format: int) -> None:
     """Create the groups above ``path`` that do not exist yet (the root included)."""
-    parts = path.split("/")[:-1]
+    parts = path.split("/")[:-1] if path else []
     for depth in range(len(parts) + 1):
         parent = "/".join(parts[:depth])
         if node_attributes(store, parent) is None:
@@ -66,7 +66,7 @@ def allocate_image(store: Store, path: str, spec: ImageSpec) -> None:
     ensure_parents(store, path, spec.zarr_format)
     zarr.create_array(
         store,
-        name=f"{path}/0",
+        name=join(path, "0"),
         shape=layout.shape,
         dtype=spec.np_dtype,
         chunks=spec.stored_chunks,

@@ -28,7 +28,7 @@ from zarr.core.buffer import default_buffer_prototype
 
 from .assemble import Part, PartId
 from .spec import LEDGER_GROUP
-from .storage import list_dir, run
+from .storage import join, list_dir, run
 
 __all__ = ["Fragments"]
 
@@ -50,7 +50,7 @@ class Fragments:
 
     def __init__(self, store: Store, image_path: str) -> None:
         self.store = store
-        self.prefix = f"{image_path}/{LEDGER_GROUP}/fragments"
+        self.prefix = join(image_path, LEDGER_GROUP, "fragments")
         self._writer = uuid.uuid4().hex[:12]
         self._seq = 0
 

@@ -46,6 +46,7 @@ from .storage import (
     clear,
     describe,
     is_empty,
+    join,
     list_dir,
     node_attributes,
     open_array,
@@ -131,7 +132,7 @@ class Image:
         self._output._check_open()
         if self._array is None:
             mode = "r" if self._output.mode == "r" else "r+"
-            self._array = open_array(self._output.store, f"{self.name}/0", mode)
+            self._array = open_array(self._output.store, join(self.name, "0"), mode)
         return self._array
 
     # ---- write ---------------------------------------------------------------------
@@ -499,8 +500,13 @@ class Output:
                     f"image {spec.name!r} exists with other settings ({', '.join(diff)})"
                 )
             return existing
-        if node_attributes(self.store, spec.name) is not None:
+        if spec.name == "":
+            if self.images():
+                raise DuplicateImageError("the output root can be an image only in an output with no image")
+        elif node_attributes(self.store, spec.name) is not None:
             raise DuplicateImageError(f"{spec.name!r} is already a group that is not an image")
+        elif self._read_image("") is not None:
+            raise DuplicateImageError(f"the output root is an image; {spec.name!r} cannot go inside it")
         allocate_image(self.store, spec.name, spec)
         image = Image(self, spec, final=False)
         self._images[spec.name] = image
@@ -553,6 +559,8 @@ class Output:
                 else:
                     walk(path)
 
+        if self._read_image("") is not None:
+            return [""]  # the root is the image (e.g. x.ome.zarr written as one image)
         walk("")
         return found
 

@@ -474,9 +474,13 @@ def _parse_blend(blend: Any, axes: str, shape: tuple[int, ...]) -> Blend | None:
 
 
 def parse_name(name: str) -> str:
-    """Check an image name: a relative path of ``/``-separated segments."""
-    if not isinstance(name, str) or not name.strip("/"):
-        raise SpecError(f"image name must be a non-empty string, got {name!r}")
+    """Check an image name: a relative path of ``/``-separated segments, or "" for the root."""
+    if not isinstance(name, str):
+        raise SpecError(f"image name must be a string, got {name!r}")
+    if name == "":
+        return ""  # the output root is the image (one image per store, e.g. x.ome.zarr)
+    if not name.strip("/"):
+        raise SpecError(f"image name {name!r}: use '' for an image at the output root")
     segments = name.strip("/").split("/")
     for seg in segments:
         if seg in (".", "..") or not _NAME_SEGMENT.match(seg) or seg.startswith("__"):

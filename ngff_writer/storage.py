@@ -23,7 +23,8 @@ from zarr.storage import FsspecStore, LocalStore
 from .errors import StoreError
 
 __all__ = [
-    "Mode", "StoreLike", "describe", "get_json", "list_dir", "list_prefix", "open_store", "put_json",
+    "Mode", "StoreLike", "describe", "get_json", "join", "list_dir", "list_prefix", "open_store",
+    "put_json",
 ]
 
 Mode = Literal["w-", "w", "a", "r"]
@@ -56,6 +57,11 @@ def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | No
     if path.exists() and not path.is_dir():
         raise StoreError(f"{path} exists and is not a directory")
     return LocalStore(path, read_only=read_only)
+
+
+def join(*parts: str) -> str:
+    """Join store path parts with "/", skipping empty ones (the root is "")."""
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
 def describe(store: Store) -> str:

@@ -22,7 +22,7 @@ from zarr.abc.store import Store
 from .errors import StoreError
 from .grid import Box, box_key, coverage, grid_shape, parse_box_key
 from .spec import LEDGER_GROUP, ImageSpec
-from .storage import get_json, list_dir, list_prefix, write_group
+from .storage import get_json, join, list_dir, list_prefix, write_group
 
 __all__ = ["Ledger"]
 
@@ -43,7 +43,7 @@ class Ledger:
     def __init__(self, store: Store, image_path: str, spec: ImageSpec) -> None:
         self.store = store
         self.spec = spec
-        self.prefix = f"{image_path}/{LEDGER_GROUP}/done"
+        self.prefix = join(image_path, LEDGER_GROUP, "done")
         self.grid = grid_shape(spec.layout.shape, spec.write_unit)
 
     def create(self) -> None:

@@ -343,3 +343,29 @@ def test_blosc_codec_instance_keeps_shuffle_effective(tmp_path):
         img = out.create_image("p", (64, 64), "yx", compressor=BloscCodec(cname="lz4", shuffle="shuffle"))
         (codec,) = [c for c in img.array.metadata.codecs if type(c).__name__ == "BloscCodec"]
     assert codec.typesize == 4 and str(getattr(codec.cname, "value", codec.cname)) == "lz4"
+
+
+def test_image_at_the_output_root(tmp_path, rng, ngff_version):
+    """One image per store, as `name.ome.zarr` (the layout CAREamics users get)."""
+    root = tmp_path / "x.ome.zarr"
+    ref = rng.random((2, 16, 16), dtype=np.float32)
+    with nw.open_output(root, ngff_version=ngff_version) as out:
+        img = out.create_image("", ref.shape, "syx")
+        with pytest.raises(nw.DuplicateImageError, match="root is an image"):
+            out.create_image("other", ref.shape, "syx")
+        img.write_sample(0, ref[0])
+    with nw.open_output(root, mode="a") as out:
+        assert out.images() == [""]
+        out[""].write_sample(1, ref[1])
+        assert out[""].progress().complete
+    from ome_zarr_models import open_ome_zarr
+
+    open_ome_zarr(zarr.open_group(root, mode="r"))
+    np.testing.assert_array_equal(zarr.open_array(root / "0")[:], ref)
+
+
+def test_root_image_refused_when_output_has_images(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        out.create_image("a", (8, 8), "yx")
+        with pytest.raises(nw.DuplicateImageError, match="no image"):
+            out.create_image("", (8, 8), "yx")

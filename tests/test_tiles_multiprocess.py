@@ -93,7 +93,9 @@ def test_killed_writer_loses_only_partial_chunks_and_resume_completes(tmp_path, 
         img = out["p"]
         progress = img.progress()
         covered = img._ledger.covered()
-        assert 0 < progress.blocks_done < progress.blocks_total
+        assert progress.blocks_done < progress.blocks_total
+        if mode == "crop":  # blend units wait for all their (shuffled) tiles: maybe none yet
+            assert progress.blocks_done > 0
         # The ledger lists only chunks whose data is stored, equal to the reference's.
         arr, want = zarr.open_array(root / "p" / "0"), zarr.open_array(ref / "p" / "0")
         for idx in zip(*np.nonzero(covered), strict=True):
