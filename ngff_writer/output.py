@@ -412,6 +412,7 @@ class Output:
         axes: str,
         dtype: Any = "float32",
         *,
+        sample_axes: str | None = None,
         chunks: Sequence[int] | None = None,
         shards: Sequence[int] | None = None,
         compressor: Any = "default",
@@ -441,6 +442,10 @@ class Output:
             ``"sczyx"``, ``"yxs"``). See :mod:`ngff_writer.spec` for how ``s`` is stored.
         dtype
             Stored data type (bool, integer or float).
+        sample_axes
+            Axes a sample is one entry of: ``"s"`` (the default when declared), ``"t"`` (one
+            sample per time point) or ``"st"`` (one per (s, t) pair, numbered
+            ``s * T + t``, as CAREamics merges them).
         chunks
             Chunk shape in ``axes`` order; must be 1 along ``s``. Default: 1 along
             ``t s c``, spatial axes halved until a chunk is at most 4 MiB.
@@ -481,10 +486,11 @@ class Output:
         """
         self._check_writable()
         spec = parse_image_spec(
-            name, shape, axes, dtype, chunks=chunks, shards=shards, compressor=compressor,
-            fill_value=fill_value, scale=scale, units=units, channel_names=channel_names,
-            channel_colors=channel_colors, ngff_version=ngff_version or self.ngff_version,
-            cast=cast, window_percentiles=window_percentiles, blend=blend,
+            name, shape, axes, dtype, sample_axes=sample_axes, chunks=chunks, shards=shards,
+            compressor=compressor, fill_value=fill_value, scale=scale, units=units,
+            channel_names=channel_names, channel_colors=channel_colors,
+            ngff_version=ngff_version or self.ngff_version, cast=cast,
+            window_percentiles=window_percentiles, blend=blend,
         )
         existing = self._read_image(spec.name)
         if existing is not None:

@@ -97,43 +97,48 @@ class Layout:
         Stored axis names, in NGFF order.
     shape
         Stored array shape.
-    n_samples
-        Number of samples (1 when there is no ``s`` axis).
+    sample_axes
+        Declared axes that index samples, ``s`` before ``t`` (``""``: one sample).
+    sample_grid
+        Their sizes; sample ``k`` is ``np.unravel_index(k, sample_grid)``.
     sample_shape
-        Shape of one sample as the user passes it (declared order, no ``s``).
+        Shape of one sample as the user passes it (declared order, sample axes left out).
     sample_perm
         Transpose that takes a sample from declared order to stored order.
-    sample_axis
-        Stored position of the axis that indexes samples (``s``, or ``t`` when merged),
-        or None when there is a single sample.
-    sample_extent
-        Entries of ``sample_axis`` per sample (``T`` when merged, else 1).
+    indexed
+        Stored positions the block of one sample spans with extent 1 or ``T`` (merged).
     merged
         True when ``s`` was merged into ``t``.
     """
 
     axes: tuple[str, ...]
     shape: tuple[int, ...]
-    n_samples: int
+    sample_axes: str
+    sample_grid: tuple[int, ...]
     sample_shape: tuple[int, ...]
     sample_perm: tuple[int, ...]
-    sample_axis: int | None
-    sample_extent: int
+    indexed: tuple[int, ...]
     merged: bool
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples (1 when there is no sample axis)."""
+        return math.prod(self.sample_grid)
 
     def sample_region(self, index: int) -> tuple[slice, ...]:
         """Return the stored-array region that sample ``index`` fills."""
         region = [slice(0, n) for n in self.shape]
-        if self.sample_axis is not None:
-            start = index * self.sample_extent
-            region[self.sample_axis] = slice(start, start + self.sample_extent)
+        at = dict(zip(self.sample_axes, np.unravel_index(index, self.sample_grid), strict=True))
+        for axis, i in at.items():
+            if self.merged and axis == "s":
+                continue  # placed through t below
+            region[self.axes.index(axis)] = slice(int(i), int(i) + 1)
+        if self.merged:
+            t = self.axes.index("t")
+            n_t = self.shape[t] // self.sample_grid[0]  # T: the merged t holds S blocks of T
+            start = int(at["s"]) * n_t + int(at.get("t", 0))
+            region[t] = slice(start, start + (1 if "t" in at else n_t))
         return tuple(region)
-
-    def stored_sample_shape(self) -> tuple[int, ...]:
-        """Shape of one sample in stored order, sample axis kept (length ``sample_extent``)."""
-        return tuple(
-            self.sample_extent if i == self.sample_axis else n for i, n in enumerate(self.shape)
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +169,7 @@ class ImageSpec:
     name: str
     shape: tuple[int, ...]
     axes: str
+    sample_axes: str
     dtype: str
     chunks: tuple[int, ...]
     shards: tuple[int, ...] | None
@@ -182,7 +188,7 @@ class ImageSpec:
     @cached_property
     def layout(self) -> Layout:
         """The stored layout of this image (see the module docstring)."""
-        return _layout(self.axes, self.shape)
+        return _layout(self.axes, self.shape, self.sample_axes)
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -236,6 +242,7 @@ class ImageSpec:
         """Rebuild a spec written by :meth:`to_json`."""
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields}
+        kw.setdefault("sample_axes", parse_sample_axes(None, kw["axes"]))
         if kw.get("blend") is not None:
             b = kw["blend"]
             kw["blend"] = Blend(tuple(b["tile_size"]), tuple(b["overlap"]), b["ramp"])
@@ -264,30 +271,42 @@ def parse_axes(axes: str | Sequence[str]) -> str:
     return text
 
 
-def _layout(axes: str, shape: tuple[int, ...]) -> Layout:
+def parse_sample_axes(sample_axes: str | None, axes: str) -> str:
+    """Default ``"s"`` when declared; letters of ``"st"`` present in ``axes``, ``s`` first."""
+    if sample_axes is None:
+        return "s" if "s" in axes else ""
+    text = sample_axes.lower()
+    if set(text) - set("st") or any(a not in axes for a in text) or len(set(text)) != len(text):
+        raise InvalidAxesError(
+            f"sample_axes {sample_axes!r}: use 's', 't' or 'st', each among the image axes {axes!r}"
+        )
+    return "".join(a for a in "st" if a in text)
+
+
+def _layout(axes: str, shape: tuple[int, ...], sample_axes: str) -> Layout:
     size = dict(zip(axes, shape, strict=True))
     stored = [a for a in STORED_ORDER if a in axes]
     merged = len(stored) > MAX_AXES
     if merged:  # only s + t + c + z + y + x reaches 6: fold s into t
+        if "s" not in sample_axes:
+            raise InvalidAxesError(
+                f"axes {axes!r}: six axes are stored with 's' merged into 't', so 's' must be a "
+                "sample axis"
+            )
         stored.remove("s")
     stored_shape = [size[a] * size["s"] if (merged and a == "t") else size[a] for a in stored]
-    sample_axes = [a for a in axes if a != "s"]
-    stored_no_s = [a for a in stored if a != "s"]
-    perm = tuple(sample_axes.index(a) for a in stored_no_s)
-    if merged:
-        sample_axis, extent = stored.index("t"), size["t"]
-    elif "s" in axes:
-        sample_axis, extent = stored.index("s"), 1
-    else:
-        sample_axis, extent = None, 1
+    # Axes a sample spans only in part: its own sample axes (t when merged holds them).
+    indexed_names = [a for a in stored if a in sample_axes or (merged and a == "t")]
+    in_sample = [a for a in axes if a not in sample_axes]
+    perm = tuple(in_sample.index(a) for a in stored if a not in sample_axes)
     return Layout(
         axes=tuple(stored),
         shape=tuple(stored_shape),
-        n_samples=size.get("s", 1),
-        sample_shape=tuple(size[a] for a in sample_axes),
+        sample_axes=sample_axes,
+        sample_grid=tuple(size[a] for a in sample_axes),
+        sample_shape=tuple(size[a] for a in in_sample),
         sample_perm=perm,
-        sample_axis=sample_axis,
-        sample_extent=extent,
+        indexed=tuple(stored.index(a) for a in indexed_names),
         merged=merged,
     )
 
@@ -351,15 +370,16 @@ def _parse_blocks(
     size = dict(zip(axes, blocks))
     # The block is the unit of atomic write: if one held two samples, two writers of
     # different samples would each rewrite it and one would lose its sample.
-    if "s" in axes and size["s"] != 1:
-        raise InvalidChunksError(
-            f"{what}: must be 1 along 's' (got {size['s']}) so that every sample is "
-            "stored in whole blocks of its own"
-        )
-    if layout.merged and layout.sample_extent % size["t"]:
+    for a in layout.sample_axes:
+        if size[a] != 1:
+            raise InvalidChunksError(
+                f"{what}: must be 1 along the sample axis {a!r} (got {size[a]}) so that every "
+                "sample is stored in whole blocks of its own"
+            )
+    if layout.merged and layout.shape[layout.axes.index("t")] // layout.sample_grid[0] % size["t"]:
         raise InvalidChunksError(
             f"{what}: 's' is merged into 't', so the 't' entry ({size['t']}) must divide "
-            f"T = {layout.sample_extent}"
+            f"T = {layout.shape[layout.axes.index('t')] // layout.sample_grid[0]}"
         )
     return blocks
 
@@ -370,6 +390,7 @@ def parse_image_spec(
     axes: str | Sequence[str],
     dtype: Any = "float32",
     *,
+    sample_axes: str | None = None,
     chunks: Sequence[int] | None = None,
     shards: Sequence[int] | None = None,
     compressor: Any = "default",
@@ -405,7 +426,8 @@ def parse_image_spec(
     if any(n < 1 for n in shape_t):
         raise SpecError(f"shape {shape_t}: every dimension must be >= 1")
     dt = parse_dtype(dtype)
-    layout = _layout(axes, shape_t)
+    sample_axes_t = parse_sample_axes(sample_axes, axes)
+    layout = _layout(axes, shape_t, sample_axes_t)
 
     version = str(ngff_version)
     if version not in ("0.4", "0.5"):
@@ -437,6 +459,7 @@ def parse_image_spec(
         name=name,
         shape=shape_t,
         axes=axes,
+        sample_axes=sample_axes_t,
         dtype=dt.str if dt.itemsize > 1 else dt.name,
         chunks=chunks_t,
         shards=shards_t,

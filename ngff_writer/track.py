@@ -20,7 +20,7 @@ import numpy as np
 from zarr.abc.store import Store
 
 from .errors import StoreError
-from .grid import Box, box_key, coverage, grid_shape, parse_box_key
+from .grid import Box, box_key, box_of_region, coverage, grid_shape, parse_box_key
 from .spec import LEDGER_GROUP, ImageSpec
 from .storage import get_json, join, list_dir, list_prefix, write_group
 
@@ -110,7 +110,9 @@ class Ledger:
     def samples_done(self, covered: np.ndarray) -> np.ndarray:
         """Boolean per sample: every block of the sample is stored."""
         layout = self.spec.layout
-        if layout.sample_axis is None:
-            return np.array([bool(covered.all())])
-        per_sample = np.moveaxis(covered, layout.sample_axis, 0)
-        return per_sample.reshape(layout.n_samples, -1).all(axis=1)
+        unit = self.spec.write_unit
+        done = np.empty(layout.n_samples, bool)
+        for k in range(layout.n_samples):
+            start, stop = box_of_region(layout.sample_region(k), layout.shape, unit)
+            done[k] = covered[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))].all()
+        return done

@@ -55,7 +55,12 @@ def cast_to(spec: ImageSpec, data: np.ndarray) -> np.ndarray:
 
 def _spatial(spec: ImageSpec) -> list[int]:
     """Positions of the space axes in a sample (declared order, no ``s``)."""
-    return [i for i, a in enumerate(spec.axes.replace("s", "")) if a in "zyx"]
+    return [i for i, a in enumerate(_sample_letters(spec)) if a in "zyx"]
+
+
+def _sample_letters(spec: ImageSpec) -> str:
+    """Axes of one sample, declared order (the sample axes left out)."""
+    return "".join(a for a in spec.axes if a not in spec.sample_axes)
 
 
 def _ints(spec: ImageSpec, what: str, values: Any, n: int) -> tuple[int, ...]:
@@ -80,7 +85,7 @@ def crop_tile(spec: ImageSpec, tile: Any, crop_start: Any, crop_size: Any) -> np
     if array.ndim != len(spec.layout.sample_shape):
         raise ShapeMismatchError(
             f"image {spec.name!r}: a tile needs {len(spec.layout.sample_shape)} dimensions "
-            f"(axes {spec.axes.replace('s', '')!r}), got shape {array.shape}"
+            f"(axes {_sample_letters(spec)!r}), got shape {array.shape}"
         )
     index: list[slice] = [slice(None)] * array.ndim
     for axis, a, n in zip(spatial, start, size, strict=True):
@@ -118,7 +123,7 @@ def prepare_region(
     if array.shape != expected:
         raise ShapeMismatchError(
             f"image {spec.name!r}: {'a sample' if start is None else 'a region'} must have shape "
-            f"{expected} (axes {spec.axes.replace('s', '')!r}), got {array.shape}"
+            f"{expected} (axes {_sample_letters(spec)!r}), got {array.shape}"
         )
     for axis, a in zip(spatial, start_t, strict=True):
         if a < 0 or a + array.shape[axis] > layout.sample_shape[axis]:
@@ -128,10 +133,11 @@ def prepare_region(
             )
     array = cast_to(spec, array)
     block = array.transpose(layout.sample_perm)
-    if layout.sample_axis is not None and not layout.merged:
-        block = np.expand_dims(block, layout.sample_axis)
+    for pos, name in enumerate(layout.axes):  # the sample's own position along its sample axes
+        if name in layout.sample_axes:
+            block = np.expand_dims(block, pos)
     region = list(layout.sample_region(index))
-    offsets = dict(zip((spec.axes.replace("s", "")[i] for i in spatial), start_t, strict=True))
+    offsets = dict(zip((_sample_letters(spec)[i] for i in spatial), start_t, strict=True))
     for pos, axis_name in enumerate(layout.axes):
         if axis_name in offsets:
             a = offsets[axis_name]

@@ -369,3 +369,26 @@ def test_root_image_refused_when_output_has_images(tmp_path):
         out.create_image("a", (8, 8), "yx")
         with pytest.raises(nw.DuplicateImageError, match="no image"):
             out.create_image("", (8, 8), "yx")
+
+
+@pytest.mark.parametrize(
+    ("axes", "shape", "sample_axes"),
+    [("tyx", (4, 16, 16), "t"), ("styx", (2, 3, 16, 16), "st"), ("stczyx", (2, 3, 2, 2, 8, 8), "st")],
+)
+def test_samples_along_t_or_s_and_t(tmp_path, rng, axes, shape, sample_axes, ngff_version):
+    """CAREamics numbers (s, t) pairs s * T + t; each pair is one sample here."""
+    ref = rng.random(shape, dtype=np.float32)
+    grid = [shape[axes.index(a)] for a in sample_axes]
+    with nw.open_output(tmp_path / "o.zarr", ngff_version=ngff_version) as out:
+        img = out.create_image("p", shape, axes, sample_axes=sample_axes)
+        assert img.n_samples == np.prod(grid)
+        for k in np.random.default_rng(1).permutation(img.n_samples):
+            index = dict(zip(sample_axes, np.unravel_index(k, grid), strict=True))
+            img.write_sample(int(k), ref[tuple(index.get(a, slice(None)) for a in axes)])
+        assert img.progress().complete
+        stored = img.array[:]
+    if axes == "stczyx":  # merged: t holds S blocks of T
+        expected = ref.reshape(6, *shape[2:])
+    else:
+        expected = np.transpose(ref, [axes.index(a) for a in "tsczyx" if a in axes])
+    np.testing.assert_array_equal(stored, expected)

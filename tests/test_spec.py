@@ -47,6 +47,33 @@ def test_merged_sample_regions_tile_the_t_axis():
     assert starts == [slice(0, 5), slice(5, 10), slice(10, 15)]
 
 
+@pytest.mark.parametrize(
+    ("axes", "shape", "sample_axes", "n_samples", "sample_shape", "region_of_4"),
+    [
+        ("tyx", (6, 8, 9), "t", 6, (8, 9), (slice(4, 5), slice(0, 8), slice(0, 9))),
+        ("styx", (2, 3, 8, 9), "st", 6, (8, 9), (slice(1, 2), slice(1, 2), slice(0, 8), slice(0, 9))),
+        # CAREamics' merged index s * T + t, stored in a merged t when six axes would be needed
+        ("stczyx", (2, 3, 1, 4, 8, 9), "st", 6, (1, 4, 8, 9),
+         (slice(4, 5), slice(0, 1), slice(0, 4), slice(0, 8), slice(0, 9))),
+        ("syxt", (2, 8, 9, 3), "ts", 6, (8, 9), (slice(1, 2), slice(1, 2), slice(0, 8), slice(0, 9))),
+    ],
+)
+def test_sample_axes(axes, shape, sample_axes, n_samples, sample_shape, region_of_4):
+    layout = parse_image_spec("img", shape, axes, sample_axes=sample_axes).layout
+    assert layout.n_samples == n_samples
+    assert layout.sample_shape == sample_shape
+    assert layout.sample_region(4) == region_of_4
+
+
+def test_sample_axes_errors():
+    with pytest.raises(InvalidAxesError, match="sample_axes"):
+        parse_image_spec("img", (3, 8, 8), "tyx", sample_axes="s")
+    with pytest.raises(InvalidAxesError, match="must be a sample axis"):
+        parse_image_spec("img", (2, 3, 1, 4, 8, 8), "stczyx", sample_axes="t")
+    with pytest.raises(InvalidChunksError, match="sample axis 't'"):
+        parse_image_spec("img", (4, 8, 8), "tyx", sample_axes="t", chunks=(2, 8, 8))
+
+
 def test_default_chunks_are_one_sample_and_at_most_4_mib():
     spec = parse_image_spec("img", (64, 1, 32, 512, 512), "sczyx", "float32")
     chunks = dict(zip(spec.axes, spec.chunks, strict=True))
@@ -90,7 +117,7 @@ def test_invalid_axes(axes, shape, message):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"chunks": (2, 8, 8)}, InvalidChunksError, "must be 1 along 's'"),
+        ({"chunks": (2, 8, 8)}, InvalidChunksError, "must be 1 along the sample axis 's'"),
         ({"chunks": (1, 8)}, InvalidChunksError, "expected 3 values"),
         ({"chunks": (1, 0, 8)}, InvalidChunksError, ">= 1"),
         ({"shards": (1, 16, 16), "chunks": (1, 8, 8), "ngff_version": "0.4"}, InvalidChunksError,
