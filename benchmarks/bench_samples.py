@@ -32,133 +32,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    CHUNKS,
+    CODECS,
+    MB,
+    SAMPLE_SHAPE,
+    Timer,
+    current_rss,
+    disk_bytes,
+    interleaved,
+    library_fingerprint,
+    library_lines,
+    peak_rss,
+    run_worker,
+    settle,
+    tensorstore_spec,
+    zarr_codec,
+)
+from _common import median as _median
+
 ENGINES = ("ngff-writer", "zarr", "tensorstore", "careamics-cache")
 DOUBLE_ENGINES = ("ngff-writer", "careamics-cache")
-CODECS = ("default", "blosc-lz4", "zstd")
-SAMPLE_SHAPE = (1, 32, 512, 512)
-CHUNKS = (1, 1, 16, 256, 256)
 RSS_LIMIT_MB = 300.0
-MB = 1e6
-
-
-# ---- memory ---------------------------------------------------------------------------------
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def current_rss() -> float:
-    """Resident set size of this process now, in bytes."""
-    kb = _status_kb("VmRSS")
-    if kb is not None:
-        return kb * 1024.0
-    import psutil
-
-    return float(psutil.Process().memory_info().rss)
-
-
-def peak_rss() -> float:
-    """High-water resident set size of this process, in bytes."""
-    kb = _status_kb("VmHWM")
-    if kb is None:
-        import resource
-
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        if sys.platform == "darwin":
-            kb //= 1024  # bytes there
-    return kb * 1024.0
-
-
-def library_fingerprint() -> dict[str, str]:
-    """Where ngff_writer is imported from and a hash of its sources (to catch edits mid-run)."""
-    import hashlib
-
-    import ngff_writer
-
-    pkg = Path(ngff_writer.__file__).parent
-    h = hashlib.sha1()
-    for f in sorted(pkg.rglob("*.py")):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return {"lib_path": str(pkg), "lib_hash": h.hexdigest()[:12]}
-
-
-def git_state(pkg: str) -> str:
-    """``<commit>[+uncommitted changes]`` of the repository holding ``pkg``, if any."""
-    def git(*a: str) -> str:
-        return subprocess.run(["git", "-C", pkg, *a], capture_output=True, text=True,
-                              check=False).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return "not a git checkout"
-    dirty = git("status", "--porcelain", "--", ".")
-    return commit + (" + uncommitted changes" if dirty else "")
-
-
-def disk_bytes(path: Path) -> int:
-    """Bytes of every file under ``path``."""
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-# ---- codecs ---------------------------------------------------------------------------------
-def zarr_codec(name: str) -> Any:
-    """The zarr v3 codec that ngff-writer's preset ``name`` stands for."""
-    from zarr.codecs import BloscCodec, ZstdCodec
-
-    return {
-        "default": lambda: BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
-        "blosc-lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-        "zstd": lambda: ZstdCodec(level=3),
-    }[name]()
-
-
-def tensorstore_codecs(name: str) -> list[dict[str, Any]]:
-    """The same codec chain in tensorstore's zarr3 JSON."""
-    raw = {"name": "bytes", "configuration": {"endian": "little"}}
-    comp = {
-        "default": {"name": "blosc", "configuration": {
-            "cname": "zstd", "clevel": 3, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}},
-        "blosc-lz4": {"name": "blosc", "configuration": {
-            "cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}},
-        "zstd": {"name": "zstd", "configuration": {"level": 3, "checksum": False}},
-    }[name]
-    return [raw, comp]
 
 
 # ---- workers --------------------------------------------------------------------------------
-class Timer:
-    """Sum of the wall time of the timed blocks."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.calls = 0
-
-    def __enter__(self) -> Timer:
-        self._t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.total += time.perf_counter() - self._t0
-        self.calls += 1
-
-
 def _shape(n: int) -> tuple[int, ...]:
     return (n, *SAMPLE_SHAPE)
 
@@ -191,18 +97,7 @@ def run_zarr(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
 def run_tensorstore(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
     import tensorstore as ts
 
-    spec = {
-        "driver": "zarr3",
-        "kvstore": {"driver": "file", "path": str(path)},
-        "metadata": {
-            "shape": list(_shape(n)),
-            "data_type": "float32",
-            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(CHUNKS)}},
-            "chunk_key_encoding": {"name": "default"},
-            "codecs": tensorstore_codecs(codec),
-            "fill_value": 0,
-        },
-    }
+    spec = tensorstore_spec(path, _shape(n), codec)
     arr = ts.open(spec, create=True, delete_existing=True).result()
     for i in range(n):
         sample = source.sample(i)
@@ -307,18 +202,7 @@ def run_one(engine: str, n: int, args: argparse.Namespace, root: Path) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine,
            "--samples", str(n), "--codec", args.codec, "--noise", str(args.noise),
            "--path", str(path)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    finally:
-        shutil.rmtree(path.parent, ignore_errors=True)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise RuntimeError(f"worker {engine} (S={n}) failed with code {proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _median(rows: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in rows)
+    return run_worker(cmd, path, f"{engine} (S={n})")
 
 
 def summarize(results: list[dict], engines: list[str], n: int) -> list[dict]:
@@ -432,27 +316,23 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     root = Path(tempfile.mkdtemp(prefix="ngff-bench-", dir=args.tmpdir))
     try:
-        for rep in range(args.repeats):
-            # Interleaved (A B C, A B C, ...) and rotated by one each repeat (A B C, B C A,
-            # ...) so that no engine always follows the same one (e.g. the 9 GB cache run).
-            k = rep % len(tasks)
-            for engine, s in tasks[k:] + tasks[:k]:
-                r = run_one(engine, s, args, root)
-                os.sync()  # the deleted output's writeback should not land in the next run
-                time.sleep(args.settle)
-                r["repeat"] = rep
-                results.append(r)
-                print(f"  repeat {rep} {engine:<16} S={s:<4} {r['mb_s']:7.1f} MB/s  "
-                      f"peak RSS {r['peak_rss_mb']:6.0f} MB (base {r['baseline_rss_mb']:.0f})  "
-                      f"{r['write_s']:.1f} s", flush=True)
+        # Interleaved (A B C, A B C, ...) and rotated by one each repeat (A B C, B C A,
+        # ...) so that no engine always follows the same one (e.g. the 9 GB cache run).
+        for rep, (engine, s) in interleaved(tasks, args.repeats):
+            r = run_one(engine, s, args, root)
+            settle(args.settle)
+            r["repeat"] = rep
+            results.append(r)
+            print(f"  repeat {rep} {engine:<16} S={s:<4} {r['mb_s']:7.1f} MB/s  "
+                  f"peak RSS {r['peak_rss_mb']:6.0f} MB (base {r['baseline_rss_mb']:.0f})  "
+                  f"{r['write_s']:.1f} s", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table = summarize(results, engines, n)
-    libs = sorted({(r["lib_path"], r["lib_hash"]) for r in results})
-    print(f"\nngff_writer from {libs[0][0]} ({git_state(libs[0][0])}), sources {libs[0][1]}")
-    if len(libs) > 1:
-        print(f"WARNING: the library changed during the run ({len(libs)} versions): "
-              "results are not comparable")
+    libs, lib_lines = library_lines(results)
+    print()
+    for line in lib_lines:
+        print(line)
     print_table(table, args)
     lines = verdict(table, results, n)
     print()

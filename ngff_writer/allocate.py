@@ -14,7 +14,9 @@ import numcodecs
 import zarr
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+from zarr.errors import ContainsArrayError
 
+from .errors import SpecMismatchError
 from .ngff import STATUS_IN_PROGRESS, image_attributes
 from .spec import ImageSpec
 from .storage import join, node_attributes, write_group
@@ -64,17 +66,29 @@ def allocate_image(store: Store, path: str, spec: ImageSpec) -> None:
         # NGFF 0.4 requires "/" between chunk indices; zarr's v2 default is ".".
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     ensure_parents(store, path, spec.zarr_format)
-    zarr.create_array(
-        store,
-        name=join(path, "0"),
-        shape=layout.shape,
-        dtype=spec.np_dtype,
-        chunks=spec.stored_chunks,
-        compressors=_compressors(spec),
-        fill_value=spec.fill_value,
-        zarr_format=spec.zarr_format,
-        overwrite=True,
-        **kwargs,
-    )
+    try:
+        zarr.create_array(
+            store,
+            name=join(path, "0"),
+            shape=layout.shape,
+            dtype=spec.np_dtype,
+            chunks=spec.stored_chunks,
+            compressors=_compressors(spec),
+            fill_value=spec.fill_value,
+            zarr_format=spec.zarr_format,
+            # Never overwrite: another process declaring the same image at the same time
+            # may already be writing chunks, and overwriting would delete them.
+            overwrite=False,
+            **kwargs,
+        )
+    except ContainsArrayError:
+        existing = zarr.open_array(store, path=join(path, "0"), mode="r")
+        if (existing.shape, existing.dtype, existing.chunks) != (
+                layout.shape, spec.np_dtype, spec.stored_chunks):
+            raise SpecMismatchError(
+                f"{join(path, '0')} holds an array of shape {existing.shape}, {existing.dtype}, "
+                f"chunks {existing.chunks}; expected {layout.shape}, {spec.np_dtype}, "
+                f"chunks {spec.stored_chunks}"
+            ) from None
     Ledger(store, path, spec).create()
     write_group(store, path, spec.zarr_format, image_attributes(spec, STATUS_IN_PROGRESS))

@@ -1,0 +1,193 @@
+"""Helpers shared by ``bench_samples.py`` and ``bench_tiles.py``.
+
+Memory (``VmHWM`` / ``VmRSS``), the imported library's fingerprint and git state, the codec
+presets expressed for zarr-python and tensorstore, a summing timer, and the orchestration
+pieces: one fresh worker subprocess per run, interleaved and rotated repeats, and a
+``sync`` + settle pause between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+SAMPLE_SHAPE = (1, 32, 512, 512)
+CHUNKS = (1, 1, 16, 256, 256)
+CODECS = ("default", "blosc-lz4", "zstd")
+MB = 1e6
+
+
+# ---- memory ---------------------------------------------------------------------------------
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def current_rss() -> float:
+    """Resident set size of this process now, in bytes."""
+    kb = _status_kb("VmRSS")
+    if kb is not None:
+        return kb * 1024.0
+    import psutil
+
+    return float(psutil.Process().memory_info().rss)
+
+
+def peak_rss() -> float:
+    """High-water resident set size of this process, in bytes."""
+    kb = _status_kb("VmHWM")
+    if kb is None:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        if sys.platform == "darwin":
+            kb //= 1024  # bytes there
+    return kb * 1024.0
+
+
+# ---- what is measured -----------------------------------------------------------------------
+def library_fingerprint() -> dict[str, str]:
+    """Where ngff_writer is imported from and a hash of its sources (to catch edits mid-run)."""
+    import hashlib
+
+    import ngff_writer
+
+    pkg = Path(ngff_writer.__file__).parent
+    h = hashlib.sha1()
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return {"lib_path": str(pkg), "lib_hash": h.hexdigest()[:12]}
+
+
+def git_state(pkg: str) -> str:
+    """``<commit>[+uncommitted changes]`` of the repository holding ``pkg``, if any."""
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", pkg, *a], capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "not a git checkout"
+    dirty = git("status", "--porcelain", "--", ".")
+    return commit + (" + uncommitted changes" if dirty else "")
+
+
+def library_lines(results: list[dict]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The distinct (path, hash) of ngff_writer seen by the workers, and lines describing them."""
+    libs = sorted({(r["lib_path"], r["lib_hash"]) for r in results})
+    lines = [f"ngff_writer from {libs[0][0]} ({git_state(libs[0][0])}), sources {libs[0][1]}"]
+    if len(libs) > 1:
+        lines.append(f"WARNING: the library changed during the run ({len(libs)} versions): "
+                     "results are not comparable")
+    return libs, lines
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# ---- codecs ---------------------------------------------------------------------------------
+def zarr_codec(name: str) -> Any:
+    """The zarr v3 codec that ngff-writer's preset ``name`` stands for."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    return {
+        "default": lambda: BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+        "blosc-lz4": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+        "zstd": lambda: ZstdCodec(level=3),
+    }[name]()
+
+
+def tensorstore_codecs(name: str) -> list[dict[str, Any]]:
+    """The same codec chain in tensorstore's zarr3 JSON."""
+    raw = {"name": "bytes", "configuration": {"endian": "little"}}
+    comp = {
+        "default": {"name": "blosc", "configuration": {
+            "cname": "zstd", "clevel": 3, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}},
+        "blosc-lz4": {"name": "blosc", "configuration": {
+            "cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}},
+        "zstd": {"name": "zstd", "configuration": {"level": 3, "checksum": False}},
+    }[name]
+    return [raw, comp]
+
+
+def tensorstore_spec(path: Path, shape: Sequence[int], codec: str) -> dict[str, Any]:
+    """A zarr3 / file-kvstore spec with the benchmark chunks and ``codec``."""
+    return {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(path)},
+        "metadata": {
+            "shape": list(shape),
+            "data_type": "float32",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(CHUNKS)}},
+            "chunk_key_encoding": {"name": "default"},
+            "codecs": tensorstore_codecs(codec),
+            "fill_value": 0,
+        },
+    }
+
+
+# ---- timing ---------------------------------------------------------------------------------
+class Timer:
+    """Sum of the wall time of the timed blocks."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.calls = 0
+
+    def __enter__(self) -> Timer:
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.total += time.perf_counter() - self._t0
+        self.calls += 1
+
+
+def median(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+# ---- orchestration --------------------------------------------------------------------------
+def run_worker(cmd: list[str], path: Path, label: str) -> dict:
+    """Run one worker subprocess, delete its output directory (``path.parent``) afterwards and
+    return the JSON object it printed last."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise RuntimeError(f"worker {label} failed with code {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def interleaved(tasks: list[Any], repeats: int) -> Iterator[tuple[int, Any]]:
+    """``(repeat, task)`` interleaved (A B C, A B C, ...) and rotated by one each repeat
+    (A B C, B C A, ...) so that no task always follows the same one."""
+    for rep in range(repeats):
+        k = rep % len(tasks)
+        for task in tasks[k:] + tasks[:k]:
+            yield rep, task
+
+
+def settle(seconds: float) -> None:
+    """Flush page-cache writeback of the previous run, then pause."""
+    os.sync()  # the deleted output's writeback should not land in the next run
+    time.sleep(seconds)
