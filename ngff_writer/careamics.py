@@ -1,0 +1,266 @@
+"""A drop-in write strategy for CAREamics: stream ``ImageRegionData`` into OME-Zarr.
+
+Hand :class:`OmeZarrWriteStrategy` to CAREamics' ``PredictionWriterCallback`` in place
+of its TIFF/zarr strategies. It imports neither careamics nor torch: any object with the
+fields of ``ImageRegionData`` works, and ``data`` may be anything ``np.asarray`` takes.
+
+What it does with each prediction
+---------------------------------
+- Output: ``dirpath/<source dir relative to source_base>/<source stem>.ome.zarr``, one
+  OME-Zarr image per source (``array_<data_idx>.ome.zarr`` for in-memory ``"array"``
+  sources; a zarr URI ``file:///d/exp.zarr/raw/0`` becomes ``exp_raw_0.ome.zarr``).
+- Samples: their count is ``data_shape[0]`` (CAREamics merges S and T, ``s * T + t``).
+  The image keeps ``s`` and ``t`` where the original axes had them, with one sample per
+  (s, t) pair; channels are the prediction's, not the input's.
+- Untiled predictions (``PatchSpecs``) are stored at ``coords``; tiled ones
+  (``TileSpecs``) by their crop/stitch triple, cropped (default) or blended
+  (``tile_mode="blend"``, which needs ``tile_overlap``). Tiles of several images may be
+  interleaved in any order and any batch size.
+- Nothing is cached per image: memory holds at most the partial chunks of tiles.
+- Existing outputs are never overwritten silently: an in-progress image with the same
+  settings is resumed; a complete or different one raises, unless ``overwrite=True``.
+
+Call :meth:`OmeZarrWriteStrategy.finalize` when prediction ends (CAREamics' callback has
+no such hook; :mod:`ngff_writer.lightning` adds one, DDP-safe).
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .errors import OutputExistsError, SpecError
+from .output import Image, Output, open_output
+
+__all__ = ["OmeZarrWriteStrategy", "output_path"]
+
+_IMAGE = ""  # each output store is one image, at its root
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    """Coordinates from lists, numpy arrays or tensors."""
+    return tuple(int(v) for v in np.asarray(value).reshape(-1).tolist())
+
+
+def output_path(dirpath: Path, source: str, data_idx: int, source_base: Path | None) -> Path:
+    """Where the OME-Zarr image of a prediction goes (see the module docstring)."""
+    source = str(source)
+    if source == "array":
+        return dirpath / f"array_{data_idx}.ome.zarr"
+    parsed = urlparse(source)
+    path_text = parsed.path if parsed.scheme == "file" else source
+    if ".zarr" in path_text and not path_text.rstrip("/").endswith((".tif", ".tiff")):
+        # A zarr URI: the store plus the array path inside it.
+        head, _, inner = path_text.partition(".zarr")
+        store = Path(head + ".zarr")
+        inner_parts = [p for p in inner.split("/") if p]
+        stem = "_".join([store.name.removesuffix(".zarr").removesuffix(".ome"), *inner_parts])
+        folder = store.parent
+    else:
+        file = Path(path_text)
+        stem = file.name.split(".")[0] or file.stem
+        folder = file.parent
+    if source_base is not None:
+        try:
+            folder = folder.resolve().relative_to(Path(source_base).resolve())
+        except ValueError:
+            folder = Path()
+    else:
+        folder = Path()
+    return dirpath / folder / f"{stem}.ome.zarr"
+
+
+@dataclass
+class _Target:
+    output: Output
+    image: Image
+    channels_in_data: bool  # the output has a c axis
+
+
+class OmeZarrWriteStrategy:
+    """Write CAREamics predictions into OME-Zarr as they arrive.
+
+    Parameters
+    ----------
+    ngff_version
+        ``"0.5"`` (default) or ``"0.4"``.
+    chunks
+        Chunk shape per output axis in ``(s)(t)(c)(z)yx`` order, or None for the default.
+    compressor
+        As in :meth:`ngff_writer.Output.create_image`.
+    tile_mode
+        ``"crop"`` (default): each tile's valid part is stored; ``"blend"``: overlapping
+        tiles are averaged with weights ramping across the overlap.
+    tile_overlap
+        Overlap per space axis ((Z)YX) used for prediction; required for ``"blend"``.
+    blend_ramp
+        ``"cosine"`` or ``"linear"``.
+    dtype
+        Stored dtype; default: the prediction's. Narrowing (float64 → float32) is allowed.
+    scale, units
+        Physical pixel sizes and unit, as in ``create_image``.
+    overwrite
+        Replace outputs that exist (single process only: under DDP, clear ``dirpath``
+        before launching instead).
+    max_buffer_bytes
+        Cap on memory for partial chunks of tiles, per image.
+    """
+
+    def __init__(
+        self,
+        *,
+        ngff_version: str = "0.5",
+        chunks: Sequence[int] | None = None,
+        compressor: Any = "default",
+        tile_mode: str = "crop",
+        tile_overlap: Sequence[int] | None = None,
+        blend_ramp: str = "cosine",
+        dtype: Any = None,
+        scale: Mapping[str, float] | None = None,
+        units: str | Mapping[str, str] | None = None,
+        overwrite: bool = False,
+        max_buffer_bytes: int = 1 << 30,
+    ) -> None:
+        if tile_mode not in ("crop", "blend"):
+            raise SpecError(f"tile_mode must be 'crop' or 'blend', got {tile_mode!r}")
+        if tile_mode == "blend" and tile_overlap is None:
+            raise SpecError("tile_mode='blend' needs tile_overlap, the overlap used for prediction")
+        self.ngff_version = ngff_version
+        self.chunks = None if chunks is None else tuple(chunks)
+        self.compressor = compressor
+        self.tile_mode = tile_mode
+        self.tile_overlap = None if tile_overlap is None else tuple(int(v) for v in tile_overlap)
+        self.blend_ramp = blend_ramp
+        self.dtype = dtype
+        self.scale = scale
+        self.units = units
+        self.overwrite = overwrite
+        self.max_buffer_bytes = max_buffer_bytes
+        self._source_base: Path | None = None
+        self._targets: dict[Path, _Target] = {}
+        self._cleared: set[Path] = set()
+
+    # ---- CAREamics' strategy protocol ---------------------------------------------------
+    def set_source_base(self, source_base: Path | str | None) -> None:
+        """Keep output folders relative to this common base of the sources."""
+        self._source_base = None if source_base is None else Path(source_base)
+
+    def write_batch(self, dirpath: Path | str, predictions: Sequence[Any]) -> None:
+        """Store every prediction of a decollated batch into its image."""
+        for prediction in predictions:
+            self._write(Path(dirpath), prediction)
+
+    # ---- end of prediction ---------------------------------------------------------------
+    def flush(self) -> None:
+        """Save partial chunks of tiles to the store so other writers can complete them."""
+        for target in self._targets.values():
+            if not target.output.closed:
+                target.image.flush()
+
+    def finalize(self) -> list[str]:
+        """Finalize every complete image, close outputs, and warn about incomplete ones.
+
+        Returns
+        -------
+        list of str
+            Paths of images that are still incomplete (in progress, resumable).
+        """
+        incomplete = []
+        for path, target in self._targets.items():
+            if target.output.closed:
+                continue
+            target.image.flush()
+            if not target.image.finalize():
+                incomplete.append(str(path))
+            target.output.close()
+        self._targets.clear()
+        if incomplete:
+            warnings.warn(
+                f"{len(incomplete)} prediction image(s) are incomplete (in progress, resumable): "
+                + ", ".join(incomplete),
+                stacklevel=2,
+            )
+        return incomplete
+
+    # ---- one prediction ----------------------------------------------------------------
+    def _write(self, dirpath: Path, pred: Any) -> None:
+        spec = pred.region_spec
+        data_idx = int(np.asarray(spec["data_idx"]))
+        data = np.asarray(pred.data)
+        target = self._target(dirpath, pred, data, data_idx)
+        sample = int(np.asarray(spec["sample_idx"]))
+        if not target.channels_in_data:
+            data = data[0]
+        image = target.image
+        if "crop_coords" in spec:
+            image.write_tile(sample, data, crop_start=_ints(spec["crop_coords"]),
+                             crop_size=_ints(spec["crop_size"]),
+                             stitch_start=_ints(spec["stitch_coords"]))
+        else:
+            coords = _ints(spec.get("coords", (0,) * (data.ndim - target.channels_in_data)))
+            if any(coords) or data.shape != image.spec.layout.sample_shape:
+                image.write_region(sample, data, start=coords)
+            else:
+                image.write_sample(sample, data)
+
+    def _target(self, dirpath: Path, pred: Any, data: np.ndarray, data_idx: int) -> _Target:
+        path = output_path(dirpath, pred.source, data_idx, self._source_base)
+        target = self._targets.get(path)
+        if target is not None:
+            return target
+        axes = str(pred.axes).upper()
+        target_axes = str(getattr(pred, "target_axes", None) or axes).upper()
+        data_shape = tuple(int(v) for v in pred.data_shape)  # S C (Z) Y X of the input
+        original = tuple(int(v) for v in pred.original_data_shape)
+        n_s = original[axes.index("S")] if "S" in axes else 1
+        n_t = original[axes.index("T")] if "T" in axes else 1
+        if n_s * n_t != data_shape[0]:
+            raise SpecError(
+                f"{pred.source}: data_shape[0] = {data_shape[0]} samples, but axes {axes!r} with "
+                f"original shape {original} give S x T = {n_s} x {n_t}"
+            )
+        spatial = data_shape[2:]
+        n_c = data.shape[0]
+        keep_c = n_c > 1 or "C" in target_axes
+        letters = [a for a in "st" if a.upper() in axes] + (["c"] if keep_c else [])
+        letters += ["z", "y", "x"][-len(spatial):]
+        sizes = {"s": n_s, "t": n_t, "c": n_c}
+        sizes.update(zip("zyx"[-len(spatial):], spatial, strict=True))
+        declared = "".join(letters)
+        blend = None
+        if self.tile_mode == "blend" and "crop_coords" in pred.region_spec:
+            tile = data.shape[1:]
+            blend = {"tile_size": tile, "overlap": self.tile_overlap, "ramp": self.blend_ramp}
+        dtype = np.dtype(self.dtype) if self.dtype is not None else data.dtype
+
+        if self.overwrite and path not in self._cleared and path.exists():
+            shutil.rmtree(path)
+        self._cleared.add(path)
+        output = open_output(path, mode="a", ngff_version=self.ngff_version,
+                             max_buffer_bytes=self.max_buffer_bytes)
+        try:
+            image = output.create_image(
+                _IMAGE, tuple(sizes[a] for a in declared), declared, dtype,
+                sample_axes="".join(a for a in "st" if a in declared) or None,
+                chunks=self.chunks, compressor=self.compressor, scale=self.scale, units=self.units,
+                cast="same_kind", blend=blend, exist_ok=True,
+            )
+        except Exception:
+            output.close()
+            raise
+        if image.progress().complete:
+            output.close()
+            raise OutputExistsError(
+                f"{path} is a complete prediction from an earlier run; pass overwrite=True or "
+                "another dirpath"
+            )
+        target = _Target(output, image, keep_c)
+        self._targets[path] = target
+        return target
