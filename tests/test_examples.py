@@ -36,3 +36,17 @@ def test_predict_and_resume(tmp_path):
     stored = zarr.open_array(out / "fish_01" / "0", mode="r")
     raw = np.random.default_rng(3).normal(size=(16, 128, 128)).astype(np.float32)
     np.testing.assert_array_equal(stored[3, 0], raw)
+
+
+def test_tiled_prediction(tmp_path):
+    for extra in ([], ["--blend"]):
+        out = tmp_path / f"tiles{len(extra)}.zarr"
+        assert run_example("tiled_prediction.py", str(out), *extra) == 0
+        with nw.open_output(out, mode="r") as o:
+            assert o["prediction"].progress().complete
+        stored = zarr.open_array(out / "prediction" / "0", mode="r")[:]
+        expected = np.tanh(np.random.default_rng(0).normal(size=(2, 1, 700, 900)).astype(np.float32))
+        if extra:  # blending identical overlaps gives the same values up to rounding
+            np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(stored, expected)
