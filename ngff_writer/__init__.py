@@ -17,6 +17,7 @@ from .errors import (
     NgffWriterError,
     OutputExistsError,
     OutputNotFoundError,
+    OverlapError,
     ReadOnlyError,
     SampleIndexError,
     ShapeMismatchError,
@@ -31,6 +32,8 @@ from .output import Image, Output, Progress, open_output
 from .spec import ImageSpec
 
 __all__ = [
+    "BufferFullError",
+    "Blend",
     "ClosedError",
     "DuplicateImageError",
     "Image",

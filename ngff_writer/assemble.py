@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 
 from .blend import count_tiles, tile_weights
-from .errors import WriteError
+from .errors import BufferFullError, OverlapError
 from .grid import Box
 
 __all__ = ["Assembler", "BlendRule", "BufferFullError", "CropRule", "OverlapError", "Part", "Piece"]
@@ -43,14 +43,6 @@ PartId = tuple[int, ...]
 Policy = Literal["spill", "error"]
 _NONE, _ASSEMBLED, _EARLIER = -1, -2, -3
 _NO_DATA = np.empty(0)
-
-
-class OverlapError(WriteError):
-    """Two different tiles' valid parts overlap (crop mode stores each pixel once)."""
-
-
-class BufferFullError(WriteError, MemoryError):
-    """Buffering a part would exceed the assembly buffer's ``max_bytes`` (policy ``"error"``)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,9 @@ would reach for, so ``except ValueError`` keeps working::
     │   ├── ShapeMismatchError
     │   ├── SampleIndexError (IndexError)
     │   ├── LossyCastError (TypeError)
-    │   └── ImageFinalizedError
+    │   ├── ImageFinalizedError
+    │   ├── OverlapError                            two different tiles overlap (crop mode)
+    │   └── BufferFullError (MemoryError)           partial chunks past max_buffer_bytes
     └── ClosedError (RuntimeError)                  using an output after close()
 
 Every check runs before the first byte is written, so a refused call leaves the
@@ -29,6 +31,7 @@ store exactly as it was.
 from __future__ import annotations
 
 __all__ = [
+    "BufferFullError",
     "ClosedError",
     "DuplicateImageError",
     "ImageFinalizedError",
@@ -38,6 +41,7 @@ __all__ = [
     "NgffWriterError",
     "OutputExistsError",
     "OutputNotFoundError",
+    "OverlapError",
     "ReadOnlyError",
     "SampleIndexError",
     "ShapeMismatchError",
@@ -119,6 +123,14 @@ class LossyCastError(WriteError, TypeError):
 
 class ImageFinalizedError(WriteError):
     """The image is complete and final; its data can no longer change."""
+
+
+class OverlapError(WriteError):
+    """Two different tiles' valid parts overlap (crop mode stores each pixel once)."""
+
+
+class BufferFullError(WriteError, MemoryError):
+    """Buffering a tile part would exceed ``max_buffer_bytes`` (``buffer_policy="error"``)."""
 
 
 class ClosedError(NgffWriterError, RuntimeError):

@@ -5,9 +5,9 @@ import ngff_writer
 
 def test_public_names():
     assert sorted(ngff_writer.__all__) == sorted([
-        "ClosedError", "DuplicateImageError", "Image", "ImageFinalizedError", "ImageSpec",
+        "Blend", "BufferFullError", "ClosedError", "DuplicateImageError", "Image", "ImageFinalizedError", "ImageSpec",
         "InvalidAxesError", "InvalidChunksError", "LossyCastError", "NgffWriterError", "Output",
-        "OutputExistsError", "OutputNotFoundError", "Progress", "ReadOnlyError",
+        "OutputExistsError", "OutputNotFoundError", "OverlapError", "Progress", "ReadOnlyError",
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
         "UnknownImageError", "UnsupportedDtypeError", "WriteError", "__version__", "open_output",
     ])

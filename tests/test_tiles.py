@@ -11,7 +11,7 @@ from tiling import tile_specs
 from zarr.storage import LocalStore, WrapperStore
 
 import ngff_writer as nw
-from ngff_writer.assemble import BufferFullError, OverlapError
+from ngff_writer import BufferFullError, OverlapError
 
 
 class CountingStore(WrapperStore):
