@@ -46,6 +46,7 @@ __all__ = [
     "Output",
     "OutputExistsError",
     "OutputNotFoundError",
+    "OverlapError",
     "Progress",
     "ReadOnlyError",
     "SampleIndexError",

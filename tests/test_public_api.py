@@ -5,7 +5,8 @@ import ngff_writer
 
 def test_public_names():
     assert sorted(ngff_writer.__all__) == sorted([
-        "Blend", "BufferFullError", "ClosedError", "DuplicateImageError", "Image", "ImageFinalizedError", "ImageSpec",
+        "Blend", "BufferFullError", "ClosedError", "DuplicateImageError", "Image",
+        "ImageFinalizedError", "ImageSpec",
         "InvalidAxesError", "InvalidChunksError", "LossyCastError", "NgffWriterError", "Output",
         "OutputExistsError", "OutputNotFoundError", "OverlapError", "Progress", "ReadOnlyError",
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
