@@ -8,6 +8,7 @@ Open an output with :func:`open_output`, declare images with
 __version__ = "0.1.0"
 
 from .errors import (
+    BufferFullError,
     ClosedError,
     DuplicateImageError,
     ImageFinalizedError,
@@ -29,11 +30,11 @@ from .errors import (
     WriteError,
 )
 from .output import Image, Output, Progress, open_output
-from .spec import ImageSpec
+from .spec import Blend, ImageSpec
 
 __all__ = [
-    "BufferFullError",
     "Blend",
+    "BufferFullError",
     "ClosedError",
     "DuplicateImageError",
     "Image",
