@@ -16,23 +16,10 @@ import sys
 import numpy as np
 
 import ngff_writer as nw
+from ngff_writer.tiling import tiles
 
 SHAPE = (2, 1, 700, 900)  # s c y x: two large 2-D images
 TILE, OVERLAP = (256, 256), (32, 32)
-
-
-def tiles(n: int, tile: int, overlap: int) -> list[tuple[int, int, int]]:
-    """(tile start, valid start inside the tile, valid size) along one axis, CAREamics-style."""
-    if n <= tile:
-        return [(0, 0, n)]
-    starts = [*range(0, n - tile, tile - overlap), n - tile]
-    out, previous_end = [], 0
-    for k, start in enumerate(starts):
-        lo = 0 if k == 0 else (previous_end - start if k == len(starts) - 1 else overlap // 2)
-        hi = tile if k == len(starts) - 1 else tile - overlap // 2
-        out.append((start, lo, hi - lo))
-        previous_end = start + hi
-    return out
 
 
 def model(tile: np.ndarray) -> np.ndarray:
@@ -52,11 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         image = out.create_image("prediction", SHAPE, "scyx", chunks=(1, 1, 256, 256),
                                  scale={"y": 0.2, "x": 0.2}, units="micrometer", blend=blend)
         for s in range(SHAPE[0]):
-            for y0, cy, ny in tiles(SHAPE[2], TILE[0], OVERLAP[0]):
-                for x0, cx, nx in tiles(SHAPE[3], TILE[1], OVERLAP[1]):
-                    tile = model(raw[s, :, y0:y0 + TILE[0], x0:x0 + TILE[1]])
-                    image.write_tile(s, tile, crop_start=(cy, cx), crop_size=(ny, nx),
-                                     stitch_start=(y0 + cy, x0 + cx))
+            for t in tiles(SHAPE[2:], TILE, OVERLAP):  # CAREamics' layout, row-major
+                prediction = model(raw[(s, slice(None), *t.region)])
+                image.write_tile(s, prediction, crop_start=t.crop_start, crop_size=t.crop_size,
+                                 stitch_start=t.stitch_start)
         progress = image.progress()
         print(f"{image.name}: {progress.blocks_done}/{progress.blocks_total} chunks stored, "
               f"{'complete' if progress.complete else 'in progress'}; "

@@ -1,7 +1,6 @@
 """Blend-mode geometry: where tiles start, how many touch a block, and their weights.
 
-Tile starts follow CAREamics along each space axis: every ``tile - overlap`` pixels,
-the last tile flush with the image end (one tile when the image is not larger).
+Tile starts follow CAREamics along each space axis (:mod:`ngff_writer.tiling`).
 A tile's weight is a product of 1-D ramps, one per space axis, rising across the overlap
 on each side that has a neighbour and flat (1) on sides at the image border; weights
 are never zero, so every pixel's weighted mean is defined.
@@ -10,19 +9,12 @@ are never zero, so every pixel's weighted mean is defined.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
+from .tiling import tile_starts
+
 __all__ = ["count_tiles", "is_tile_start", "tile_starts", "tile_weights"]
-
-
-@lru_cache(maxsize=256)
-def tile_starts(n: int, tile: int, overlap: int) -> tuple[int, ...]:
-    """Start of every tile along an axis of length ``n``."""
-    if n <= tile:
-        return (0,)
-    return (*range(0, n - tile, tile - overlap), n - tile)
 
 
 def is_tile_start(start: int, n: int, tile: int, overlap: int) -> bool:

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .blend import tile_starts
 from .errors import LossyCastError, SampleIndexError, ShapeMismatchError, UnsupportedDtypeError
 from .spec import ImageSpec
+from .tiling import tile_starts
 
 __all__ = [
     "check_blend_tile", "check_index", "crop_tile", "prepare_region", "stored_space", "tile_start_of",
