@@ -248,3 +248,23 @@ def test_blend_reference_helper_agrees_with_writer_on_clean_tiles(tmp_path, rng)
     # Identical tiles blend back to the image itself (up to float32 rounding).
     np.testing.assert_allclose(stored, image, rtol=1e-6)
     np.testing.assert_allclose(stored, reference_blend(image, (32, 40), (8, 12), "linear"), rtol=1e-6)
+
+
+def test_sharded_images_assemble_whole_shards(tmp_path, rng):
+    """With shards the write unit is the shard: tiles are assembled into whole shards."""
+    CountingStore.reads = 0
+    store = CountingStore(LocalStore(tmp_path / "o.zarr"))
+    ref = rng.random((2, 1, 100, 120), dtype=np.float32)
+    with nw.open_output(store) as out:
+        img = out.create_image("p", ref.shape, "scyx", chunks=(1, 1, 16, 16), shards=(1, 1, 64, 64))
+        img.write_sample(0, ref[0])
+        write_tiles(img, 1, ref[1], patch=(40, 40), overlap=(8, 8), order_seed=5)
+        progress = img.progress()
+        assert progress.complete and progress.blocks_total == 2 * 2 * 2
+    assert CountingStore.reads == 0
+    arr = zarr.open_array(tmp_path / "o.zarr" / "p" / "0")
+    assert arr.shards == (1, 1, 64, 64)
+    np.testing.assert_array_equal(arr[:], ref)
+    from ome_zarr_models import open_ome_zarr
+
+    open_ome_zarr(zarr.open_group(tmp_path / "o.zarr" / "p", mode="r"))
