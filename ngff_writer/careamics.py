@@ -145,6 +145,7 @@ class OmeZarrWriteStrategy:
         self.max_buffer_bytes = max_buffer_bytes
         self._source_base: Path | None = None
         self._targets: dict[Path, _Target] = {}
+        self._owners: dict[Path, tuple[str, int]] = {}
         self._cleared: set[Path] = set()
 
     # ---- CAREamics' strategy protocol ---------------------------------------------------
@@ -181,6 +182,7 @@ class OmeZarrWriteStrategy:
                 incomplete.append(str(path))
             target.output.close()
         self._targets.clear()
+        self._owners.clear()
         if incomplete:
             warnings.warn(
                 f"{len(incomplete)} prediction image(s) are incomplete (in progress, resumable): "
@@ -212,8 +214,15 @@ class OmeZarrWriteStrategy:
 
     def _target(self, dirpath: Path, pred: Any, data: np.ndarray, data_idx: int) -> _Target:
         path = output_path(dirpath, pred.source, data_idx, self._source_base)
+        owner = (str(pred.source), data_idx)
         target = self._targets.get(path)
         if target is not None:
+            if self._owners[path] != owner:
+                raise OutputExistsError(
+                    f"{owner[0]} (data_idx {data_idx}) and {self._owners[path][0]} (data_idx "
+                    f"{self._owners[path][1]}) both map to {path}; call set_source_base() with "
+                    "their common folder so their relative folders keep them apart"
+                )
             return target
         axes = str(pred.axes).upper()
         target_axes = str(getattr(pred, "target_axes", None) or axes).upper()
@@ -237,7 +246,9 @@ class OmeZarrWriteStrategy:
         blend = None
         if self.tile_mode == "blend" and "crop_coords" in pred.region_spec:
             tile = data.shape[1:]
-            blend = {"tile_size": tile, "overlap": self.tile_overlap, "ramp": self.blend_ramp}
+            # An axis that one tile covers whole has no overlap to blend.
+            overlap = tuple(min(o, t - 1) for o, t in zip(self.tile_overlap, tile, strict=True))
+            blend = {"tile_size": tile, "overlap": overlap, "ramp": self.blend_ramp}
         dtype = np.dtype(self.dtype) if self.dtype is not None else data.dtype
 
         if self.overwrite and path not in self._cleared and path.exists():
@@ -263,4 +274,5 @@ class OmeZarrWriteStrategy:
             )
         target = _Target(output, image, keep_c)
         self._targets[path] = target
+        self._owners[path] = owner
         return target

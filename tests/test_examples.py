@@ -50,3 +50,25 @@ def test_tiled_prediction(tmp_path):
             np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)
         else:
             np.testing.assert_array_equal(stored, expected)
+
+
+def test_careamics_swap(tmp_path):
+    from careamics_standin import blend, stitch
+
+    module = runpy.run_path(str(EXAMPLES / "careamics_swap.py"))
+    stream = module["prediction_stream"](tmp_path / "inputs")
+    for extra in ([], ["--blend"]):
+        out = tmp_path / f"predictions{len(extra)}"
+        assert run_example("careamics_swap.py", str(out), *extra) == 0
+        assert sorted(p.relative_to(out) for p in out.rglob("*.ome.zarr")) == [
+            Path("day1/embryo.ome.zarr"), Path("day2/embryo.ome.zarr")]
+        for idx, day in enumerate(("day1", "day2")):
+            path = out / day / "embryo.ome.zarr"
+            with nw.open_output(path, mode="r") as o:
+                assert o[""].progress().complete
+            stored = zarr.open_array(path / "0", mode="r")[:]  # t c y x: 3 time points, 2 channels
+            preds = [p for p in stream if p.region_spec["data_idx"] == idx]
+            if extra:
+                np.testing.assert_allclose(stored, blend(preds, (32, 32)), rtol=1e-6, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(stored, stitch(preds))

@@ -1,0 +1,491 @@
+"""The CAREamics drop-in strategy against a faithful stand-in of CAREamics' prediction stream.
+
+Every axes string CAREamics allows, untiled and tiled predictions, several images
+interleaved in random order and random batch sizes (often smaller than S), output channel
+counts that differ from the input's: each written image must equal the in-memory stitch of
+its predictions, validate as OME-NGFF, and be complete after ``finalize()``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from careamics_standin import (
+    ImageRegionData,
+    Source,
+    batches,
+    blend,
+    careamics_reshape,
+    expected_output,
+    interleave,
+    model,
+    predictions,
+    stitch,
+    stored_axes,
+    zarr_uri,
+)
+from procs import run_children
+
+import ngff_writer as nw
+from ngff_writer.careamics import OmeZarrWriteStrategy, output_path
+
+# axes -> (input shape in those axes, output channels of the model)
+AXES = {
+    "YX": ((45, 38), 2),
+    "ZYX": ((10, 30, 26), 1),
+    "CYX": ((2, 40, 36), 3),
+    "SYX": ((3, 40, 36), 1),
+    "TYX": ((4, 40, 36), 2),
+    "YXS": ((40, 36, 3), 3),
+    "SCZYX": ((2, 2, 10, 30, 26), 1),
+    "STCZYX": ((2, 3, 1, 9, 28, 24), 2),
+}
+# More orders CAREamics accepts (any order of STCZYX), tiled, NGFF 0.5 only.
+EXTRA_AXES = {
+    "STYX": ((2, 3, 40, 36), 2),
+    "XYTS": ((36, 40, 2, 3), 2),
+    "ZYXC": ((8, 30, 26, 2), 2),
+    "TCZYX": ((3, 2, 8, 30, 26), 1),
+}
+ALL_AXES = AXES | EXTRA_AXES
+PATCH = {2: (16, 20), 3: (6, 16, 16)}
+OVERLAP = {2: (4, 6), 3: (2, 4, 4)}
+CHUNK_SPACE = {2: (24, 20), 3: (4, 24, 20)}  # unaligned with the tiles: chunks complete across tiles
+EXPECTED_NAMES = [Path("array_1.ome.zarr"), Path("exp_raw_0.ome.zarr"), Path("sub/img_001.ome.zarr")]
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+def make_sources(base: Path, axes: str, n_images: int = 3, scale: float = 1.0) -> list[Source]:
+    """A file source, an in-memory ``"array"`` and a zarr URI, of slightly different sizes."""
+    shape, c_out = ALL_AXES[axes]
+    rng = np.random.default_rng(sum(map(ord, axes)))
+    raw = base / "raw"
+    sources = [str(raw / "sub" / "img_001.tif"), "array", zarr_uri(raw / "exp.zarr", "raw/0")]
+    out = []
+    for k in range(n_images):
+        shp = [n - 3 * k if a in "YX" else n for a, n in zip(axes, shape, strict=True)]
+        arr = rng.random(shp) * 100 * scale
+        arr = arr.astype(np.uint16) if k == 0 else arr.astype(np.float32)
+        meta = {"chunks": tuple(shp), "shards": tuple(shp)} if sources[k].startswith("file:") else {}
+        out.append(Source(arr, axes, sources[k], data_idx=k, c_out=c_out, additional_metadata=meta))
+    return out
+
+
+def tiling(axes: str) -> dict:
+    nd = 3 if "Z" in axes else 2
+    return {"patch": PATCH[nd], "overlap": OVERLAP[nd]}
+
+
+def strategy_chunks(axes: str) -> tuple[int, ...]:
+    """Chunks in the strategy's declared order: (s)(t)(c) of 1, then small unaligned space chunks."""
+    nd = 3 if "Z" in axes else 2
+    c_out = ALL_AXES[axes][1]
+    leading = sum(a in axes for a in "ST") + (c_out > 1 or "C" in axes)
+    return (1,) * leading + CHUNK_SPACE[nd]
+
+
+def streams_for(srcs: list[Source], tiled: bool, **kw) -> list[list[ImageRegionData]]:
+    extra = tiling(srcs[0].axes) if tiled else {}
+    return [predictions(s, **extra, **kw) for s in srcs]
+
+
+def write_stream(strategy: OmeZarrWriteStrategy, out: Path, stream: list[ImageRegionData],
+                 seed: int) -> None:
+    for batch in batches(stream, seed):
+        strategy.write_batch(out, batch)
+
+
+def finalize_quietly(strategy: OmeZarrWriteStrategy) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return strategy.finalize()
+
+
+def outputs(out: Path) -> list[Path]:
+    return sorted(p.relative_to(out) for p in out.rglob("*.ome.zarr"))
+
+
+def stored(path: Path) -> np.ndarray:
+    return zarr.open_array(path / "0", mode="r")[...]
+
+
+def check_image(path: Path, expected: np.ndarray, axes: str, c_out: int, version: str | None) -> None:
+    with nw.open_output(path, mode="r") as o:
+        assert [(p.name, p.complete) for p in o.status()] == [("", True)]
+    data = stored(path)
+    assert data.dtype == expected.dtype
+    np.testing.assert_array_equal(data, expected)
+    from ome_zarr_models import open_ome_zarr
+
+    model_ = open_ome_zarr(zarr.open_group(path, mode="r"))
+    if version is not None:
+        assert type(model_).__module__.startswith(f"ome_zarr_models.v0{version[-1]}")
+    names = [a.name for a in model_.ome_attributes.multiscales[0].axes]
+    assert names == list(stored_axes(axes, c_out))
+
+
+def run(tmp_path: Path, axes: str, tiled: bool, seed: int = 0, **strategy_kw) -> tuple[Path, list]:
+    srcs = make_sources(tmp_path, axes)
+    streams = streams_for(srcs, tiled)
+    strategy = OmeZarrWriteStrategy(**strategy_kw)
+    strategy.set_source_base(tmp_path / "raw")
+    out = tmp_path / "out"
+    write_stream(strategy, out, interleave(streams, seed), seed)
+    assert finalize_quietly(strategy) == []
+    return out, list(zip(srcs, streams, strict=True))
+
+
+# ---- the stand-in itself -----------------------------------------------------------------------
+def test_standin_reshape_matches_careamics():
+    a = np.arange(2 * 3 * 4 * 5).reshape(4, 5, 2, 3)  # Y X S T, in a scrambled order
+    r = careamics_reshape(a, "YXST")
+    assert r.shape == (6, 1, 4, 5)
+    for s in range(2):
+        for t in range(3):
+            np.testing.assert_array_equal(r[s * 3 + t, 0], a[:, :, s, t])
+    assert careamics_reshape(np.zeros((7, 9, 3)), "YXS").shape == (3, 1, 7, 9)
+    assert careamics_reshape(np.zeros((4, 7, 9)), "TYX").shape == (4, 1, 7, 9)
+
+
+@pytest.mark.parametrize("axes", list(ALL_AXES))
+def test_standin_tiles_stitch_to_the_whole_prediction(tmp_path, axes):
+    src = make_sources(tmp_path, axes, n_images=1)[0]
+    whole = np.stack([model(x, src.c_out) for x in src.data])
+    np.testing.assert_array_equal(stitch(predictions(src)), whole)
+    tiles = predictions(src, **tiling(axes))
+    assert len(tiles) > src.n_samples  # several tiles per sample
+    assert {p.region_spec["total_tiles"] for p in tiles} == {len(tiles)}
+    np.testing.assert_array_equal(stitch(tiles), whole)
+
+
+# ---- every axes string, untiled and tiled ------------------------------------------------------
+CASES = [pytest.param(a, t, v, id=f"{a}-{'tiled' if t else 'untiled'}-{v}")
+         for a in AXES for t in (False, True) for v in ("0.4", "0.5")]
+CASES += [pytest.param(a, True, "0.5", id=f"{a}-tiled-0.5") for a in EXTRA_AXES]
+
+
+@pytest.mark.parametrize(("axes", "tiled", "version"), CASES)
+def test_stream_equals_in_memory_stitch(tmp_path, axes, tiled, version):
+    chunks = strategy_chunks(axes) if tiled else None
+    out, images = run(tmp_path, axes, tiled, seed=len(axes), ngff_version=version, chunks=chunks)
+    assert outputs(out) == EXPECTED_NAMES
+    for src, stream in images:
+        path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
+        expected = expected_output(stitch(stream), axes, src.array.shape)
+        check_image(path, expected, axes, src.c_out, version)
+
+
+def test_sample_count_is_data_shape0_for_tyx_and_yxs(tmp_path):
+    # CAREamics' defect: it expects 1 sample for "TYX" and Y samples for "YXS".
+    for axes, n in (("TYX", 4), ("YXS", 3)):
+        srcs = make_sources(tmp_path / axes, axes, n_images=1)
+        stream = predictions(srcs[0])
+        strategy = OmeZarrWriteStrategy()
+        out = tmp_path / axes / "out"
+        strategy.write_batch(out, stream[:1])
+        with nw.open_output(out / "img_001.ome.zarr", mode="r") as o:
+            progress = o[""].progress()
+        assert (progress.total, progress.done, progress.complete) == (n, 1, False)
+        strategy.write_batch(out, stream[1:])
+        assert finalize_quietly(strategy) == []
+
+
+# ---- naming ------------------------------------------------------------------------------------
+def test_output_naming(tmp_path):
+    d, base = tmp_path / "out", tmp_path / "raw"
+    assert output_path(d, str(base / "a" / "b" / "img.tif"), 0, base) == d / "a/b/img.ome.zarr"
+    assert output_path(d, str(base / "img.ome.tiff"), 0, base) == d / "img.ome.zarr"
+    assert output_path(d, str(base / "a" / "img.tif"), 0, None) == d / "img.ome.zarr"
+    assert output_path(d, "/elsewhere/img.tif", 0, base) == d / "img.ome.zarr"
+    assert output_path(d, "array", 7, base) == d / "array_7.ome.zarr"
+    assert output_path(d, zarr_uri(base / "exp.zarr", "raw/0"), 2, base) == d / "exp_raw_0.ome.zarr"
+    assert output_path(d, zarr_uri(base / "s" / "p.ome.zarr", "A/1/0"), 0, base) == d / "s/p_A_1_0.ome.zarr"
+
+
+def test_two_sources_with_one_output_name_are_refused(tmp_path):
+    srcs = make_sources(tmp_path, "SYX", n_images=1)
+    other = Source(srcs[0].array + 1, "SYX", str(tmp_path / "raw" / "other" / "img_001.tif"),
+                   data_idx=1, c_out=1)
+    strategy = OmeZarrWriteStrategy()  # no source_base: both map to out/img_001.ome.zarr
+    out = tmp_path / "out"
+    strategy.write_batch(out, predictions(srcs[0])[:1])  # image A in progress
+    with pytest.raises(nw.OutputExistsError, match="set_source_base"):
+        strategy.write_batch(out, predictions(other))
+
+
+# ---- finalize, resume, overwrite ---------------------------------------------------------------
+def test_finalize_lists_incomplete_images_and_a_rerun_completes_them(tmp_path):
+    srcs = make_sources(tmp_path, "SCZYX")
+    streams = streams_for(srcs, tiled=True)
+    withheld = streams[1][-3:] + streams[2][:1]
+    kept = [p for p in interleave(streams, 1) if not any(p is w for w in withheld)]
+    out = tmp_path / "out"
+    strategy = OmeZarrWriteStrategy(chunks=strategy_chunks("SCZYX"))
+    strategy.set_source_base(tmp_path / "raw")
+    write_stream(strategy, out, kept, 1)
+    with pytest.warns(UserWarning, match="2 prediction image"):
+        incomplete = strategy.finalize()
+    paths = [output_path(out, s.source, s.data_idx, tmp_path / "raw") for s in srcs]
+    assert sorted(incomplete) == sorted(str(p) for p in paths[1:])
+    check_image(paths[0], expected_output(stitch(streams[0]), "SCZYX", srcs[0].array.shape),
+                "SCZYX", 1, None)
+    with nw.open_output(paths[1], mode="r") as o:
+        p = o[""].progress()
+    assert not p.complete and p.pending == (srcs[1].n_samples - 1,)
+
+    resumed = OmeZarrWriteStrategy(chunks=strategy_chunks("SCZYX"))  # a new run, same settings
+    resumed.set_source_base(tmp_path / "raw")
+    resumed.write_batch(out, withheld)
+    assert finalize_quietly(resumed) == []
+    for src, stream, path in zip(srcs, streams, paths, strict=True):
+        check_image(path, expected_output(stitch(stream), "SCZYX", src.array.shape), "SCZYX", 1, None)
+
+
+def test_complete_output_is_never_overwritten_unless_asked(tmp_path):
+    out, images = run(tmp_path, "SYX", tiled=False)
+    before = {p: stored(out / p) for p in EXPECTED_NAMES}
+    again = OmeZarrWriteStrategy()
+    again.set_source_base(tmp_path / "raw")
+    with pytest.raises(nw.OutputExistsError, match="overwrite=True"):
+        again.write_batch(out, [images[0][1][0]])
+    assert isinstance(nw.OutputExistsError("x"), FileExistsError)
+    for p, data in before.items():
+        np.testing.assert_array_equal(stored(out / p), data)
+
+    # overwrite=True replaces them with the new run's predictions
+    srcs = make_sources(tmp_path, "SYX", scale=0.5)
+    streams = streams_for(srcs, tiled=False)
+    strategy = OmeZarrWriteStrategy(overwrite=True)
+    strategy.set_source_base(tmp_path / "raw")
+    write_stream(strategy, out, interleave(streams, 3), 3)
+    assert finalize_quietly(strategy) == []
+    for src, stream in zip(srcs, streams, strict=True):
+        path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
+        check_image(path, expected_output(stitch(stream), "SYX", src.array.shape), "SYX", 1, None)
+    assert not np.array_equal(stored(out / EXPECTED_NAMES[0]), before[EXPECTED_NAMES[0]])
+
+
+def test_in_progress_output_with_other_settings_is_refused(tmp_path):
+    srcs = make_sources(tmp_path, "SYX", n_images=1)
+    stream = predictions(srcs[0])
+    out = tmp_path / "out"
+    first = OmeZarrWriteStrategy()
+    first.write_batch(out, stream[:1])
+    with pytest.warns(UserWarning, match="incomplete"):
+        first.finalize()
+    other = OmeZarrWriteStrategy(dtype="float64")
+    with pytest.raises(nw.SpecMismatchError):
+        other.write_batch(out, stream[1:])
+    same = OmeZarrWriteStrategy()  # the same settings resume
+    same.write_batch(out, stream[1:])
+    assert finalize_quietly(same) == []
+
+
+def test_foreign_data_at_the_output_path_is_left_alone(tmp_path):
+    out = tmp_path / "out"
+    foreign = zarr.open_group(out / "img_001.ome.zarr", mode="w")
+    foreign.create_array("keep", shape=(4,), dtype="int32")[:] = 7
+    srcs = make_sources(tmp_path, "SYX", n_images=1)
+    strategy = OmeZarrWriteStrategy()
+    with pytest.raises(nw.StoreError):
+        strategy.write_batch(out, predictions(srcs[0])[:1])
+    np.testing.assert_array_equal(zarr.open_array(out / "img_001.ome.zarr" / "keep")[:], 7)
+
+
+def test_float64_predictions_stored_as_float32(tmp_path):
+    srcs = make_sources(tmp_path, "STCZYX")
+    streams = streams_for(srcs, tiled=True, dtype=np.float64)
+    out = tmp_path / "out"
+    strategy = OmeZarrWriteStrategy(dtype="float32", chunks=strategy_chunks("STCZYX"))
+    strategy.set_source_base(tmp_path / "raw")
+    write_stream(strategy, out, interleave(streams, 5), 5)
+    assert finalize_quietly(strategy) == []
+    for src, stream in zip(srcs, streams, strict=True):
+        expected = expected_output(stitch(stream), "STCZYX", src.array.shape).astype(np.float32)
+        check_image(output_path(out, src.source, src.data_idx, tmp_path / "raw"), expected,
+                    "STCZYX", 2, "0.5")
+
+
+# ---- blend -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ramp", ["cosine", "linear"])
+@pytest.mark.parametrize("axes", ["YX", "SCZYX", "STCZYX"])
+def test_blend_equals_in_memory_weighted_blend(tmp_path, axes, ramp):
+    srcs = make_sources(tmp_path, axes)
+    streams = streams_for(srcs, tiled=True, noise=0.05)  # overlaps disagree
+    overlap = tiling(axes)["overlap"]
+    out = tmp_path / "out"
+    strategy = OmeZarrWriteStrategy(tile_mode="blend", tile_overlap=overlap, blend_ramp=ramp,
+                                    chunks=strategy_chunks(axes))
+    strategy.set_source_base(tmp_path / "raw")
+    write_stream(strategy, out, interleave(streams, 2), 2)
+    assert finalize_quietly(strategy) == []
+    for src, stream in zip(srcs, streams, strict=True):
+        path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
+        expected = expected_output(blend(stream, overlap, ramp), axes, src.array.shape)
+        with nw.open_output(path, mode="r") as o:
+            assert o[""].progress().complete
+        data = stored(path)
+        assert data.dtype == np.float32
+        np.testing.assert_allclose(data, expected, rtol=1e-6, atol=1e-6)
+        # and blending did something: the crop stitch differs in the overlaps
+        assert not np.allclose(data, expected_output(stitch(stream), axes, src.array.shape), atol=1e-3)
+
+
+def test_blend_resumes_across_runs_with_spilled_fragments(tmp_path):
+    axes = "SCZYX"
+    srcs = make_sources(tmp_path, axes)
+    streams = streams_for(srcs, tiled=True, noise=0.05)
+    overlap = tiling(axes)["overlap"]
+    stream = interleave(streams, 3)
+    out = tmp_path / "out"
+    for k, part in enumerate((stream[:len(stream) // 2], stream[len(stream) // 2:])):
+        strategy = OmeZarrWriteStrategy(tile_mode="blend", tile_overlap=overlap, chunks=strategy_chunks(axes),
+                                        max_buffer_bytes=32 * 1024)  # small: partial chunks spill
+        strategy.set_source_base(tmp_path / "raw")
+        write_stream(strategy, out, part, k)
+        if k == 0:
+            with pytest.warns(UserWarning, match="incomplete"):
+                assert len(strategy.finalize()) == 3
+        else:
+            assert finalize_quietly(strategy) == []
+    for src, s in zip(srcs, streams, strict=True):
+        path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
+        expected = expected_output(blend(s, overlap), axes, src.array.shape)
+        np.testing.assert_allclose(stored(path), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_blend_with_an_axis_that_fits_in_one_tile(tmp_path):
+    rng = np.random.default_rng(0)
+    src = Source(rng.random((4, 30, 26)).astype(np.float32), "ZYX", "array", data_idx=0, c_out=1)
+    stream = predictions(src, patch=(8, 16, 16), overlap=(4, 4, 4), noise=0.05)
+    assert {np.asarray(p.data).shape[1] for p in stream} == {4}
+    strategy = OmeZarrWriteStrategy(tile_mode="blend", tile_overlap=(4, 4, 4))
+    write_stream(strategy, tmp_path, interleave([stream], 0), 0)
+    assert finalize_quietly(strategy) == []
+    expected = expected_output(blend(stream, (4, 4, 4)), "ZYX", src.array.shape)
+    np.testing.assert_allclose(stored(tmp_path / "array_0.ome.zarr"), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_blend_needs_the_overlap():
+    with pytest.raises(nw.SpecError, match="tile_overlap"):
+        OmeZarrWriteStrategy(tile_mode="blend")
+
+
+# ---- two processes, as DDP ranks ---------------------------------------------------------------
+DDP_AXES = "SCZYX"
+
+
+def ddp_stream(base: Path) -> list[list[ImageRegionData]]:
+    streams = streams_for(make_sources(base, DDP_AXES, n_images=2), tiled=True, noise=0.05)
+    return list(batches(interleave(streams, 9), 9))
+
+
+def ddp_strategy(mode: str) -> OmeZarrWriteStrategy:
+    blend_kw = {"tile_mode": "blend", "tile_overlap": tiling(DDP_AXES)["overlap"]} if mode == "blend" else {}
+    return OmeZarrWriteStrategy(chunks=strategy_chunks(DDP_AXES), max_buffer_bytes=64 * 1024, **blend_kw)
+
+
+def _rank(base: str, out: str, rank: int, world: int, mode: str) -> None:
+    strategy = ddp_strategy(mode)
+    strategy.set_source_base(Path(base) / "raw")
+    for batch in ddp_stream(Path(base))[rank::world]:
+        strategy.write_batch(Path(out), batch)
+    strategy.flush()  # partial chunks become fragments the other rank (or a later run) completes
+
+
+@pytest.mark.parametrize("mode", ["crop", "blend"])
+def test_two_processes_equal_one(tmp_path, mode):
+    ref, multi = tmp_path / "ref", tmp_path / "multi"
+    _rank(str(tmp_path), str(ref), 0, 1, mode)
+    assert run_children(*[(_rank, (str(tmp_path), str(multi), r, 2, mode)) for r in range(2)]) == [0, 0]
+    assert outputs(multi) == outputs(ref) == [Path("array_1.ome.zarr"), Path("sub/img_001.ome.zarr")]
+    for name in outputs(ref):
+        for root in (ref, multi):  # a strategy-less finalize after the ranks exited
+            with nw.open_output(root / name, mode="a") as o:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    assert o.finalize() == []
+                assert o[""].progress().complete
+        a, b = stored(ref / name), stored(multi / name)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if mode == "crop":
+        srcs = make_sources(tmp_path, DDP_AXES, n_images=2)
+        streams = streams_for(srcs, tiled=True, noise=0.05)
+        for src, stream in zip(srcs, streams, strict=True):
+            path = output_path(multi, src.source, src.data_idx, tmp_path / "raw")
+            check_image(path, expected_output(stitch(stream), DDP_AXES, src.array.shape), DDP_AXES, 1, "0.5")
+
+
+# ---- a real Lightning Trainer.predict ----------------------------------------------------------
+@pytest.mark.parametrize("writer", ["careamics-like", "ngff-writer"])
+def test_lightning_trainer_predict(tmp_path, writer):
+    pytest.importorskip("lightning")
+    torch = pytest.importorskip("torch")
+    from lightning.pytorch import LightningModule, Trainer
+    from lightning.pytorch.callbacks import BasePredictionWriter
+
+    from ngff_writer.lightning import FinalizePredictions, OmeZarrPredictionWriter
+
+    axes, c_in, c_out = "SYX", 1, 2
+    srcs = make_sources(tmp_path, axes, n_images=2)
+    templates = [p for s in srcs for p in predictions(s, **tiling(axes), mixed_types=False)]
+    inputs = []
+    for p in templates:
+        src = srcs[p.region_spec["data_idx"]]
+        box = tuple(slice(a, a + n) for a, n in
+                    zip(p.region_spec["coords"], p.region_spec["patch_size"], strict=True))
+        inputs.append(src.data[(p.region_spec["sample_idx"], slice(None), *box)].astype(np.float32))
+
+    class Tiles(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(inputs)
+
+        def __getitem__(self, i):
+            return torch.from_numpy(inputs[i]), i
+
+    class Tiny(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(c_in, c_out, 1)
+            self.seen: list[ImageRegionData] = []
+
+        def predict_step(self, batch, batch_idx):
+            x, idx = batch
+            y = self.conv(x).detach().cpu()
+            preds = [templates[int(i)]._replace(data=y[b]) for b, i in enumerate(idx)]
+            self.seen += [p._replace(data=p.data.numpy().copy()) for p in preds]
+            return preds
+
+    class CareamicsLikeWriter(BasePredictionWriter):  # what PredictionWriterCallback does
+        def __init__(self, dirpath, strategy):
+            super().__init__(write_interval="batch")
+            self.dirpath, self.strategy = dirpath, strategy
+
+        def setup(self, trainer, pl_module, stage=None):
+            self.strategy.set_source_base(tmp_path / "raw")
+
+        def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                               dataloader_idx=0):
+            self.strategy.write_batch(self.dirpath, prediction)
+
+    out = tmp_path / "out"
+    strategy = OmeZarrWriteStrategy()
+    if writer == "careamics-like":
+        callbacks = [CareamicsLikeWriter(out, strategy), FinalizePredictions(strategy)]
+    else:
+        strategy.set_source_base(tmp_path / "raw")
+        callbacks = [OmeZarrPredictionWriter(out, strategy)]
+    module = Tiny()
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+    trainer.predict(module, dataloaders=torch.utils.data.DataLoader(Tiles(), batch_size=3),
+                    return_predictions=False)
+    assert outputs(out) == [Path("array_1.ome.zarr"), Path("sub/img_001.ome.zarr")]
+    for src in srcs:
+        seen = [p for p in module.seen if p.region_spec["data_idx"] == src.data_idx]
+        path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
+        check_image(path, expected_output(stitch(seen), axes, src.array.shape), axes, c_out, "0.5")
