@@ -4,7 +4,7 @@ The requirement (issue): unaligned 200x200 tiles with overlap on the 64x1x32x512
 float32 data reach at least 0.9x of the library's own per-sample throughput, measured in
 the same run next to plain zarr-python tile writes (about 0.25x today).
 
-Tiles follow CAREamics' geometry (``tests/tiling.py``, ``shared/reference/careamics.md``):
+Tiles follow CAREamics' geometry (``ngff_writer.tiling``, ``shared/reference/careamics.md``):
 per sample 4x4 tiles of 32x200x200 (full z, one channel), overlap 48 in y and x, each
 cut from the generated sample (a fresh copy, like a model's output) and written with its
 valid part only (crop mode). The valid parts tile the sample exactly, so the stored image
@@ -39,7 +39,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import shutil
 import statistics
@@ -79,37 +78,7 @@ REQUIRED_RATIO = 0.9
 SHUFFLE_SEED = 2
 
 
-# ---- tile geometry (CAREamics; the same rule as tests/tiling.py) ----------------------------
-@dataclass(frozen=True)
-class AxisTile:
-    start: int  # where the tile starts in the image
-    size: int  # tile extent
-    crop_start: int  # valid part, relative to the tile
-    crop_size: int
-
-    @property
-    def stitch_start(self) -> int:
-        return self.start + self.crop_start
-
-
-def axis_tiles(n: int, patch: int, overlap: int) -> list[AxisTile]:
-    """Tiles of one axis: ``step = patch - overlap``; the first keeps ``[0, patch - right)``,
-    middle ones ``[left, patch - right)``, the last starts at ``n - patch`` and keeps from
-    where the previous valid part ended (``left = overlap // 2``, ``right = overlap - left``)."""
-    if n <= patch:
-        return [AxisTile(0, n, 0, n)]
-    left, right = overlap // 2, overlap - overlap // 2
-    step = patch - overlap
-    starts = [*range(0, n - patch, step), n - patch]
-    tiles, previous_end = [], 0
-    for k, t0 in enumerate(starts):
-        lo = 0 if k == 0 else (previous_end - t0 if k == len(starts) - 1 else left)
-        hi = patch if k == len(starts) - 1 else patch - right
-        tiles.append(AxisTile(t0, patch, lo, hi - lo))
-        previous_end = t0 + hi
-    return tiles
-
-
+# ---- tile geometry: CAREamics' layout, from ngff_writer.tiling -------------------------------
 @dataclass(frozen=True)
 class Tile:
     """One tile of a ``(z, y, x)`` sample: where to cut it, and its valid part."""
@@ -132,13 +101,10 @@ class Tile:
 
 def sample_tiles(space: tuple[int, ...], patch: tuple[int, ...], overlap: tuple[int, ...]) -> list[Tile]:
     """Every tile of a sample with space shape ``space`` (z, y, x), row-major."""
-    per_axis = [axis_tiles(n, p, o) for n, p, o in zip(space, patch, overlap, strict=True)]
-    return [
-        Tile((slice(None), *(slice(t.start, t.start + t.size) for t in combo)),
-             tuple(t.crop_start for t in combo), tuple(t.crop_size for t in combo),
-             tuple(t.stitch_start for t in combo))
-        for combo in itertools.product(*per_axis)
-    ]
+    from ngff_writer.tiling import tiles
+
+    return [Tile((slice(None), *t.region), t.crop_start, t.crop_size, t.stitch_start)
+            for t in tiles(space, patch, overlap)]
 
 
 def check_geometry(tiles: list[Tile], space: tuple[int, ...]) -> None:

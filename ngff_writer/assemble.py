@@ -28,7 +28,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -199,6 +199,8 @@ class Assembler:
         # Where the parts of units handed out for spilling were (no data): lets a later
         # part tell that, with the fragments, its unit is now complete.
         self._spilled: dict[tuple[int, ...], dict[PartId, Part]] = {}
+        self._dense: dict[tuple[int, ...], np.ndarray] = {}
+        self._n_stored = 0
 
     @property
     def buffered_bytes(self) -> int:
@@ -216,7 +218,16 @@ class Assembler:
 
     def mark_stored(self, covered: np.ndarray) -> None:
         """Take units already stored (from the ledger, e.g. after a restart) as final."""
-        self._stored[covered & (self._stored == _NONE)] = _EARLIER
+        self._mark(covered & (self._stored == _NONE), _EARLIER)
+
+    def _mark(self, where: Any, who: int) -> None:
+        self._n_stored += int(np.count_nonzero(self._stored[where] == _NONE))
+        self._stored[where] = who
+
+    @property
+    def all_stored(self) -> bool:
+        """True when this writer knows every unit of the image stored."""
+        return self._n_stored == self._stored.size
 
     def is_stored(self, idx: Sequence[int]) -> bool:
         """True when the unit is known stored."""
@@ -291,9 +302,13 @@ class Assembler:
             if pid not in parts and self.rule.direct and not retry:
                 if any(_intersects(local, p.local) for p in parts.values()):
                     raise OverlapError(f"region {key} overlaps another tile inside unit {idx}")
-            # Bytes that stay held: none when this part completes the unit.
+            # Bytes that stay held: none when this part completes the unit; in crop mode
+            # a whole unit buffer the first time, in blend mode the part.
             if not self.rule.complete(unit_region, {**parts, pid: Part(pid, local, block[source])}):
-                new_bytes += _volume(local) * block.itemsize
+                if not self.rule.direct:
+                    new_bytes += _volume(local) * block.itemsize
+                elif idx not in self._dense:
+                    new_bytes += _volume(unit_region) * block.itemsize
             plans.append((idx, local, source))
         if self.policy == "error" and new_bytes and self._bytes + new_bytes > self.max_bytes:
             raise BufferFullError(
@@ -312,16 +327,28 @@ class Assembler:
                 for a, b, u, n in zip(*inner_box, self.unit, self.shape, strict=True))
             local = tuple(slice(r.start - s.start, r.stop - s.start)
                           for r, s in zip(inner_region, region, strict=True))
-            self._stored[tuple(slice(a, b) for a, b in zip(*inner_box, strict=True))] = region_id
+            self._mark(tuple(slice(a, b) for a, b in zip(*inner_box, strict=True)), region_id)
             ready.append(Piece(inner_region, block[local], inner_box))
         for idx, local, source in plans:
             parts = self._partials.setdefault(idx, {})
-            old = parts.get(pid)
-            if old is not None:
-                self._bytes -= old.data.nbytes
-            # A copy: the caller's array may be reused for the next tile.
-            parts[pid] = Part(pid, local, np.array(block[source], copy=True))
-            self._bytes += parts[pid].data.nbytes
+            # Copies: the caller's array may be reused for the next tile.
+            if self.rule.direct:
+                # Crop parts go straight into one unit-sized buffer (a single copy); the
+                # parts are views of it, and the full buffer is the unit once complete.
+                dense = self._dense.get(idx)
+                if dense is None:
+                    shape = tuple(r.stop - r.start for r in self.unit_region(idx))
+                    dense = np.full(shape, self.rule.fill_value, self.rule.dtype)
+                    self._dense[idx] = dense
+                    self._bytes += dense.nbytes
+                dense[local] = block[source]
+                parts[pid] = Part(pid, local, dense[local])
+            else:
+                old = parts.get(pid)
+                if old is not None:
+                    self._bytes -= old.data.nbytes
+                parts[pid] = Part(pid, local, np.array(block[source], copy=True))
+                self._bytes += parts[pid].data.nbytes
             spilled = self._spilled.get(idx)
             if spilled is not None:
                 if self.rule.complete(self.unit_region(idx), {**spilled, **parts}):
@@ -340,7 +367,8 @@ class Assembler:
 
     def _pop(self, idx: tuple[int, ...]) -> dict[PartId, Part]:
         parts = self._partials.pop(idx)
-        self._bytes -= sum(p.data.nbytes for p in parts.values())
+        dense = self._dense.pop(idx, None)
+        self._bytes -= dense.nbytes if dense is not None else sum(p.data.nbytes for p in parts.values())
         spilled = self._spilled.setdefault(idx, {})
         spilled.update({k: Part(k, p.local, _NO_DATA) for k, p in parts.items()})
         return parts
@@ -349,12 +377,14 @@ class Assembler:
         unit_region = self.unit_region(idx)
         if not self.rule.complete(unit_region, parts):
             return None
+        dense = None
         if self._partials.get(idx) is parts:
+            dense = self._dense.get(idx)  # crop: the parts already sit in place
             self._pop(idx)
         self._spilled.pop(idx, None)
-        self._stored[idx] = _ASSEMBLED
-        return Piece(unit_region, self.rule.combine(unit_region, parts),
-                     (tuple(idx), tuple(i + 1 for i in idx)))
+        self._mark(idx, _ASSEMBLED)
+        data = dense if dense is not None else self.rule.combine(unit_region, parts)
+        return Piece(unit_region, data, (tuple(idx), tuple(i + 1 for i in idx)))
 
     def drain(self) -> list[tuple[tuple[int, ...], dict[PartId, Part]]]:
         """Hand back every partial unit (for saving as fragments) and hold none."""

@@ -226,8 +226,8 @@ class Image:
         pieces, evicted = assembler.add(region, block, part_id)
         self._put(pieces, wait=wait)
         self._spill(evicted)
-        if not assembler.pending_units:
-            self._settle()  # nothing held back: the image may be complete now
+        if assembler.all_stored:
+            self._settle()  # every unit handed to a store: the image may be complete now
 
     def _put(self, pieces: list[Piece], wait: bool = False) -> None:
         # Units are stored in the background, two at a time (each zarr call encodes its

@@ -100,13 +100,13 @@ def test_region_form_and_overlap_errors(tmp_path, rng):
 
 def test_buffer_bound_error_policy_raises_before_changing_anything(tmp_path, rng):
     ref = rng.random((64, 64), dtype=np.float32)
-    with nw.open_output(tmp_path / "o.zarr", max_buffer_bytes=3000, buffer_policy="error") as out:
+    with nw.open_output(tmp_path / "o.zarr", max_buffer_bytes=5000, buffer_policy="error") as out:
         img = out.create_image("p", ref.shape, "yx", chunks=(32, 32))
-        img.write_region(0, ref[:10, :10], start=(0, 0))  # a 400-byte part of chunk (0, 0)
+        img.write_region(0, ref[:10, :10], start=(0, 0))  # buffers chunk (0, 0): 4096 bytes
         with pytest.raises(BufferFullError, match="max_buffer_bytes"):
-            img.write_region(0, ref[:30, 34:64], start=(0, 34))  # 3600 more bytes
-        assert img.buffered_units == 1
-        img.write_region(0, ref[10:32, :10], start=(10, 0))  # 880 more bytes: fits
+            img.write_region(0, ref[:30, 34:64], start=(0, 34))  # chunk (0, 1): 4096 more
+        assert img.buffered_units == 1 and img.buffered_bytes == 4096
+        img.write_region(0, ref[10:32, :10], start=(10, 0))  # same chunk: no more bytes
         img.write_region(0, ref[:32, 10:32], start=(0, 10))  # completes chunk (0, 0): no bytes held
         assert img.buffered_units == 0
         img.write_region(0, ref[:, 32:], start=(0, 32))
