@@ -338,7 +338,8 @@ class Assembler:
                 dense = self._dense.get(idx)
                 if dense is None:
                     shape = tuple(r.stop - r.start for r in self.unit_region(idx))
-                    dense = np.full(shape, self.rule.fill_value, self.rule.dtype)
+                    # Uninitialised: the buffer is used whole only once parts cover it.
+                    dense = np.empty(shape, self.rule.dtype)
                     self._dense[idx] = dense
                     self._bytes += dense.nbytes
                 dense[local] = block[source]
