@@ -161,6 +161,40 @@ class BlendRule:
         return mean.astype(self.dtype)
 
 
+def merge_pieces(pieces: list[Piece]) -> list[Piece]:
+    """Join pieces whose boxes are neighbours along one axis into larger boxes.
+
+    Units completed by the same region (e.g. the z-chunks under one tile) then go to
+    the store in one zarr call, which encodes their chunks in parallel, with one ledger
+    record and one summary instead of one each.
+    """
+    pieces = list(pieces)
+    merged = True
+    while merged and len(pieces) > 1:
+        merged = False
+        for i, j in itertools.combinations(range(len(pieces)), 2):
+            a, b = pieces[i], pieces[j]
+            (a0, a1), (b0, b1) = a.box, b.box
+            differ = [k for k in range(len(a0)) if (a0[k], a1[k]) != (b0[k], b1[k])]
+            if len(differ) != 1:
+                continue
+            k = differ[0]
+            if a1[k] == b0[k]:
+                first, second = a, b
+            elif b1[k] == a0[k]:
+                first, second = b, a
+            else:
+                continue
+            region = tuple(slice(first.region[d].start, second.region[d].stop) if d == k
+                           else first.region[d] for d in range(len(a0)))
+            box = (first.box[0], second.box[1])
+            data = np.concatenate([first.data, second.data], axis=k)
+            pieces = [p for n, p in enumerate(pieces) if n not in (i, j)] + [Piece(region, data, box)]
+            merged = True
+            break
+    return pieces
+
+
 def _unit_region(index: Sequence[int], unit: Sequence[int], shape: Sequence[int]) -> Region:
     return tuple(slice(i * u, min((i + 1) * u, n)) for i, u, n in zip(index, unit, shape, strict=True))
 
@@ -359,6 +393,7 @@ class Assembler:
             if piece is not None:
                 ready.append(piece)
 
+        ready = merge_pieces(ready)
         evicted = ready_from_fragments
         if self.policy == "spill":
             while self._bytes > self.max_bytes and self._partials:
