@@ -5,8 +5,7 @@ Open an output with :func:`open_output`, declare images with
 :meth:`Image.write_sample`; each image finalizes itself when its last block is stored.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .errors import (
     BufferFullError,
     ClosedError,

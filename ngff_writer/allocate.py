@@ -17,7 +17,7 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.errors import ContainsArrayError
 
 from .errors import SpecMismatchError
-from .ngff import STATUS_IN_PROGRESS, image_attributes
+from .ngff import STATUS_IN_PROGRESS, image_attributes, read_writer_attrs
 from .spec import ImageSpec
 from .storage import join, node_attributes, write_group
 from .track import Ledger
@@ -91,4 +91,7 @@ def allocate_image(store: Store, path: str, spec: ImageSpec) -> None:
                 f"chunks {spec.stored_chunks}"
             ) from None
     Ledger(store, path, spec).create()
+    node = node_attributes(store, path)
+    if node is not None and read_writer_attrs(node[1]) is not None:
+        return  # declared meanwhile by another process: keep its status (maybe complete)
     write_group(store, path, spec.zarr_format, image_attributes(spec, STATUS_IN_PROGRESS))

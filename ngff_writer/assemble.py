@@ -36,7 +36,7 @@ from .blend import count_tiles, tile_weights
 from .errors import BufferFullError, OverlapError
 from .grid import Box
 
-__all__ = ["Assembler", "BlendRule", "BufferFullError", "CropRule", "OverlapError", "Part", "Piece"]
+__all__ = ["Assembler", "BlendRule", "CropRule", "Part", "Piece", "merge_pieces"]
 
 Region = tuple[slice, ...]
 PartId = tuple[int, ...]
@@ -263,13 +263,9 @@ class Assembler:
         """True when this writer knows every unit of the image stored."""
         return self._n_stored == self._stored.size
 
-    def is_stored(self, idx: Sequence[int]) -> bool:
-        """True when the unit is known stored."""
-        return bool(self._stored[tuple(idx)] != _NONE)
-
     # ---- taking a region ---------------------------------------------------------------
-    def add(self, region: Region, block: np.ndarray, part_id: PartId | None = None
-            ) -> tuple[list[Piece], list[tuple[tuple[int, ...], dict[PartId, Part]]]]:
+    def add(self, region: Region, block: np.ndarray, part_id: PartId | None = None,
+            copy: bool = False) -> tuple[list[Piece], list[tuple[tuple[int, ...], dict[PartId, Part]]]]:
         """Take ``block`` for ``region`` (stored order).
 
         Parameters
@@ -278,6 +274,8 @@ class Assembler:
             Where the data lands and the data.
         part_id
             Identity of the contribution (blend: the tile start); default: the region.
+        copy
+            Copy the whole units of ``block`` too (they are stored after the call returns).
 
         Returns
         -------
@@ -320,6 +318,10 @@ class Assembler:
             clash = (view != _NONE) & (view != region_id) & (view != _EARLIER)
             if clash.any() and not retry:
                 raise OverlapError(f"region {key} overlaps units stored by another tile")
+            for idx, parts in self._partials.items():
+                inside = all(a <= i < b for i, a, b in zip(idx, *inner_box, strict=True))
+                if inside and any(p != pid for p in parts) and not retry:
+                    raise OverlapError(f"region {key} overlaps another tile inside unit {idx}")
         new_bytes = 0
         plans = []
         for idx in edges:
@@ -362,7 +364,8 @@ class Assembler:
             local = tuple(slice(r.start - s.start, r.stop - s.start)
                           for r, s in zip(inner_region, region, strict=True))
             self._mark(tuple(slice(a, b) for a, b in zip(*inner_box, strict=True)), region_id)
-            ready.append(Piece(inner_region, block[local], inner_box))
+            inner = block[local]
+            ready.append(Piece(inner_region, np.array(inner, copy=True) if copy else inner, inner_box))
         for idx, local, source in plans:
             parts = self._partials.setdefault(idx, {})
             # Copies: the caller's array may be reused for the next tile.
@@ -421,6 +424,13 @@ class Assembler:
         self._mark(idx, _ASSEMBLED)
         data = dense if dense is not None else self.rule.combine(unit_region, parts)
         return Piece(unit_region, data, (tuple(idx), tuple(i + 1 for i in idx)))
+
+    def forget(self, box: Box) -> None:
+        """A store of ``box`` failed: its units count as not stored, so a rewrite is taken."""
+        where = tuple(slice(a, b) for a, b in zip(*box, strict=True))
+        self._n_stored -= int(np.count_nonzero(self._stored[where] != _NONE))
+        self._stored[where] = _NONE
+        self._regions.clear()  # every region may be sent again, as new
 
     def drain(self) -> list[tuple[tuple[int, ...], dict[PartId, Part]]]:
         """Hand back every partial unit (for saving as fragments) and hold none."""

@@ -14,12 +14,7 @@ import numpy as np
 
 from .tiling import tile_starts
 
-__all__ = ["count_tiles", "is_tile_start", "tile_starts", "tile_weights"]
-
-
-def is_tile_start(start: int, n: int, tile: int, overlap: int) -> bool:
-    """True when a tile of the grid starts at ``start``."""
-    return start in tile_starts(n, tile, overlap)
+__all__ = ["count_tiles", "tile_weights"]
 
 
 def count_tiles(lo: int, hi: int, n: int, tile: int, overlap: int) -> int:

@@ -65,7 +65,7 @@ def output_path(dirpath: Path, source: str, data_idx: int, source_base: Path | N
         folder = store.parent
     else:
         file = Path(path_text)
-        stem = file.name.split(".")[0] or file.stem
+        stem = file.stem.removesuffix(".ome")  # CAREamics' stem; x.ome.tif -> x
         folder = file.parent
     if source_base is not None:
         try:
@@ -246,7 +246,8 @@ class OmeZarrWriteStrategy:
         blend = None
         if self.tile_mode == "blend" and "crop_coords" in pred.region_spec:
             tile = data.shape[1:]
-            # An axis that one tile covers whole has no overlap to blend.
+            # Keep overlap < tile: where one tile spans the whole axis (tile = axis length)
+            # there is nothing to blend, and the grid has that single tile whatever the overlap.
             overlap = tuple(min(o, t - 1) for o, t in zip(self.tile_overlap, tile, strict=True))
             blend = {"tile_size": tile, "overlap": overlap, "ramp": self.blend_ramp}
         dtype = np.dtype(self.dtype) if self.dtype is not None else data.dtype

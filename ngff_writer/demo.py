@@ -77,7 +77,7 @@ def _sample_arrays(image: DemoImage) -> Iterator[tuple[int, np.ndarray]]:
         if "t" not in sample_axes:
             pred = pred[0]
         if "c" not in sample_axes:
-            pred = pred[..., 0, :, :] if "t" in sample_axes else pred[0]
+            pred = pred[:, 0] if "t" in sample_axes else pred[0]
         yield int(index), pred.reshape(sample_shape)
 
 

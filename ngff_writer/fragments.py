@@ -69,6 +69,8 @@ class Fragments:
         prefix = f"{self.prefix}/{_unit_key(idx)}"
         parts: dict[PartId, Part] = {}
         for name in sorted(list_dir(self.store, prefix)):
+            if not name.endswith(".npz"):
+                continue  # e.g. a store's temporary file of a fragment still being written
             raw = run(self.store.get(f"{prefix}/{name}", prototype=default_buffer_prototype()))
             if raw is None:
                 continue  # completed and deleted by another writer

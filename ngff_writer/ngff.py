@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from . import __version__
+from ._version import __version__
 from .spec import AXIS_TYPES, ImageSpec
 from .stats import Window, default_window
 
@@ -35,7 +35,7 @@ def _axes(spec: ImageSpec) -> list[dict[str, str]]:
 
 def _multiscale(spec: ImageSpec, levels: Sequence[tuple[str, Sequence[float]]]) -> dict[str, Any]:
     ms: dict[str, Any] = {
-        "name": spec.name.rsplit("/", 1)[-1],
+        "name": spec.name.rsplit("/", 1)[-1] or "image",
         "axes": _axes(spec),
         "datasets": [
             {"path": path, "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}

@@ -3,12 +3,15 @@
 Data moves top-down through the modules this one drives:
 ``spec`` (declare) → ``allocate`` (arrays + skeleton metadata) → ``write`` (a sample
 into its slot) → ``track`` (ledger record) → ``finalize`` (final metadata, once complete).
-Nothing here caches image data between calls; all progress lives in the store.
+Image data is held between calls only as chunks that tiles cover in part (bounded by
+``max_buffer_bytes``) and as at most a few chunks being stored in the background; all
+progress lives in the store.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +23,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from . import __version__
+from ._version import __version__
 from .allocate import allocate_image
 from .assemble import Assembler, BlendRule, CropRule, Piece
 from .errors import (
@@ -31,13 +34,15 @@ from .errors import (
     OutputNotFoundError,
     ReadOnlyError,
     ShapeMismatchError,
+    SpecError,
     SpecMismatchError,
     StoreError,
     UnknownImageError,
+    WriteError,
 )
 from .finalize import finalize_image
 from .fragments import Fragments
-from .ngff import STATUS_COMPLETE, read_writer_attrs
+from .ngff import STATUS_COMPLETE, WRITER_KEY, read_writer_attrs
 from .spec import LEDGER_GROUP, Blend, ImageSpec, parse_image_spec, parse_name
 from .stats import summarize
 from .storage import (
@@ -58,11 +63,29 @@ from .write import check_blend_tile, crop_tile, prepare_region, stored_space, ti
 
 __all__ = ["Image", "Output", "Progress", "open_output"]
 
-_ROOT_KEY = "ngff_writer"
-#: Threads shared by all images: two store whole units, one computes their statistics.
-_STORE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ngff-writer-store")
-_STATS_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ngff-writer-stats")
 _MAX_INFLIGHT = 4
+_POOLS: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+
+
+def _pools() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+    """Threads shared by all images: two store whole units, one computes their statistics.
+
+    Made on first use, not at import, and made anew in a forked child (which inherits
+    the pools' bookkeeping but none of their threads).
+    """
+    global _POOLS
+    if _POOLS is None:
+        _POOLS = (ThreadPoolExecutor(max_workers=2, thread_name_prefix="ngff-writer-store"),
+                  ThreadPoolExecutor(max_workers=1, thread_name_prefix="ngff-writer-stats"))
+    return _POOLS
+
+
+def _forget_pools_after_fork() -> None:
+    global _POOLS
+    _POOLS = None
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +130,7 @@ class Image:
         self._array: zarr.Array | None = None
         self._ledger = Ledger(output.store, spec.name, spec)
         self._assembler: Assembler | None = None
-        self._inflight: deque[Future[None]] = deque()
+        self._inflight: deque[tuple[Piece, Future[None]]] = deque()
         self._fragments = Fragments(output.store, spec.name)
         self._spatial = tuple(i for i, a in enumerate(spec.layout.axes) if a in "zyx")
         self._channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
@@ -156,6 +179,7 @@ class Image:
             The image or output no longer takes writes.
         """
         self._check_can_write()
+        self._check_not_blend("write_sample")
         self._store(*prepare_region(self.spec, index, data), wait=True)
 
     def write_region(self, index: int, data: Any, start: Sequence[int]) -> None:
@@ -168,6 +192,7 @@ class Image:
         different regions that overlap raise ``OverlapError``.
         """
         self._check_can_write()
+        self._check_not_blend("write_region")
         self._store(*prepare_region(self.spec, index, data, start))
 
     def write_tile(self, index: int, tile: Any, *, crop_start: Sequence[int] | None = None,
@@ -199,6 +224,12 @@ class Image:
         check_blend_tile(self.spec, region)
         self._store(region, block, part_id=tuple(region[ax].start for ax in self._spatial))
 
+    def _check_not_blend(self, method: str) -> None:
+        if self.spec.blend is not None:
+            raise WriteError(
+                f"image {self.name!r} blends tiles: write it with write_tile, not {method}"
+            )
+
     def _check_can_write(self) -> None:
         self._output._check_writable()
         if self._final:
@@ -223,7 +254,8 @@ class Image:
         # The one write path: the assembler hands back whole write units only; each is
         # stored with a single zarr call, then recorded in the ledger after its data.
         assembler = self._get_assembler()
-        pieces, evicted = assembler.add(region, block, part_id)
+        # Not waiting means storing after returning: then the caller's array is copied.
+        pieces, evicted = assembler.add(region, block, part_id, copy=not wait)
         self._put(pieces, wait=wait)
         self._spill(evicted)
         if assembler.all_stored:
@@ -236,16 +268,16 @@ class Image:
         # write_sample returns with its data stored and recorded.
         array = self.array  # opened here, not raced for by the workers
         for piece in pieces:
-            self._inflight.append(_STORE_POOL.submit(self._store_piece, array, piece))
+            self._inflight.append((piece, _pools()[0].submit(self._store_piece, array, piece)))
         if wait:
             self._settle()
         while len(self._inflight) > _MAX_INFLIGHT:
-            self._inflight.popleft().result()
+            self._wait_one()
 
     def _store_piece(self, array: zarr.Array, piece: Piece) -> None:
         # Statistics only read the block: compute them beside the encode and store,
         # which spend much of their time outside the GIL (codecs, file writes).
-        summary = _STATS_POOL.submit(summarize, piece.data, self._channel_axis)
+        summary = _pools()[1].submit(summarize, piece.data, self._channel_axis)
         array[piece.region] = piece.data
         self._ledger.record(piece.box, summary.result())  # after the data, never before
 
@@ -256,12 +288,27 @@ class Image:
         errors = []
         while self._inflight:
             try:
-                self._inflight.popleft().result()
-            except Exception as exc:
+                self._wait_one()
+            except Exception as exc:  # re-raised below, once all are done
                 errors.append(exc)
+        if len(errors) > 1:
+            raise ExceptionGroup(f"{len(errors)} stores of image {self.name!r} failed", errors)
         if errors:
             raise errors[0]
         self._finalize_if_complete()
+
+    def _wait_one(self) -> None:
+        piece, future = self._inflight.popleft()
+        try:
+            future.result()
+        except Exception as exc:
+            # Nothing of it is in the ledger; give its units back so that writing the
+            # same data again stores them.
+            if self._assembler is not None:
+                self._assembler.forget(piece.box)
+            exc.add_note(f"ngff-writer: storing region {piece.region} of image {self.name!r} failed; "
+                         "write the samples or tiles that cover it again")
+            raise
 
     def _spill(self, units: list[tuple[tuple[int, ...], dict]]) -> None:
         # Save partial units as fragments, then complete any unit whose fragments from
@@ -392,12 +439,21 @@ class Output:
         """
         if self._closed:
             return
+        errors = []
         if self.mode != "r":
             for image in self._images.values():
-                if image._assembler is not None:
-                    image.flush()
+                try:
+                    if image._assembler is not None:
+                        image.flush()
+                    image._settle()
+                except Exception as exc:  # raised below, after every image
+                    errors.append(exc)
         self._closed = True
         self._images.clear()
+        if len(errors) > 1:
+            raise ExceptionGroup(f"closing {self!r}: {len(errors)} images failed", errors)
+        if errors:
+            raise errors[0]
 
     @property
     def closed(self) -> bool:
@@ -499,9 +555,10 @@ class Output:
                     f"image {spec.name!r} already exists in {describe(self.store)}; pass "
                     "exist_ok=True to resume it"
                 )
-            if existing.spec != spec:
-                diff = [f.name for f in dataclasses.fields(spec)
-                        if getattr(spec, f.name) != getattr(existing.spec, f.name)]
+            # Compared as JSON: a NaN fill value equals itself there.
+            mine, theirs = spec.to_json(), existing.spec.to_json()
+            if mine != theirs:
+                diff = [k for k in mine if mine[k] != theirs.get(k)]
                 raise SpecMismatchError(
                     f"image {spec.name!r} exists with other settings ({', '.join(diff)})"
                 )
@@ -509,8 +566,17 @@ class Output:
         if spec.name == "":
             if self.images():
                 raise DuplicateImageError("the output root can be an image only in an output with no image")
+            root_format = node_attributes(self.store, "")
+            if root_format is not None and root_format[0] != spec.zarr_format:
+                raise SpecError(
+                    f"the output root is zarr format {root_format[0]}; an image at the root needs "
+                    f"the output's NGFF version ({self.ngff_version!r}), got {spec.ngff_version!r}"
+                )
         elif node_attributes(self.store, spec.name) is not None:
             raise DuplicateImageError(f"{spec.name!r} is already a group that is not an image")
+        elif any(self._read_image("/".join(spec.name.split("/")[:k])) is not None
+                 for k in range(1, spec.name.count("/") + 1)):
+            raise DuplicateImageError(f"{spec.name!r} would be inside another image")
         elif self._read_image("") is not None:
             raise DuplicateImageError(f"the output root is an image; {spec.name!r} cannot go inside it")
         allocate_image(self.store, spec.name, spec)
@@ -633,9 +699,13 @@ def open_output(
         The store holds data that is not an ngff-writer output (``"a"``, ``"r"``).
     """
     if mode not in ("w-", "w", "a", "r"):
-        raise ValueError(f"mode must be 'w-', 'w', 'a' or 'r', got {mode!r}")
+        raise SpecError(f"mode must be 'w-', 'w', 'a' or 'r', got {mode!r}")
     if str(ngff_version) not in ("0.4", "0.5"):
-        raise ValueError(f"ngff_version must be '0.4' or '0.5', got {ngff_version!r}")
+        raise SpecError(f"ngff_version must be '0.4' or '0.5', got {ngff_version!r}")
+    if buffer_policy not in ("spill", "error"):
+        raise SpecError(f"buffer_policy must be 'spill' or 'error', got {buffer_policy!r}")
+    if not isinstance(max_buffer_bytes, int) or max_buffer_bytes < 0:
+        raise SpecError(f"max_buffer_bytes must be an int >= 0, got {max_buffer_bytes!r}")
     if mode == "r" and isinstance(root, (str, Path)) and "://" not in str(root):
         if not Path(root).exists():
             raise OutputNotFoundError(f"no output at {root}")
@@ -653,11 +723,9 @@ def open_output(
         if mode == "r":
             raise OutputNotFoundError(f"no output at {where}")
         fmt = 3 if str(ngff_version) == "0.5" else 2
-        write_group(store, "", fmt, {_ROOT_KEY: {"output": 1, "version": __version__}})
+        write_group(store, "", fmt, {WRITER_KEY: {"output": 1, "version": __version__}})
     else:
         root_node = node_attributes(store, "")
-        if root_node is None or _ROOT_KEY not in root_node[1]:
+        if root_node is None or WRITER_KEY not in root_node[1]:
             raise StoreError(f"{where} holds data that is not an ngff-writer output")
-    if buffer_policy not in ("spill", "error"):
-        raise ValueError(f"buffer_policy must be 'spill' or 'error', got {buffer_policy!r}")
     return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy)

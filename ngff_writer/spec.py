@@ -463,7 +463,7 @@ def parse_image_spec(
         dtype=dt.str if dt.itemsize > 1 else dt.name,
         chunks=chunks_t,
         shards=shards_t,
-        compressor=_parse_compressor(compressor),
+        compressor=_parse_compressor(compressor, version),
         fill_value=_parse_fill(fill_value, dt),
         scale=_parse_scale(scale, axes),
         units=_parse_units(units, axes),
@@ -515,7 +515,19 @@ def parse_name(name: str) -> str:
     return "/".join(segments)
 
 
-def _parse_compressor(compressor: Any) -> str | dict[str, Any] | None:
+def _parse_compressor(compressor: Any, version: str) -> str | dict[str, Any] | None:
+    config = _compressor_config(compressor)
+    if isinstance(config, dict):
+        v3 = "name" in config and "id" not in config
+        if v3 != (version == "0.5"):
+            raise SpecError(
+                f"compressor {config}: a {'zarr v3' if v3 else 'numcodecs (zarr v2)'} codec cannot "
+                f"compress an NGFF {version} image (zarr v{'3' if version == '0.5' else '2'})"
+            )
+    return config
+
+
+def _compressor_config(compressor: Any) -> str | dict[str, Any] | None:
     if compressor is None or compressor == "none":
         return None
     if compressor == "default":
@@ -590,7 +602,7 @@ def _parse_channel_names(
 ) -> tuple[str, ...]:
     n = shape[axes.index("c")] if "c" in axes else 1
     if names is None:
-        base = image.rsplit("/", 1)[-1]
+        base = image.rsplit("/", 1)[-1] or "image"
         return (base,) if n == 1 else tuple(f"{base}_c{i}" for i in range(n))
     names = tuple(str(v) for v in names)
     if len(names) != n:

@@ -126,7 +126,7 @@ def prepare_region(
             f"{expected} (axes {_sample_letters(spec)!r}), got {array.shape}"
         )
     for axis, a in zip(spatial, start_t, strict=True):
-        if a < 0 or a + array.shape[axis] > layout.sample_shape[axis]:
+        if array.shape[axis] < 1 or a < 0 or a + array.shape[axis] > layout.sample_shape[axis]:
             raise ShapeMismatchError(
                 f"image {spec.name!r}: a region of shape {array.shape} at {start_t} does not fit in "
                 f"a sample of shape {layout.sample_shape}"

@@ -392,3 +392,48 @@ def test_samples_along_t_or_s_and_t(tmp_path, rng, axes, shape, sample_axes, ngf
     else:
         expected = np.transpose(ref, [axes.index(a) for a in "tsczyx" if a in axes])
     np.testing.assert_array_equal(stored, expected)
+
+
+def test_resume_with_nan_fill_value(tmp_path):
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("p", (2, 8, 8), "syx", fill_value=float("nan"))
+    with nw.open_output(root, mode="a") as out:
+        assert out.create_image("p", (2, 8, 8), "syx", fill_value=float("nan"), exist_ok=True)
+
+
+def test_no_image_inside_an_image(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        out.create_image("a", (8, 8), "yx")
+        with pytest.raises(nw.DuplicateImageError, match="inside another image"):
+            out.create_image("a/b", (8, 8), "yx")
+
+
+def test_root_image_keeps_the_output_format(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr", ngff_version="0.5") as out:
+        with pytest.raises(nw.SpecError, match="NGFF version"):
+            out.create_image("", (8, 8), "yx", ngff_version="0.4")
+
+
+def test_bad_open_arguments_touch_nothing(tmp_path):
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("keep", (8, 8), "yx")
+    before = _files(root)
+    for kwargs in ({"mode": "x"}, {"ngff_version": "0.3"}, {"buffer_policy": "drop"},
+                   {"max_buffer_bytes": -1}):
+        with pytest.raises(nw.SpecError):
+            nw.open_output(root, **{"mode": "w", **kwargs})
+    assert _files(root) == before
+
+
+def test_codec_of_the_other_zarr_format_is_refused(tmp_path):
+    import numcodecs
+    from zarr.codecs import ZstdCodec
+
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        with pytest.raises(nw.SpecError, match="numcodecs"):
+            out.create_image("a", (8, 8), "yx", compressor=numcodecs.Zstd(level=1))
+        with pytest.raises(nw.SpecError, match="zarr v3"):
+            out.create_image("b", (8, 8), "yx", compressor=ZstdCodec(level=1), ngff_version="0.4")
+        assert out.images() == []

@@ -268,3 +268,43 @@ def test_sharded_images_assemble_whole_shards(tmp_path, rng):
     from ome_zarr_models import open_ome_zarr
 
     open_ome_zarr(zarr.open_group(tmp_path / "o.zarr" / "p", mode="r"))
+
+
+def test_overlap_is_detected_in_either_order(tmp_path, rng):
+    ref = rng.random((64, 64), dtype=np.float32)
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", ref.shape, "yx", chunks=(32, 32))
+        img.write_region(0, ref[:10, :10], start=(0, 0))  # a part of chunk (0, 0)
+        with pytest.raises(OverlapError):
+            img.write_region(0, ref[:32, :32], start=(0, 0))  # chunk (0, 0) whole, over it
+
+
+def test_caller_may_reuse_its_array_after_write_region(tmp_path, rng):
+    ref = rng.random((64, 64), dtype=np.float32)
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", ref.shape, "yx", chunks=(32, 32))
+        buffer = np.empty((32, 64), np.float32)
+        for y in (0, 32):
+            buffer[:] = ref[y:y + 32]
+            img.write_region(0, buffer, start=(y, 0))  # stored in the background
+        buffer[:] = -1  # reused before the stores finished
+        assert img.progress().complete
+        np.testing.assert_array_equal(img.array[:], ref)
+
+
+def test_blend_images_take_tiles_only(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", (40, 40), "yx", blend={"tile_size": (20, 20), "overlap": (4, 4)})
+        with pytest.raises(nw.WriteError, match="write_tile"):
+            img.write_sample(0, np.zeros((40, 40), np.float32))
+        with pytest.raises(nw.WriteError, match="write_tile"):
+            img.write_region(0, np.zeros((20, 20), np.float32), start=(0, 0))
+        assert img.progress().blocks_done == 0
+
+
+def test_zero_size_regions_are_refused(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        img = out.create_image("p", (40, 40), "yx")
+        with pytest.raises(nw.ShapeMismatchError):
+            img.write_region(0, np.zeros((0, 5), np.float32), start=(0, 0))
+        assert img.buffered_units == 0
