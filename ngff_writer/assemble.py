@@ -265,7 +265,7 @@ class Assembler:
 
     # ---- taking a region ---------------------------------------------------------------
     def add(self, region: Region, block: np.ndarray, part_id: PartId | None = None,
-            copy: bool = False) -> tuple[list[Piece], list[tuple[tuple[int, ...], dict[PartId, Part]]]]:
+            copy: bool = False) -> tuple[list[Piece], list[tuple[int, ...]]]:
         """Take ``block`` for ``region`` (stored order).
 
         Parameters
@@ -281,10 +281,10 @@ class Assembler:
         -------
         ready
             Whole units to store now.
-        evicted
-            Partial units the caller must save as fragments (they are no longer held here):
-            the oldest ones past ``max_bytes`` (policy ``"spill"``), and units that only
-            the fragments can complete now.
+        to_spill
+            Partial units the caller should save as fragments and then :meth:`release`
+            (held until then, so a failed save loses nothing): the oldest ones past
+            ``max_bytes`` (policy ``"spill"``), and units only the fragments can complete now.
 
         Raises
         ------
@@ -356,7 +356,7 @@ class Assembler:
         # ---- apply ---------------------------------------------------------------------
         self._regions[key] = region_id
         ready: list[Piece] = []
-        ready_from_fragments = []
+        to_spill: list[tuple[int, ...]] = []
         if has_inner:
             inner_region = tuple(
                 slice(a * u, min(b * u, n))
@@ -390,19 +390,35 @@ class Assembler:
             spilled = self._spilled.get(idx)
             if spilled is not None:
                 if self.rule.complete(self.unit_region(idx), {**spilled, **parts}):
-                    ready_from_fragments.append((idx, self._pop(idx)))
+                    to_spill.append(idx)
                 continue
             piece = self._try_complete(idx, parts)
             if piece is not None:
                 ready.append(piece)
 
         ready = merge_pieces(ready)
-        evicted = ready_from_fragments
         if self.policy == "spill":
-            while self._bytes > self.max_bytes and self._partials:
-                oldest = next(iter(self._partials))
-                evicted.append((oldest, self._pop(oldest)))
-        return ready, evicted
+            excess = self._bytes - self.max_bytes
+            for idx in self._partials:  # oldest first
+                if excess <= 0:
+                    break
+                if idx not in to_spill:
+                    to_spill.append(idx)
+                    excess -= self._held_bytes(idx)
+        return ready, to_spill
+
+    def _held_bytes(self, idx: tuple[int, ...]) -> int:
+        dense = self._dense.get(idx)
+        return dense.nbytes if dense is not None else sum(p.data.nbytes for p in self._partials[idx].values())
+
+    def held(self, idx: tuple[int, ...]) -> dict[PartId, Part]:
+        """The parts held for unit ``idx`` (empty when none); they stay held."""
+        return self._partials.get(idx, {})
+
+    def release(self, idx: tuple[int, ...]) -> None:
+        """Stop holding unit ``idx`` (its parts are saved as a fragment)."""
+        if idx in self._partials:
+            self._pop(idx)
 
     def _pop(self, idx: tuple[int, ...]) -> dict[PartId, Part]:
         parts = self._partials.pop(idx)
@@ -431,10 +447,6 @@ class Assembler:
         self._n_stored -= int(np.count_nonzero(self._stored[where] != _NONE))
         self._stored[where] = _NONE
         self._regions.clear()  # every region may be sent again, as new
-
-    def drain(self) -> list[tuple[tuple[int, ...], dict[PartId, Part]]]:
-        """Hand back every partial unit (for saving as fragments) and hold none."""
-        return [(idx, self._pop(idx)) for idx in list(self._partials)]
 
     def complete_with(self, idx: tuple[int, ...], parts: dict[PartId, Part]) -> Piece | None:
         """Try to complete a unit from parts gathered elsewhere (fragments of every writer)."""

@@ -255,9 +255,9 @@ class Image:
         # stored with a single zarr call, then recorded in the ledger after its data.
         assembler = self._get_assembler()
         # Not waiting means storing after returning: then the caller's array is copied.
-        pieces, evicted = assembler.add(region, block, part_id, copy=not wait)
+        pieces, to_spill = assembler.add(region, block, part_id, copy=not wait)
         self._put(pieces, wait=wait)
-        self._spill(evicted)
+        self._spill(to_spill)
         if assembler.all_stored:
             self._settle()  # every unit handed to a store: the image may be complete now
 
@@ -310,13 +310,16 @@ class Image:
                          "write the samples or tiles that cover it again")
             raise
 
-    def _spill(self, units: list[tuple[tuple[int, ...], dict]]) -> None:
-        # Save partial units as fragments, then complete any unit whose fragments from
-        # every writer now cover it (see ngff_writer.fragments).
+    def _spill(self, units: list[tuple[int, ...]]) -> None:
+        # Save partial units as fragments (released from memory only once saved), then
+        # complete any unit whose fragments from every writer now cover it
+        # (see ngff_writer.fragments).
         assembler = self._get_assembler()
-        for idx, parts in units:
+        for idx in units:
+            parts = assembler.held(idx)
             if parts:
                 self._fragments.save(idx, parts)
+                assembler.release(idx)
             piece = assembler.complete_with(idx, self._fragments.load(idx))
             if piece is not None:
                 self._put([piece], wait=True)
@@ -333,10 +336,8 @@ class Image:
         if self._final:
             return
         assembler = self._get_assembler()
-        units = dict(assembler.drain())
-        for idx in self._fragments.units():  # fragments left by others, or by a crashed run
-            units.setdefault(idx, {})
-        self._spill(sorted(units.items()))
+        # Everything held here, and fragments left by others or by a crashed run.
+        self._spill(sorted(set(assembler.pending_units) | set(self._fragments.units())))
 
     @property
     def buffered_bytes(self) -> int:
