@@ -30,13 +30,14 @@ import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import OutputExistsError, SpecError
+from .errors import ImageFinalizedError, OutputExistsError, SpecError
 from .output import Image, Output, open_output
 
 __all__ = ["OmeZarrWriteStrategy", "output_path"]
@@ -144,6 +145,9 @@ class OmeZarrWriteStrategy:
         self.overwrite = overwrite
         self.max_buffer_bytes = max_buffer_bytes
         self._source_base: Path | None = None
+        # Images finalized after this moment were completed in this run (by another rank):
+        # predictions for them are duplicates, e.g. a distributed sampler's padding.
+        self._started = datetime.now(UTC).isoformat(timespec="microseconds")
         self._targets: dict[Path, _Target] = {}
         self._owners: dict[Path, tuple[str, int]] = {}
         self._cleared: set[Path] = set()
@@ -201,12 +205,22 @@ class OmeZarrWriteStrategy:
         if not target.channels_in_data:
             data = data[0]
         image = target.image
+        if image.is_final:
+            return  # completed in this run, by this or another rank: a duplicate prediction
+        try:
+            self._store(image, spec, sample, data)
+        except ImageFinalizedError:
+            pass  # another rank finished it meanwhile: this prediction is a duplicate
+
+    @staticmethod
+    def _store(image: Image, spec: Mapping[str, Any], sample: int, data: np.ndarray) -> None:
         if "crop_coords" in spec:
             image.write_tile(sample, data, crop_start=_ints(spec["crop_coords"]),
                              crop_size=_ints(spec["crop_size"]),
                              stitch_start=_ints(spec["stitch_coords"]))
         else:
-            coords = _ints(spec.get("coords", (0,) * (data.ndim - target.channels_in_data)))
+            n_space = sum(a in "zyx" for a in image.spec.axes)
+            coords = _ints(spec.get("coords", (0,) * n_space))
             if any(coords) or data.shape != image.spec.layout.sample_shape:
                 image.write_region(sample, data, start=coords)
             else:
@@ -267,7 +281,8 @@ class OmeZarrWriteStrategy:
         except Exception:
             output.close()
             raise
-        if image.progress().complete:
+        progress = image.progress()
+        if progress.complete and (progress.finalized_at or "") < self._started:
             output.close()
             raise OutputExistsError(
                 f"{path} is a complete prediction from an earlier run; pass overwrite=True or "

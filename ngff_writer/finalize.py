@@ -2,10 +2,13 @@
 
 Finalization is idempotent rather than locked: it derives everything from the ledger
 (records read in key order) and the spec, so any number of processes that see the image
-complete at the same moment write byte-identical metadata. No data is re-read.
+complete at the same moment write the same metadata (but for the ``finalized_at`` time).
+No data is re-read.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from zarr.abc.store import Store
 
@@ -32,5 +35,7 @@ def finalize_image(store: Store, path: str, spec: ImageSpec, ledger: Ledger) -> 
     windows = merge_windows(
         ledger.summaries(), spec.n_channels, spec.window_percentiles, spec.np_dtype
     )
-    write_group(store, path, spec.zarr_format, image_attributes(spec, STATUS_COMPLETE, windows))
+    # The time is the one part two processes finishing together may write differently.
+    now = datetime.now(UTC).isoformat(timespec="microseconds")
+    write_group(store, path, spec.zarr_format, image_attributes(spec, STATUS_COMPLETE, windows, now))
     return True

@@ -61,7 +61,8 @@ def _omero(spec: ImageSpec, windows: Sequence[Window]) -> dict[str, Any]:
 
 
 def image_attributes(
-    spec: ImageSpec, status: Status, windows: Sequence[Window] | None = None
+    spec: ImageSpec, status: Status, windows: Sequence[Window] | None = None,
+    finalized_at: str | None = None,
 ) -> dict[str, Any]:
     """Return the full attributes of an image group.
 
@@ -73,12 +74,16 @@ def image_attributes(
         ``"in_progress"`` while filling, ``"complete"`` once final.
     windows
         One omero window per channel; placeholders (the dtype range) when None.
+    finalized_at
+        When the image became final (ISO 8601, UTC).
     """
     if windows is None:
         windows = [default_window(spec.np_dtype)] * spec.n_channels
     levels = [("0", spec.stored(spec.scale))]
     ome = {"multiscales": [_multiscale(spec, levels)], "omero": _omero(spec, windows)}
     writer = {"status": status, "spec": spec.to_json(), "version": __version__}
+    if finalized_at is not None:
+        writer["finalized_at"] = finalized_at
     if spec.ngff_version == "0.5":
         return {"ome": {"version": "0.5", **ome}, WRITER_KEY: writer}
     return {**ome, WRITER_KEY: writer}

@@ -104,6 +104,8 @@ class Progress:
         Indices of samples not fully stored yet.
     blocks_done, blocks_total
         Stored write units (chunks, or shards when sharded) and their total.
+    finalized_at
+        When the image became final (ISO 8601, UTC), or None.
     """
 
     name: str
@@ -113,6 +115,7 @@ class Progress:
     pending: tuple[int, ...]
     blocks_done: int
     blocks_total: int
+    finalized_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The entry ``ngff-writer status --json`` prints for this image."""
@@ -374,6 +377,7 @@ class Image:
             pending=tuple(int(i) for i in np.flatnonzero(~done)),
             blocks_done=int(covered.sum()),
             blocks_total=int(covered.size),
+            finalized_at=block.get("finalized_at") if block else None,
         )
 
     def pending_samples(self) -> list[int]:
@@ -382,8 +386,13 @@ class Image:
 
     @property
     def complete(self) -> bool:
-        """True once the image is final."""
+        """True once the image is final (read from the store)."""
         return self.progress().complete
+
+    @property
+    def is_final(self) -> bool:
+        """True once this handle has seen the image final (no store read)."""
+        return self._final
 
     # ---- finalize ------------------------------------------------------------------
     def finalize(self) -> bool:

@@ -489,3 +489,19 @@ def test_lightning_trainer_predict(tmp_path, writer):
         seen = [p for p in module.seen if p.region_spec["data_idx"] == src.data_idx]
         path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
         check_image(path, expected_output(stitch(seen), axes, src.array.shape), axes, c_out, "0.5")
+
+
+def test_duplicates_of_an_image_completed_in_this_run_are_skipped(tmp_path):
+    """A distributed sampler pads the last batch with repeats: they must not fail the run."""
+    srcs = make_sources(tmp_path, "SYX", n_images=1)
+    stream = predictions(srcs[0])
+    out = tmp_path / "out"
+    first = OmeZarrWriteStrategy()
+    first.write_batch(out, stream)  # completes the image
+    second = OmeZarrWriteStrategy()
+    second._started = "0"  # another rank of the same run: started before the image was final
+    second.write_batch(out, stream[:1])  # a padded duplicate: skipped, no error
+    assert finalize_quietly(first) == [] and finalize_quietly(second) == []
+    later = OmeZarrWriteStrategy()  # a new run into the finished output still refuses
+    with pytest.raises(nw.OutputExistsError, match="earlier run"):
+        later.write_batch(out, stream[:1])
