@@ -275,6 +275,8 @@ def parse_sample_axes(sample_axes: str | None, axes: str) -> str:
     """Default ``"s"`` when declared; letters of ``"st"`` present in ``axes``, ``s`` first."""
     if sample_axes is None:
         return "s" if "s" in axes else ""
+    if not isinstance(sample_axes, str):
+        raise InvalidAxesError(f"sample_axes must be a string such as 'st', got {sample_axes!r}")
     text = sample_axes.lower()
     if set(text) - set("st") or any(a not in axes for a in text) or len(set(text)) != len(text):
         raise InvalidAxesError(
@@ -315,6 +317,8 @@ def _per_axis(name: str, value: Any, axes: str, default: Any) -> tuple[Any, ...]
     if value is None:
         return tuple(default(a) for a in axes)
     if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise SpecError(f"{name}: keys must be axis letters, got {list(value)}")
         extra = sorted(set(map(str.lower, value)) - set(axes))
         if extra:
             raise SpecError(f"{name}: axes {extra} are not in the image axes {axes!r}")
@@ -451,7 +455,10 @@ def parse_image_spec(
 
     if cast not in ("safe", "same_kind", "unsafe"):
         raise SpecError(f"cast must be 'safe', 'same_kind' or 'unsafe', got {cast!r}")
-    lo, hi = (float(p) for p in window_percentiles)
+    try:
+        lo, hi = (float(p) for p in window_percentiles)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"window_percentiles must be two numbers, got {window_percentiles!r}") from exc
     if not 0 <= lo < hi <= 100:
         raise SpecError(f"window_percentiles must satisfy 0 <= low < high <= 100, got {(lo, hi)}")
 
@@ -480,7 +487,12 @@ def _parse_blend(blend: Any, axes: str, shape: tuple[int, ...]) -> Blend | None:
     if blend is None:
         return None
     if isinstance(blend, Mapping):
-        blend = Blend(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in blend.items()})
+        try:
+            blend = Blend(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in blend.items()})
+        except TypeError as exc:
+            raise SpecError(f"blend takes tile_size, overlap and ramp, got {dict(blend)}") from exc
+    if not isinstance(blend, Blend):
+        raise SpecError(f"blend must be a mapping or a Blend, got {blend!r}")
     space = [a for a in axes if AXIS_TYPES[a] == "space"]
     try:
         size = tuple(int(v) for v in blend.tile_size)
@@ -585,6 +597,8 @@ def _parse_units(units: Any, axes: str) -> tuple[str | None, ...]:
         if unit is None:
             out.append(None)
             continue
+        if not isinstance(unit, str):
+            raise SpecError(f"units: expected a unit name for axis {a!r}, got {unit!r}")
         unit = _UNIT_ALIASES.get(unit, unit)
         allowed = {"space": _SPACE_UNITS, "time": _TIME_UNITS}.get(AXIS_TYPES[a], frozenset())
         if unit not in allowed:

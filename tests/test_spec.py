@@ -154,3 +154,19 @@ def test_merged_axis_chunks_must_divide_t():
 def test_invalid_names(name):
     with pytest.raises(SpecError):
         parse_image_spec(name, (8, 8), "yx")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"window_percentiles": (1, 2, 3)},
+        {"blend": {"tile": (8, 8)}},
+        {"blend": 5},
+        {"sample_axes": 1},
+        {"scale": {1: 2.0}},
+        {"units": {"y": ["um"]}},
+    ],
+)
+def test_wrong_types_give_spec_errors(kwargs):
+    with pytest.raises(SpecError):
+        parse_image_spec("img", (3, 32, 32), "syx", **kwargs)
