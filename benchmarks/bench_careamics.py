@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
@@ -55,25 +55,13 @@ from _common import (
 )
 from _common import median as _median
 
+from ngff_writer.careamics import ImageRegionData
+
 SAMPLE = (1, 16, 512, 512)  # C Z Y X of one prediction
 TILE, OVERLAP = (16, 256, 256), (0, 32, 32)  # Z Y X
 BATCH = 4
 ENGINES = ("ngff-writer", "careamics-cache")
 VARIANTS = ("tiled", "untiled")
-
-
-class ImageRegionData(NamedTuple):
-    """CAREamics' prediction record (same fields, same order)."""
-
-    data: Any
-    source: str
-    data_shape: tuple[int, ...]
-    dtype: str
-    axes: str
-    target_axes: str
-    original_data_shape: tuple[int, ...]
-    region_spec: dict[str, Any]
-    additional_metadata: dict[str, Any]
 
 
 # ---- the prediction stream ------------------------------------------------------------------

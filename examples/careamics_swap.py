@@ -11,7 +11,6 @@ many samples an image has::
 
     # after
     from ngff_writer.careamics import OmeZarrWriteStrategy
-from ngff_writer.tiling import tiles
     from ngff_writer.lightning import FinalizePredictions
 
     strategy = OmeZarrWriteStrategy()  # or tile_mode="blend", tile_overlap=(32, 32)
@@ -33,30 +32,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
 
-from ngff_writer.careamics import OmeZarrWriteStrategy
+from ngff_writer.careamics import ImageRegionData, OmeZarrWriteStrategy
 from ngff_writer.tiling import tiles
 
 TILE, OVERLAP = (128, 128), (32, 32)
 SOURCES = ("raw/day1/embryo.tif", "raw/day2/embryo.tif")  # same stem, kept apart by their dirs
 SHAPE = (3, 300, 420)  # T Y X
-
-
-class ImageRegionData(NamedTuple):
-    """What CAREamics hands a write strategy (same fields, same order)."""
-
-    data: Any
-    source: str
-    data_shape: tuple[int, ...]
-    dtype: str
-    axes: str
-    target_axes: str
-    original_data_shape: tuple[int, ...]
-    region_spec: dict[str, Any]
-    additional_metadata: dict[str, Any]
 
 
 def raw_image(idx: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import numpy as np
@@ -40,9 +40,29 @@ import numpy as np
 from .errors import ImageFinalizedError, OutputExistsError, SpecError
 from .output import Image, Output, open_output
 
-__all__ = ["OmeZarrWriteStrategy", "output_path"]
+__all__ = ["ImageRegionData", "OmeZarrWriteStrategy", "output_path"]
 
 _IMAGE = ""  # each output store is one image, at its root
+
+
+class ImageRegionData(NamedTuple):
+    """CAREamics' prediction record (same fields, same order), for loops without CAREamics.
+
+    The strategy reads these fields from any object; this type is for callers that make
+    predictions themselves. See ``shared/reference/careamics.md`` for their meaning:
+    ``data`` is one prediction ``C (Z) Y X``; ``data_shape`` the input ``S C (Z) Y X`` with S
+    and T merged; ``region_spec`` a PatchSpecs or TileSpecs dict.
+    """
+
+    data: Any
+    source: str
+    data_shape: tuple[int, ...]
+    dtype: str
+    axes: str
+    target_axes: str
+    original_data_shape: tuple[int, ...]
+    region_spec: dict[str, Any]
+    additional_metadata: dict[str, Any]
 
 
 def _ints(value: Any) -> tuple[int, ...]:

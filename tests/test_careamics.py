@@ -505,3 +505,9 @@ def test_duplicates_of_an_image_completed_in_this_run_are_skipped(tmp_path):
     later = OmeZarrWriteStrategy()  # a new run into the finished output still refuses
     with pytest.raises(nw.OutputExistsError, match="earlier run"):
         later.write_batch(out, stream[:1])
+
+
+def test_library_record_type_matches_careamics_fields():
+    from ngff_writer.careamics import ImageRegionData as Library
+
+    assert Library._fields == ImageRegionData._fields
