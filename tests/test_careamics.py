@@ -511,3 +511,18 @@ def test_library_record_type_matches_careamics_fields():
     from ngff_writer.careamics import ImageRegionData as Library
 
     assert Library._fields == ImageRegionData._fields
+
+
+def test_lightning_ddp_two_ranks(tmp_path):
+    """Real DDP (two spawned ranks, gloo on CPU): one image, tiles split across ranks."""
+    pytest.importorskip("lightning")
+    pytest.importorskip("torch")
+    import lightning_ddp
+
+    lightning_ddp.predict(tmp_path / "out")
+    path = tmp_path / "out" / "array_0.ome.zarr"
+    with nw.open_output(path, mode="r") as out:
+        assert out[""].progress().complete
+    raw = lightning_ddp.image()
+    expected = np.concatenate([raw, 2 * raw], axis=1)  # s c y x, the model's two channels
+    np.testing.assert_array_equal(zarr.open_array(path / "0")[:], expected)
