@@ -166,8 +166,10 @@ def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array:
     """Open an array for ngff-writer's writes, with the fused codec pipeline.
 
     The fused pipeline encodes whole chunks 1.3-2.5x faster than zarr's default on
-    these machines (``benchmarks/``); the pipeline is fixed when the array object is
-    created, so the setting is scoped to this call and leaves the caller's zarr config alone.
+    these machines (``benchmarks/``). The pipeline is fixed when the array object is
+    created, so the setting is only needed during this call; it is restored afterwards
+    (zarr's config is process-wide, so another thread opening an array at that very
+    moment would get the fused pipeline too, which is harmless).
     """
     with zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.FusedCodecPipeline"}):
         return zarr.open_array(store, path=path, mode=mode)
