@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +191,21 @@ def settle(seconds: float) -> None:
     """Flush page-cache writeback of the previous run, then pause."""
     os.sync()  # the deleted output's writeback should not land in the next run
     time.sleep(seconds)
+
+
+def report(args: Any, results: list[dict], table: list[dict], show_table: Callable[[], None],
+           verdict_lines: list[str]) -> None:
+    """Print the library versions, the table and the verdict; save everything as JSON if asked."""
+    libs, lib_lines = library_lines(results)
+    print()
+    for line in lib_lines:
+        print(line)
+    show_table()
+    print()
+    for line in verdict_lines:
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"args": vars(args), "library": libs, "results": results, "summary": table,
+             "verdict": verdict_lines},
+            indent=2))

@@ -50,8 +50,8 @@ from _common import (
     disk_bytes,
     interleaved,
     library_fingerprint,
-    library_lines,
     peak_rss,
+    report,
     run_worker,
     settle,
     tensorstore_spec,
@@ -329,20 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table = summarize(results, engines, n)
-    libs, lib_lines = library_lines(results)
-    print()
-    for line in lib_lines:
-        print(line)
-    print_table(table, args)
-    lines = verdict(table, results, n)
-    print()
-    for line in lines:
-        print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"args": vars(args), "library": libs, "results": results, "summary": table,
-             "verdict": lines},
-            indent=2))
+    report(args, results, table, lambda: print_table(table, args), verdict(table, results, n))
     return 0
 
 

@@ -60,9 +60,9 @@ from _common import (
     disk_bytes,
     interleaved,
     library_fingerprint,
-    library_lines,
     median,
     peak_rss,
+    report,
     run_worker,
     settle,
     tensorstore_spec,
@@ -481,20 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     table = summarize(results, engines)
-    libs, lib_lines = library_lines(results)
-    print()
-    for line in lib_lines:
-        print(line)
-    print_table(table, args, results[0]['tiles_per_sample'])
-    lines = verdict(results)
-    print()
-    for line in lines:
-        print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"args": vars(args), "library": libs, "results": results, "summary": table,
-             "verdict": lines},
-            indent=2))
+    tiles_per_sample = results[0]["tiles_per_sample"]
+    report(args, results, table, lambda: print_table(table, args, tiles_per_sample), verdict(results))
     return 0
 
 
