@@ -29,7 +29,7 @@ from .errors import (
     WriteError,
 )
 from .output import Image, Output, Progress, open_output
-from .spec import Blend, ImageSpec
+from .spec import Blend, ImageSpec, Pyramid
 
 __all__ = [
     "Blend",
@@ -48,6 +48,7 @@ __all__ = [
     "OutputNotFoundError",
     "OverlapError",
     "Progress",
+    "Pyramid",
     "ReadOnlyError",
     "SampleIndexError",
     "ShapeMismatchError",

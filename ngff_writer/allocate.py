@@ -1,7 +1,7 @@
 """Spec → arrays and skeleton metadata in the store; no chunk data is written.
 
-Allocation order makes a half-done declaration harmless: the array first, then the
-ledger, then the image group whose attributes name the image. An image is visible to
+Allocation order makes a half-done declaration harmless: the arrays of every level
+first, then their ledgers, then the image group whose attributes name the image. An image is visible to
 ``status`` and to other processes only once its group exists, and by then everything
 it points to exists too.
 """
@@ -18,7 +18,7 @@ from zarr.errors import ContainsArrayError
 
 from .errors import SpecMismatchError
 from .ngff import STATUS_IN_PROGRESS, image_attributes, read_writer_attrs
-from .spec import ImageSpec
+from .spec import ImageSpec, Level
 from .storage import join, node_attributes, write_group
 from .track import Ledger
 
@@ -54,25 +54,23 @@ def ensure_parents(store: Store, path: str, zarr_format: int) -> None:
             write_group(store, parent, zarr_format, {})
 
 
-def allocate_image(store: Store, path: str, spec: ImageSpec) -> None:
-    """Create the level-0 array, the ledger and the in-progress metadata of an image."""
-    layout = spec.layout
+def _create_level(store: Store, path: str, spec: ImageSpec, level: Level) -> None:
     kwargs: dict[str, Any] = {}
     if spec.zarr_format == 3:
-        kwargs["dimension_names"] = list(layout.axes)
-        if spec.stored_shards is not None:
-            kwargs["shards"] = spec.stored_shards
+        kwargs["dimension_names"] = list(spec.layout.axes)
+        if level.shards is not None:
+            kwargs["shards"] = level.shards
     else:
         # NGFF 0.4 requires "/" between chunk indices; zarr's v2 default is ".".
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-    ensure_parents(store, path, spec.zarr_format)
+    name = join(path, level.path)
     try:
         zarr.create_array(
             store,
-            name=join(path, "0"),
-            shape=layout.shape,
+            name=name,
+            shape=level.shape,
             dtype=spec.np_dtype,
-            chunks=spec.stored_chunks,
+            chunks=level.chunks,
             compressors=_compressors(spec),
             fill_value=spec.fill_value,
             zarr_format=spec.zarr_format,
@@ -82,15 +80,22 @@ def allocate_image(store: Store, path: str, spec: ImageSpec) -> None:
             **kwargs,
         )
     except ContainsArrayError:
-        existing = zarr.open_array(store, path=join(path, "0"), mode="r")
-        if (existing.shape, existing.dtype, existing.chunks) != (
-                layout.shape, spec.np_dtype, spec.stored_chunks):
+        existing = zarr.open_array(store, path=name, mode="r")
+        if (existing.shape, existing.dtype, existing.chunks) != (level.shape, spec.np_dtype, level.chunks):
             raise SpecMismatchError(
-                f"{join(path, '0')} holds an array of shape {existing.shape}, {existing.dtype}, "
-                f"chunks {existing.chunks}; expected {layout.shape}, {spec.np_dtype}, "
-                f"chunks {spec.stored_chunks}"
+                f"{name} holds an array of shape {existing.shape}, {existing.dtype}, "
+                f"chunks {existing.chunks}; expected {level.shape}, {spec.np_dtype}, "
+                f"chunks {level.chunks}"
             ) from None
-    Ledger(store, path, spec).create()
+
+
+def allocate_image(store: Store, path: str, spec: ImageSpec) -> None:
+    """Create every level's array, the ledgers and the in-progress metadata of an image."""
+    ensure_parents(store, path, spec.zarr_format)
+    for level in spec.levels:
+        _create_level(store, path, spec, level)
+    for k in range(len(spec.levels)):
+        Ledger(store, path, spec, k).create()
     node = node_attributes(store, path)
     if node is not None and read_writer_attrs(node[1]) is not None:
         return  # declared meanwhile by another process: keep its status (maybe complete)

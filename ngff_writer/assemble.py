@@ -214,15 +214,20 @@ class Assembler:
         Cap on bytes held in parts.
     policy
         What to do past the cap: ``"spill"`` or ``"error"``.
+    strict
+        Refuse different regions that overlap (``OverlapError``). Pyramid levels pass
+        False: their regions are reductions of stored units, so a region that overlaps
+        another carries the same pixels (a unit stored again) and is taken as a retry.
     """
 
     def __init__(self, shape: Sequence[int], unit: Sequence[int], rule: CropRule | BlendRule,
-                 max_bytes: int, policy: Policy = "spill") -> None:
+                 max_bytes: int, policy: Policy = "spill", strict: bool = True) -> None:
         self.shape = tuple(shape)
         self.unit = tuple(unit)
         self.rule = rule
         self.max_bytes = max_bytes
         self.policy = policy
+        self.strict = strict
         self._partials: dict[tuple[int, ...], dict[PartId, Part]] = {}
         self._bytes = 0
         # Per unit, who stored it: the id of the region whose inner part it was, _ASSEMBLED
@@ -294,7 +299,7 @@ class Assembler:
             Policy ``"error"`` and the parts would exceed ``max_bytes``.
         """
         key = tuple((s.start, s.stop) for s in region)
-        retry = key in self._regions
+        retry = key in self._regions or not self.strict
         region_id = self._regions.get(key, len(self._regions))
         pid = part_id if part_id is not None else tuple(itertools.chain.from_iterable(key))
 

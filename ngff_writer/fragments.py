@@ -2,7 +2,8 @@
 
 A writer that cannot complete a unit alone (its tiles share the unit with another
 process's, or its assembly buffer is full, or it is closing) saves its parts of the unit
-as one fragment object under ``<image>/ngff_writer/fragments/<unit>/``, then reads every
+as one fragment object under ``<image>/ngff_writer/fragments/<unit>/`` (pyramid
+level ``k``: ``<image>/ngff_writer/level<k>/fragments/<unit>/``), then reads every
 fragment of that unit. If together they complete it, that writer combines and stores
 the unit, records it in the ledger and deletes the fragments. The writer whose fragment
 lands last always sees all the others, so every unit is completed by someone, and no
@@ -27,8 +28,8 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
 from .assemble import Part, PartId
-from .spec import LEDGER_GROUP
 from .storage import join, list_dir, run
+from .track import level_group
 
 __all__ = ["Fragments"]
 
@@ -46,11 +47,13 @@ class Fragments:
         The output store.
     image_path
         Path of the image group.
+    level
+        Resolution level (pyramid levels are assembled from fragments too).
     """
 
-    def __init__(self, store: Store, image_path: str) -> None:
+    def __init__(self, store: Store, image_path: str, level: int = 0) -> None:
         self.store = store
-        self.prefix = join(image_path, LEDGER_GROUP, "fragments")
+        self.prefix = join(level_group(image_path, level), "fragments")
         self._writer = uuid.uuid4().hex[:12]
         self._seq = 0
 

@@ -33,15 +33,20 @@ def _axes(spec: ImageSpec) -> list[dict[str, str]]:
     return out
 
 
-def _multiscale(spec: ImageSpec, levels: Sequence[tuple[str, Sequence[float]]]) -> dict[str, Any]:
+def _multiscale(spec: ImageSpec) -> dict[str, Any]:
     ms: dict[str, Any] = {
         "name": spec.name.rsplit("/", 1)[-1] or "image",
         "axes": _axes(spec),
         "datasets": [
-            {"path": path, "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}
-            for path, scale in levels
+            {"path": level.path,
+             "coordinateTransformations": [{"type": "scale", "scale": list(level.scale)}]}
+            for level in spec.levels
         ],
     }
+    if spec.pyramid is not None:
+        ms["type"] = spec.pyramid.method
+        ms["metadata"] = {"method": "ngff_writer.pyramid.downsample", "version": __version__,
+                          "kwargs": {"factors": list(spec.pyramid.factors)}}
     if spec.ngff_version == "0.4":
         ms["version"] = "0.4"
     return ms
@@ -79,8 +84,7 @@ def image_attributes(
     """
     if windows is None:
         windows = [default_window(spec.np_dtype)] * spec.n_channels
-    levels = [("0", spec.stored(spec.scale))]
-    ome = {"multiscales": [_multiscale(spec, levels)], "omero": _omero(spec, windows)}
+    ome = {"multiscales": [_multiscale(spec)], "omero": _omero(spec, windows)}
     writer = {"status": status, "spec": spec.to_json(), "version": __version__}
     if finalized_at is not None:
         writer["finalized_at"] = finalized_at

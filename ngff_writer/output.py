@@ -1,21 +1,19 @@
 """The public face: an output (a store of images) and its images.
 
 Data moves top-down through the modules this one drives:
-``spec`` (declare) → ``allocate`` (arrays + skeleton metadata) → ``write`` (a sample
-into its slot) → ``track`` (ledger record) → ``finalize`` (final metadata, once complete).
-Image data is held between calls only as chunks that tiles cover in part (bounded by
-``max_buffer_bytes``) and as at most a few chunks being stored in the background; all
-progress lives in the store.
+``spec`` (declare) → ``allocate`` (arrays + skeleton metadata) → ``write`` (checks a
+sample or tile) → ``levels`` (assemble whole chunks, store them, reduce each into the
+pyramid level below) → ``track`` (ledger records) → ``finalize`` (final metadata, once
+complete). Image data is held between calls only as chunks that tiles or pyramid levels
+cover in part (bounded by ``max_buffer_bytes`` per level) and as at most a few chunks
+being stored in the background; all progress lives in the store.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,6 @@ from zarr.abc.store import Store
 
 from ._version import __version__
 from .allocate import allocate_image
-from .assemble import Assembler, BlendRule, CropRule, Piece
 from .errors import (
     ClosedError,
     DuplicateImageError,
@@ -41,10 +38,9 @@ from .errors import (
     WriteError,
 )
 from .finalize import finalize_image
-from .fragments import Fragments
+from .levels import Levels
 from .ngff import STATUS_COMPLETE, WRITER_KEY, read_writer_attrs
-from .spec import LEDGER_GROUP, Blend, ImageSpec, parse_image_spec, parse_name
-from .stats import summarize
+from .spec import LEDGER_GROUP, Blend, ImageSpec, Pyramid, parse_image_spec, parse_name
 from .storage import (
     Mode,
     StoreLike,
@@ -58,34 +54,12 @@ from .storage import (
     open_store,
     write_group,
 )
-from .track import Ledger
-from .write import check_blend_tile, crop_tile, prepare_region, stored_space, tile_start_of
+from .write import check_blend_tile, crop_tile, prepare_region, tile_start_of
 
 __all__ = ["Image", "Output", "Progress", "open_output"]
 
+#: Units being stored in the background at most when a tile write returns.
 _MAX_INFLIGHT = 4
-_POOLS: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
-
-
-def _pools() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
-    """Threads shared by all images: two store whole units, one computes their statistics.
-
-    Made on first use, not at import, and made anew in a forked child (which inherits
-    the pools' bookkeeping but none of their threads).
-    """
-    global _POOLS
-    if _POOLS is None:
-        _POOLS = (ThreadPoolExecutor(max_workers=2, thread_name_prefix="ngff-writer-store"),
-                  ThreadPoolExecutor(max_workers=1, thread_name_prefix="ngff-writer-stats"))
-    return _POOLS
-
-
-def _forget_pools_after_fork() -> None:
-    global _POOLS
-    _POOLS = None
-
-
-os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,13 +104,11 @@ class Image:
         self._output = output
         self.spec = spec
         self._final = final
-        self._array: zarr.Array | None = None
-        self._ledger = Ledger(output.store, spec.name, spec)
-        self._assembler: Assembler | None = None
-        self._inflight: deque[tuple[Piece, Future[None]]] = deque()
-        self._fragments = Fragments(output.store, spec.name)
+        self._arrays: dict[int, zarr.Array] = {}
+        self._levels = Levels(output.store, spec, output.max_buffer_bytes,
+                              output.buffer_policy, _MAX_INFLIGHT)  # type: ignore[arg-type]
+        self._ledger = self._levels.ledgers[0]
         self._spatial = tuple(i for i, a in enumerate(spec.layout.axes) if a in "zyx")
-        self._channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
 
     def __repr__(self) -> str:
         return (f"Image({self.name!r}, axes={self.spec.axes!r}, shape={self.spec.shape}, "
@@ -153,13 +125,24 @@ class Image:
         return self.spec.layout.n_samples
 
     @property
+    def n_levels(self) -> int:
+        """Number of resolution levels: 1 + the pyramid levels."""
+        return len(self.spec.levels)
+
+    @property
     def array(self) -> zarr.Array:
         """The full-resolution zarr array, in stored axis order (opened on first use)."""
+        return self.level(0)
+
+    def level(self, k: int) -> zarr.Array:
+        """The zarr array of resolution level ``k`` (0: full resolution), in stored axis order."""
         self._output._check_open()
-        if self._array is None:
+        if not isinstance(k, int) or not 0 <= k < self.n_levels:
+            raise IndexError(f"image {self.name!r} has levels 0 to {self.n_levels - 1}, not {k!r}")
+        if k not in self._arrays:
             mode = "r" if self._output.mode == "r" else "r+"
-            self._array = open_array(self._output.store, join(self.name, "0"), mode)
-        return self._array
+            self._arrays[k] = open_array(self._output.store, join(self.name, self.spec.levels[k].path), mode)
+        return self._arrays[k]
 
     # ---- write ---------------------------------------------------------------------
     def write_sample(self, index: int, data: Any) -> None:
@@ -238,126 +221,63 @@ class Image:
         if self._final:
             raise ImageFinalizedError(f"image {self.name!r} is complete and final")
 
-    def _get_assembler(self) -> Assembler:
-        if self._assembler is None:
-            spec = self.spec
-            layout = spec.layout
-            if spec.blend is None:
-                rule: CropRule | BlendRule = CropRule(spec.np_dtype, spec.fill_value)
-            else:
-                rule = BlendRule(layout.shape, self._spatial, stored_space(spec, spec.blend.tile_size),
-                                 stored_space(spec, spec.blend.overlap), spec.blend.ramp, spec.np_dtype)
-            self._assembler = Assembler(layout.shape, spec.write_unit, rule,
-                                        self._output.max_buffer_bytes, self._output.buffer_policy)
-            self._assembler.mark_stored(self._ledger.covered())
-        return self._assembler
-
     def _store(self, region: tuple[slice, ...], block: np.ndarray, part_id: tuple[int, ...] | None = None,
                wait: bool = False) -> None:
-        # The one write path: the assembler hands back whole write units only; each is
-        # stored with a single zarr call, then recorded in the ledger after its data.
-        assembler = self._get_assembler()
+        # The one write path (see ngff_writer.levels): whole units only, stored in the
+        # background and recorded after their data; each level feeds the next.
+        levels = self._levels
         # Not waiting means storing after returning: then the caller's array is copied.
-        pieces, to_spill = assembler.add(region, block, part_id, copy=not wait)
-        self._put(pieces, wait=wait)
-        self._spill(to_spill)
-        if assembler.all_stored:
-            self._settle()  # every unit handed to a store: the image may be complete now
-
-    def _put(self, pieces: list[Piece], wait: bool = False) -> None:
-        # Units are stored in the background, two at a time (each zarr call encodes its
-        # chunks in parallel, but tiles often complete one unit at a time), at most
-        # _MAX_INFLIGHT ahead of the caller; a whole sample is waited for, so
-        # write_sample returns with its data stored and recorded.
-        array = self.array  # opened here, not raced for by the workers
-        for piece in pieces:
-            self._inflight.append((piece, _pools()[0].submit(self._store_piece, array, piece)))
+        levels.add(region, block, part_id, copy=not wait)
         if wait:
-            self._settle()
-        while len(self._inflight) > _MAX_INFLIGHT:
-            self._wait_one()
-
-    def _store_piece(self, array: zarr.Array, piece: Piece) -> None:
-        # Statistics only read the block: compute them beside the encode and store,
-        # which spend much of their time outside the GIL (codecs, file writes).
-        summary = _pools()[1].submit(summarize, piece.data, self._channel_axis)
-        array[piece.region] = piece.data
-        self._ledger.record(piece.box, summary.result())  # after the data, never before
+            self._settle()  # write_sample returns with its sample stored and recorded
+            return
+        levels.drain(_MAX_INFLIGHT)
+        if levels.all_stored:
+            self._settle()  # every unit handed to a store: the image may be complete now
 
     def _settle(self) -> None:
         """Wait for every background store (raising the first failure); finalize if complete."""
-        if not self._inflight:
-            return
-        errors = []
-        while self._inflight:
-            try:
-                self._wait_one()
-            except Exception as exc:  # re-raised below, once all are done
-                errors.append(exc)
-        if len(errors) > 1:
-            raise ExceptionGroup(f"{len(errors)} stores of image {self.name!r} failed", errors)
-        if errors:
-            raise errors[0]
-        self._finalize_if_complete()
-
-    def _wait_one(self) -> None:
-        piece, future = self._inflight.popleft()
-        try:
-            future.result()
-        except Exception as exc:
-            # Nothing of it is in the ledger; give its units back so that writing the
-            # same data again stores them.
-            if self._assembler is not None:
-                self._assembler.forget(piece.box)
-            exc.add_note(f"ngff-writer: storing region {piece.region} of image {self.name!r} failed; "
-                         "write the samples or tiles that cover it again")
-            raise
-
-    def _spill(self, units: list[tuple[int, ...]]) -> None:
-        # Save partial units as fragments (released from memory only once saved), then
-        # complete any unit whose fragments from every writer now cover it
-        # (see ngff_writer.fragments).
-        assembler = self._get_assembler()
-        for idx in units:
-            parts = assembler.held(idx)
-            if parts:
-                self._fragments.save(idx, parts)
-                assembler.release(idx)
-            piece = assembler.complete_with(idx, self._fragments.load(idx))
-            if piece is not None:
-                self._put([piece], wait=True)
-                self._fragments.delete(idx)
+        if self._levels.drain(0):
+            self._finalize_if_complete()
 
     def flush(self) -> None:
         """Save every partly complete chunk as a fragment in the store, and complete what can be.
 
         Called by :meth:`Output.close`. After every writer has flushed, every chunk that
-        all writers together covered is stored.
+        all writers together covered, at every resolution level, is stored.
         """
         self._output._check_writable()
         self._settle()
         if self._final:
             return
-        assembler = self._get_assembler()
-        # Everything held here, and fragments left by others or by a crashed run.
-        self._spill(sorted(set(assembler.pending_units) | set(self._fragments.units())))
+        self._levels.flush()
+        self._finalize_if_complete()
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes of tile parts held in memory (at most ``max_buffer_bytes`` after each write)."""
-        return 0 if self._assembler is None else self._assembler.buffered_bytes
+        """Bytes of partly covered chunks held in memory, over every level."""
+        return self._levels.buffered_bytes
 
     @property
     def buffered_units(self) -> int:
-        """Write units partly covered by regions and held in memory, not yet stored."""
-        return 0 if self._assembler is None else len(self._assembler.pending_units)
+        """Write units partly covered and held in memory (not yet stored), over every level."""
+        return self._levels.buffered_units
 
     def _finalize_if_complete(self) -> bool:
-        if finalize_image(self._output.store, self.name, self.spec, self._ledger):
-            if not self._final:
-                self._fragments.clear()  # leftovers of completion races are garbage now
-            self._final = True
-        return self._final
+        if self._final:
+            return True
+        if not self._ledger.complete():
+            return False
+        # Level 0 is stored, so pyramid units this writer holds in part can only be
+        # completed with other writers' parts: hand them over (fragments), then
+        # finalizing builds whatever is still missing from the level above.
+        levels = self._levels
+        levels.flush(start=1)
+        finalize_image(self._output.store, self.name, self.spec, levels.ledgers,
+                       lambda k: levels.levels[k].array())
+        levels.clear_fragments()  # leftovers of completion races are garbage now
+        self._final = True
+        return True
 
     # ---- track ---------------------------------------------------------------------
     def progress(self) -> Progress:
@@ -453,9 +373,8 @@ class Output:
         if self.mode != "r":
             for image in self._images.values():
                 try:
-                    if image._assembler is not None:
+                    if image._levels.started:
                         image.flush()
-                    image._settle()
                 except Exception as exc:  # raised below, after every image
                     errors.append(exc)
         self._closed = True
@@ -491,6 +410,7 @@ class Output:
         cast: str = "safe",
         window_percentiles: tuple[float, float] = (0.5, 99.5),
         blend: Blend | Mapping[str, Any] | None = None,
+        pyramid: Pyramid | Mapping[str, Any] | int | str | None = "auto",
         exist_ok: bool = False,
     ) -> Image:
         """Declare an image: allocate its arrays and write in-progress OME metadata.
@@ -538,6 +458,12 @@ class Output:
         blend
             Tiles are blended instead of cropped: ``{"tile_size": (256, 256), "overlap":
             (32, 32), "ramp": "cosine"}`` (space axes in declared order), see :class:`Blend`.
+        pyramid
+            Lower-resolution levels, built while the image is written (no re-read):
+            ``"auto"`` (default: halve ``y`` and ``x`` until a plane fits in one chunk),
+            a number of levels, ``{"levels": 3, "factors": {"z": 2, "y": 2, "x": 2},
+            "method": "mean" | "nearest"}``, a :class:`Pyramid`, or None for level 0 only.
+            Explicit levels need chunks that are multiples of the factors along reduced axes.
         exist_ok
             If the image exists with the same settings, return it (resume) instead of raising.
 
@@ -556,7 +482,7 @@ class Output:
             compressor=compressor, fill_value=fill_value, scale=scale, units=units,
             channel_names=channel_names, channel_colors=channel_colors,
             ngff_version=ngff_version or self.ngff_version, cast=cast,
-            window_percentiles=window_percentiles, blend=blend,
+            window_percentiles=window_percentiles, blend=blend, pyramid=pyramid,
         )
         existing = self._read_image(spec.name)
         if existing is not None:

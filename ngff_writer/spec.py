@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import InvalidAxesError, InvalidChunksError, SpecError, UnsupportedDtypeError
+from .pyramid import aligned, auto_levels, level_blocks, level_shape
 
 __all__ = [
     "AXIS_TYPES",
@@ -48,6 +49,8 @@ __all__ = [
     "DEFAULT_COMPRESSOR",
     "ImageSpec",
     "Layout",
+    "Level",
+    "Pyramid",
     "parse_image_spec",
 ]
 
@@ -160,6 +163,59 @@ class Blend:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pyramid:
+    """Resolution levels below full resolution, built while the image is written.
+
+    Attributes
+    ----------
+    levels
+        Number of levels below level 0.
+    factors
+        Reduction between consecutive levels, per space axis in declared order
+        (default 2 along ``y`` and ``x``, 1 along ``z``).
+    method
+        ``"mean"`` (default; integers rounded) or ``"nearest"`` (for labels and masks).
+
+    See :mod:`ngff_writer.pyramid` for how levels are made.
+    """
+
+    levels: int
+    factors: tuple[int, ...]
+    method: Literal["mean", "nearest"] = "mean"
+
+
+@dataclasses.dataclass(frozen=True)
+class Level:
+    """One resolution level of an image, in stored axis order (derived from a spec).
+
+    Attributes
+    ----------
+    path
+        Array path inside the image group (``"0"``, ``"1"``, ...).
+    shape, chunks
+        Array shape and chunk shape.
+    shards
+        Shard shape, or None.
+    scale
+        Physical pixel size (level 0's times the accumulated factors).
+    factors
+        Reduction from the level above (all 1 for level 0).
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    scale: tuple[float, ...]
+    factors: tuple[int, ...]
+
+    @property
+    def unit(self) -> tuple[int, ...]:
+        """The block stored atomically at this level: the shard, else the chunk."""
+        return self.shards or self.chunks
+
+
+@dataclasses.dataclass(frozen=True)
 class ImageSpec:
     """A validated, immutable image declaration.
 
@@ -183,6 +239,7 @@ class ImageSpec:
     cast: Casting
     window_percentiles: tuple[float, float]
     blend: Blend | None = None
+    pyramid: Pyramid | None = None
 
     # ---- derived --------------------------------------------------------------------
     @cached_property
@@ -220,6 +277,11 @@ class ImageSpec:
         """Shape of the smallest block that is stored atomically: the shard, else the chunk."""
         return self.stored_shards or self.stored_chunks
 
+    @cached_property
+    def levels(self) -> tuple[Level, ...]:
+        """Level 0 and every pyramid level below it."""
+        return _levels(self)
+
     @property
     def n_channels(self) -> int:
         """Size of the channel axis (1 when there is none)."""
@@ -246,6 +308,9 @@ class ImageSpec:
         if kw.get("blend") is not None:
             b = kw["blend"]
             kw["blend"] = Blend(tuple(b["tile_size"]), tuple(b["overlap"]), b["ramp"])
+        if kw.get("pyramid") is not None:
+            p = kw["pyramid"]
+            kw["pyramid"] = Pyramid(int(p["levels"]), tuple(p["factors"]), p["method"])
         if kw.get("shards") is not None:
             kw["shards"] = tuple(kw["shards"])
         if isinstance(kw["fill_value"], str):
@@ -344,15 +409,23 @@ def parse_dtype(dtype: Any) -> np.dtype:
     return dt.newbyteorder("=")
 
 
-def default_chunks(layout: Layout, itemsize: int) -> tuple[int, ...]:
-    """One entry per stored axis: 1 along t/s/c, spatial axes halved until <= 4 MiB."""
+def default_chunks(layout: Layout, itemsize: int, factors: Mapping[str, int] | None = None
+                   ) -> tuple[int, ...]:
+    """One entry per stored axis: 1 along t/s/c, spatial axes halved until <= 4 MiB.
+
+    A halved chunk is rounded up to a multiple of the pyramid factor of its axis
+    (``factors``, by axis name), so that pyramid levels can be built from whole chunks.
+    """
+    factors = factors or {}
     chunks = {a: (n if AXIS_TYPES[a] == "space" else 1) for a, n in zip(layout.axes, layout.shape)}
     spatial = [a for a in layout.axes if AXIS_TYPES[a] == "space"]
     while math.prod(chunks.values()) * itemsize > CHUNK_TARGET_BYTES:
         largest = max(spatial, key=lambda a: chunks[a])
         if chunks[largest] == 1:
             break
-        chunks[largest] = -(-chunks[largest] // 2)
+        half = -(-chunks[largest] // 2)
+        f = factors.get(largest, 1)
+        chunks[largest] = min(half + (-half) % f, chunks[largest] - 1) if half > 1 else 1
     return tuple(chunks[a] for a in layout.axes)
 
 
@@ -407,6 +480,7 @@ def parse_image_spec(
     cast: str = "safe",
     window_percentiles: tuple[float, float] = (0.5, 99.5),
     blend: Blend | Mapping[str, Any] | None = None,
+    pyramid: Pyramid | Mapping[str, Any] | int | str | None = "auto",
 ) -> ImageSpec:
     """Check a declaration and return its frozen :class:`ImageSpec`.
 
@@ -437,8 +511,10 @@ def parse_image_spec(
     if version not in ("0.4", "0.5"):
         raise SpecError(f"ngff_version must be '0.4' or '0.5', got {ngff_version!r}")
 
+    levels_wanted, factors, method = _pyramid_request(pyramid, axes)
     if chunks is None:
-        stored = dict(zip(layout.axes, default_chunks(layout, dt.itemsize)))
+        by_axis = dict(zip((a for a in axes if a in "zyx"), factors, strict=True))
+        stored = dict(zip(layout.axes, default_chunks(layout, dt.itemsize, by_axis)))
         chunks_t = tuple(stored.get(a, 1) for a in axes)  # a merged 's' keeps chunk 1
     else:
         chunks_t = _parse_blocks("chunks", chunks, axes, shape_t, layout)
@@ -462,7 +538,7 @@ def parse_image_spec(
     if not 0 <= lo < hi <= 100:
         raise SpecError(f"window_percentiles must satisfy 0 <= low < high <= 100, got {(lo, hi)}")
 
-    return ImageSpec(
+    spec = ImageSpec(
         name=name,
         shape=shape_t,
         axes=axes,
@@ -481,6 +557,115 @@ def parse_image_spec(
         window_percentiles=(lo, hi),
         blend=_parse_blend(blend, axes, shape_t),
     )
+    resolved = _resolve_pyramid(spec, levels_wanted, factors, method)
+    return dataclasses.replace(spec, pyramid=resolved) if resolved is not None else spec
+
+
+def _pyramid_request(pyramid: Any, axes: str) -> tuple[int | str | None, tuple[int, ...], str]:
+    """``(levels, factors, method)`` asked for; levels is an int, ``"auto"`` or None."""
+    space = [a for a in axes if AXIS_TYPES[a] == "space"]
+    default_factors = tuple(2 if a in "yx" else 1 for a in space)
+    if pyramid is None or pyramid is False:
+        return None, default_factors, "mean"
+    if isinstance(pyramid, Pyramid):
+        pyramid = dataclasses.asdict(pyramid)
+    if isinstance(pyramid, (str, int)) and not isinstance(pyramid, bool):
+        pyramid = {"levels": pyramid}
+    if not isinstance(pyramid, Mapping):
+        raise SpecError(
+            f"pyramid must be 'auto', a number of levels, a mapping or a Pyramid, got {pyramid!r}"
+        )
+    extra = sorted(set(pyramid) - {"levels", "factors", "method"})
+    if extra:
+        raise SpecError(f"pyramid takes levels, factors and method; got unknown keys {extra}")
+    levels = pyramid.get("levels", "auto")
+    if levels != "auto":
+        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 0:
+            raise SpecError(f"pyramid levels must be 'auto' or an int >= 0, got {levels!r}")
+        levels = int(levels)
+    factors_in = pyramid.get("factors")
+    if isinstance(factors_in, Mapping):
+        extra_axes = sorted(set(map(str.lower, factors_in)) - set(space))
+        if extra_axes:
+            raise SpecError(f"pyramid factors: {extra_axes} are not space axes of {axes!r}; "
+                            "only space axes are downsampled")
+        defaults = dict(zip(space, default_factors, strict=True))
+        lower = {k.lower(): v for k, v in factors_in.items()}
+        factors_in = [lower.get(a, defaults[a]) for a in space]
+    elif factors_in is None:
+        factors_in = default_factors
+    if isinstance(factors_in, (str, bytes)) or not isinstance(factors_in, Sequence) \
+            or len(factors_in) != len(space):
+        raise SpecError(f"pyramid factors: expected one int per space axis {space}, got {factors_in!r}")
+    if any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 1 for f in factors_in):
+        raise SpecError(f"pyramid factors must be ints >= 1, got {factors_in!r}")
+    factors = tuple(int(f) for f in factors_in)
+    if all(f == 1 for f in factors):
+        raise SpecError(f"pyramid factors {factors}: at least one axis must be reduced (factor > 1)")
+    method = pyramid.get("method", "mean")
+    if method not in ("mean", "nearest"):
+        raise SpecError(f"pyramid method must be 'mean' or 'nearest', got {method!r}")
+    return levels, factors, method
+
+
+def _resolve_pyramid(spec: ImageSpec, levels: int | str | None, factors: tuple[int, ...],
+                     method: str) -> Pyramid | None:
+    """Turn a request into the levels to build, checked against the image's chunks."""
+    if levels is None:
+        return None
+    trial = dataclasses.replace(spec, pyramid=Pyramid(0, factors, method))  # type: ignore[arg-type]
+    stored_factors = _stored_factors(trial)
+    shape, unit = spec.layout.shape, spec.write_unit
+    if levels == "auto":
+        levels = auto_levels(shape, unit, spec.stored_chunks, stored_factors)
+        return Pyramid(levels, factors, method) if levels else None  # type: ignore[arg-type]
+    assert isinstance(levels, int)
+    if levels == 0:
+        return None
+    for k in range(levels):
+        if all(f == 1 or n == 1 for n, f in zip(shape, stored_factors, strict=True)):
+            raise SpecError(
+                f"pyramid levels={levels}: level {k} is already 1 pixel along every reduced axis; "
+                f"ask for at most {k} levels"
+            )
+        level_unit = level_blocks(unit, shape)
+        if not aligned(level_unit, shape, stored_factors):
+            bad = [a for a, u, n, f in zip(spec.layout.axes, level_unit, shape, stored_factors,
+                                           strict=True) if f > 1 and u < n and u % f]
+            what = "shards" if spec.shards else "chunks"
+            raise InvalidChunksError(
+                f"pyramid: {what} {level_unit} of level {k} are not multiples of the factors along "
+                f"{bad}; each level is built from whole {what}, so use {what} that are multiples of "
+                f"the factors, pyramid='auto' (stops where they are not) or pyramid=None"
+            )
+        shape = level_shape(shape, stored_factors)
+    return Pyramid(levels, factors, method)  # type: ignore[arg-type]
+
+
+def _stored_factors(spec: ImageSpec) -> tuple[int, ...]:
+    """Reduction per stored axis (1 for non-space axes and without a pyramid)."""
+    if spec.pyramid is None:
+        return (1,) * len(spec.layout.axes)
+    by_axis = dict(zip((a for a in spec.axes if AXIS_TYPES[a] == "space"), spec.pyramid.factors,
+                       strict=True))
+    return tuple(by_axis.get(a, 1) for a in spec.layout.axes)
+
+
+def _levels(spec: ImageSpec) -> tuple[Level, ...]:
+    shape, chunks, shards = spec.layout.shape, spec.stored_chunks, spec.stored_shards
+    scale = spec.stored(spec.scale)
+    ones = (1,) * len(shape)
+    levels = [Level("0", shape, chunks, shards, scale, ones)]
+    if spec.pyramid is None:
+        return tuple(levels)
+    factors = _stored_factors(spec)
+    for k in range(1, spec.pyramid.levels + 1):
+        shape = level_shape(shape, factors)
+        level_chunks = level_blocks(chunks, shape)
+        level_shards = None if shards is None else level_blocks(shards, shape, level_chunks)
+        scale = tuple(s * f for s, f in zip(scale, factors, strict=True))
+        levels.append(Level(str(k), shape, level_chunks, level_shards, scale, factors))
+    return tuple(levels)
 
 
 def _parse_blend(blend: Any, axes: str, shape: tuple[int, ...]) -> Blend | None:

@@ -2,8 +2,10 @@
 
 Each write that stores whole blocks adds one *record*: a small zarr group at
 ``<image>/ngff_writer/done/<box key>`` whose name says which box of write units was
-stored and whose attributes hold that data's statistics. A record is written only after
-its data, so the ledger never lists a block that is not stored.
+stored and whose attributes hold that data's statistics. Each pyramid level has a
+ledger of its own (``<image>/ngff_writer/level<k>/done/``, records without statistics).
+A record is written only after its data, so the ledger never lists a block that is not
+stored.
 
 Why one object per record rather than a shared progress document: zarr rewrites
 attribute documents whole from a cached copy, so two processes updating one document
@@ -24,7 +26,17 @@ from .grid import Box, box_key, box_of_region, coverage, grid_shape, parse_box_k
 from .spec import LEDGER_GROUP, ImageSpec
 from .storage import get_json, join, list_dir, list_prefix, write_group
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "level_group"]
+
+
+def level_group(image_path: str, level: int) -> str:
+    """The group holding a level's ledger and fragments.
+
+    Level 0's sit directly in ``<image>/ngff_writer/``; pyramid level ``k``'s in
+    ``<image>/ngff_writer/level<k>/``.
+    """
+    base = join(image_path, LEDGER_GROUP)
+    return base if level == 0 else join(base, f"level{level}")
 
 
 class Ledger:
@@ -38,19 +50,30 @@ class Ledger:
         Path of the image group inside the store.
     spec
         The image spec (gives the write-unit grid and zarr format).
+    level
+        Resolution level (0: full resolution).
     """
 
-    def __init__(self, store: Store, image_path: str, spec: ImageSpec) -> None:
+    def __init__(self, store: Store, image_path: str, spec: ImageSpec, level: int = 0) -> None:
         self.store = store
         self.spec = spec
-        self.prefix = join(image_path, LEDGER_GROUP, "done")
-        self.grid = grid_shape(spec.layout.shape, spec.write_unit)
+        self.level = level
+        self.prefix = join(level_group(image_path, level), "done")
+        geometry = spec.levels[level]
+        self.grid = grid_shape(geometry.shape, geometry.unit)
 
     def create(self) -> None:
         """Write the (empty) ledger groups; idempotent."""
         fmt = self.spec.zarr_format
-        write_group(self.store, self.prefix.rsplit("/", 1)[0], fmt, {})
+        group = self.prefix.rsplit("/", 1)[0]
+        if self.level:
+            write_group(self.store, group.rsplit("/", 1)[0], fmt, {})
+        write_group(self.store, group, fmt, {})
         write_group(self.store, self.prefix, fmt, {})
+
+    def complete(self) -> bool:
+        """True when every write unit of the level is recorded."""
+        return self.maybe_complete() and bool(self.covered().all())
 
     def record(self, box: Box, summary: list[dict[str, Any]]) -> None:
         """Mark ``box`` as stored, with the statistics of its data. Call after the data write."""

@@ -8,7 +8,7 @@ def test_public_names():
         "Blend", "BufferFullError", "ClosedError", "DuplicateImageError", "Image",
         "ImageFinalizedError", "ImageSpec",
         "InvalidAxesError", "InvalidChunksError", "LossyCastError", "NgffWriterError", "Output",
-        "OutputExistsError", "OutputNotFoundError", "OverlapError", "Progress", "ReadOnlyError",
+        "OutputExistsError", "OutputNotFoundError", "OverlapError", "Progress", "Pyramid", "ReadOnlyError",
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
         "UnknownImageError", "UnsupportedDtypeError", "WriteError", "__version__", "open_output",
     ])
