@@ -17,6 +17,8 @@ What it does with each prediction
   (``tile_mode="blend"``, which needs ``tile_overlap``). Tiles of several images may be
   interleaved in any order and any batch size.
 - Nothing is cached per image: memory holds at most the partial chunks of tiles.
+- Pyramid levels (``pyramid="auto"`` by default) are built as predictions arrive, so
+  napari can zoom out of an image while it is still being predicted.
 - Existing outputs are never overwritten silently: an in-progress image with the same
   settings is resumed; a complete or different one raises, unless ``overwrite=True``.
 
@@ -132,6 +134,10 @@ class OmeZarrWriteStrategy:
         before launching instead).
     max_buffer_bytes
         Cap on memory for partial chunks of tiles, per image.
+    pyramid
+        Lower-resolution levels, built while predictions stream in: ``"auto"`` (default:
+        halve Y and X until a plane fits in one chunk), a number of levels, a mapping
+        ``{"levels", "factors", "method"}``, or None. As in ``create_image``.
     """
 
     def __init__(
@@ -148,6 +154,7 @@ class OmeZarrWriteStrategy:
         units: str | Mapping[str, str] | None = None,
         overwrite: bool = False,
         max_buffer_bytes: int = 1 << 30,
+        pyramid: Any = "auto",
     ) -> None:
         if tile_mode not in ("crop", "blend"):
             raise SpecError(f"tile_mode must be 'crop' or 'blend', got {tile_mode!r}")
@@ -164,6 +171,7 @@ class OmeZarrWriteStrategy:
         self.units = units
         self.overwrite = overwrite
         self.max_buffer_bytes = max_buffer_bytes
+        self.pyramid = pyramid
         self._source_base: Path | None = None
         # Images finalized after this moment were completed in this run (by another rank):
         # predictions for them are duplicates, e.g. a distributed sampler's padding.
@@ -296,7 +304,7 @@ class OmeZarrWriteStrategy:
                 _IMAGE, tuple(sizes[a] for a in declared), declared, dtype,
                 sample_axes="".join(a for a in "st" if a in declared) or None,
                 chunks=self.chunks, compressor=self.compressor, scale=self.scale, units=self.units,
-                cast="same_kind", blend=blend, exist_ok=True,
+                cast="same_kind", blend=blend, pyramid=self.pyramid, exist_ok=True,
             )
         except Exception:
             output.close()

@@ -113,12 +113,49 @@ def stored(path: Path) -> np.ndarray:
     return zarr.open_array(path / "0", mode="r")[...]
 
 
+def half(level: np.ndarray, names: str) -> np.ndarray:
+    """Independent reference of the next pyramid level: 2x2 means over y and x (float64)."""
+    pads = [(0, n % 2 if a in "yx" else 0) for n, a in zip(level.shape, names, strict=True)]
+    padded = np.pad(level.astype(np.float64), pads, constant_values=np.nan)
+    shape: list[int] = []
+    for n, a in zip(padded.shape, names, strict=True):
+        shape += [n // 2, 2] if a in "yx" else [n, 1]
+    return np.nanmean(padded.reshape(shape), axis=tuple(range(1, 2 * level.ndim, 2)))
+
+
+def check_levels(path: Path, expected: np.ndarray, names: str, n_levels: int | None = None) -> int:
+    """Every pyramid level equals the 2x2 means of the one above; returns the level count."""
+    datasets = zarr.open_group(path, mode="r").attrs
+    datasets = (datasets.get("ome", datasets))["multiscales"][0]["datasets"]
+    if n_levels is not None:
+        assert len(datasets) == n_levels
+    want = expected.astype(np.float64)
+    for k in range(1, len(datasets)):
+        want = half(want, names)
+        got = zarr.open_array(path / str(k), mode="r")[...]
+        assert got.dtype == expected.dtype and got.shape == want.shape
+        if expected.dtype.kind == "f":
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+        else:  # integers: rounded means of rounded means
+            assert np.abs(got - want).max() <= 1.0
+    return len(datasets)
+
+
 def check_image(path: Path, expected: np.ndarray, axes: str, c_out: int, version: str | None) -> None:
     with nw.open_output(path, mode="r") as o:
         assert [(p.name, p.complete) for p in o.status()] == [("", True)]
     data = stored(path)
     assert data.dtype == expected.dtype
     np.testing.assert_array_equal(data, expected)
+    # "auto" pyramid: y and x are halved until a plane fits in one level-0 chunk.
+    names = "".join(stored_axes(axes, c_out))
+    chunks = dict(zip(names, zarr.open_array(path / "0", mode="r").chunks, strict=True))
+    size = {a: n for a, n in zip(names, data.shape, strict=True) if a in "yx"}
+    n_levels = 1
+    while any(size[a] > chunks[a] for a in size):
+        size = {a: -(-n // 2) for a, n in size.items()}
+        n_levels += 1
+    check_levels(path, expected, names, n_levels)
     from ome_zarr_models import open_ome_zarr
 
     model_ = open_ome_zarr(zarr.open_group(path, mode="r"))
@@ -294,6 +331,32 @@ def test_foreign_data_at_the_output_path_is_left_alone(tmp_path):
     with pytest.raises(nw.StoreError):
         strategy.write_batch(out, predictions(srcs[0])[:1])
     np.testing.assert_array_equal(zarr.open_array(out / "img_001.ome.zarr" / "keep")[:], 7)
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+@pytest.mark.parametrize(("axes", "pyramid", "levels"), [
+    ("SYX", None, 1),
+    ("SYX", 1, 2),
+    ("SCZYX", {"levels": 1, "factors": {"z": 2, "y": 2, "x": 2}}, 2),
+])
+def test_pyramid_option(tmp_path, axes, pyramid, levels, tiled):
+    out, written = run(tmp_path, axes, tiled, chunks=strategy_chunks(axes), pyramid=pyramid)
+    for src, stream in written:
+        path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
+        expected = expected_output(stitch(stream), axes, src.array.shape)
+        names = "".join(stored_axes(axes, src.c_out))
+        if "z" in str(pyramid):  # z halved too: compare with means over z, y and x
+            got = zarr.open_array(path / "1", mode="r")[...]
+            ref = expected.astype(np.float64)
+            zyx = ref.shape[-3:]
+            pads = [(0, 0)] * (ref.ndim - 3) + [(0, n % 2) for n in zyx]
+            padded = np.pad(ref, pads, constant_values=np.nan)
+            blocks = padded.reshape(*ref.shape[:-3], *[v for n in padded.shape[-3:] for v in (n // 2, 2)])
+            want = np.nanmean(blocks, axis=(-5, -3, -1))
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=0.5 if expected.dtype.kind == "u" else 0)
+        else:
+            check_levels(path, expected, names, n_levels=levels)
 
 
 def test_float64_predictions_stored_as_float32(tmp_path):

@@ -7,27 +7,12 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stores import CountingStore
 from tiling import tile_specs
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import LocalStore
 
 import ngff_writer as nw
 from ngff_writer import BufferFullError, OverlapError
-
-
-class CountingStore(WrapperStore):
-    """A real LocalStore that counts reads of chunk data (keys under an array, not metadata)."""
-
-    reads: int = 0
-
-    async def get(self, key, prototype, byte_range=None):
-        if "/0/" in key and not key.endswith(("zarr.json", ".zarray", ".zattrs")):
-            type(self).reads += 1
-        return await self._store.get(key, prototype, byte_range)
-
-    async def get_partial_values(self, prototype, key_ranges):
-        key_ranges = list(key_ranges)
-        type(self).reads += sum(1 for k, _ in key_ranges if "/0/" in k)
-        return await self._store.get_partial_values(prototype, key_ranges)
 
 
 def write_tiles(img, sample_index, image, patch, overlap, order_seed=None):
@@ -44,7 +29,7 @@ def write_tiles(img, sample_index, image, patch, overlap, order_seed=None):
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_unaligned_tiles_store_whole_chunks_with_zero_reads(tmp_path, rng, version):
-    CountingStore.reads = 0
+    CountingStore.reset()
     store = CountingStore(LocalStore(tmp_path / "o.zarr"))
     ref = rng.random((2, 1, 300, 260), dtype=np.float32)  # s c y x
     with nw.open_output(store, ngff_version=version) as out:
@@ -116,7 +101,7 @@ def test_buffer_bound_error_policy_raises_before_changing_anything(tmp_path, rng
 
 
 def test_buffer_bound_spill_policy_completes_through_fragments_with_zero_reads(tmp_path, rng):
-    CountingStore.reads = 0
+    CountingStore.reset()
     store = CountingStore(LocalStore(tmp_path / "o.zarr"))
     ref = rng.random((1, 150, 130), dtype=np.float32)
     with nw.open_output(store, max_buffer_bytes=8_000) as out:  # far less than a row of chunks
@@ -252,7 +237,7 @@ def test_blend_reference_helper_agrees_with_writer_on_clean_tiles(tmp_path, rng)
 
 def test_sharded_images_assemble_whole_shards(tmp_path, rng):
     """With shards the write unit is the shard: tiles are assembled into whole shards."""
-    CountingStore.reads = 0
+    CountingStore.reset()
     store = CountingStore(LocalStore(tmp_path / "o.zarr"))
     ref = rng.random((2, 1, 100, 120), dtype=np.float32)
     with nw.open_output(store) as out:

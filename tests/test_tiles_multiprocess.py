@@ -1,8 +1,9 @@
 """Four real processes writing unaligned tiles that share chunks; a writer killed halfway.
 
 Each child writes a shuffled quarter of the tiles and closes; chunks shared between
-children are completed through fragments by whichever child saves the last part. The
-result must equal a single-process write bit for bit.
+children are completed through fragments by whichever child saves the last part, at
+every pyramid level. The result must equal a single-process write bit for bit, pyramid
+levels included (a killed writer's lost pyramid parts are rebuilt when resuming).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def _write(root: str, worker: int, workers: int, die_after: int | None = None) -
     out.close()
 
 
-def stored(root: Path) -> bytes:
-    return zarr.open_array(root / "p" / "0", mode="r")[...].tobytes()
+def stored(root: Path) -> list[bytes]:
+    """Every level's bytes (90 x 110 in 32 x 32 chunks: two pyramid levels below level 0)."""
+    return [zarr.open_array(root / "p" / str(k), mode="r")[...].tobytes() for k in range(3)]
 
 
 @pytest.mark.parametrize("mode", ["crop", "blend"])
@@ -71,7 +73,7 @@ def test_four_processes_equal_one(tmp_path, mode):
     declare(root, mode)
     assert run_children(*[(_write, (str(root), w, 4)) for w in range(4)]) == [0, 0, 0, 0]
     with nw.open_output(root, mode="r") as out:
-        assert out["p"].progress().complete
+        assert out["p"].progress().complete and out["p"].n_levels == 3
     assert stored(root) == stored(ref)
     if mode == "crop":  # and equal to the in-memory stitch of the tiles' valid parts
         expected = np.zeros(SHAPE, np.float32)
@@ -80,7 +82,8 @@ def test_four_processes_equal_one(tmp_path, mode):
             dest = tuple(slice(c, c + n) for c, n in zip(t.stitch_coords, t.crop_size, strict=True))
             expected[(s, Ellipsis, *dest)] = tile_data(s, t)[(Ellipsis, *crop)]
         np.testing.assert_array_equal(zarr.open_array(ref / "p" / "0")[:], expected)
-    assert not (root / "p" / "ngff_writer" / "fragments").exists()
+    for fragments in ("fragments", "level1/fragments", "level2/fragments"):
+        assert not (root / "p" / "ngff_writer" / fragments).exists()
 
 
 @pytest.mark.parametrize("mode", ["crop", "blend"])

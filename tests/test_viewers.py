@@ -1,5 +1,8 @@
 """Written images as users see them: on disk, in ome-zarr-models, ome-zarr's Reader, napari.
 
+Images are declared with the default ``pyramid="auto"``: 24 x 40 pixels in 16 x 16 chunks
+get two levels below full resolution, checked against 2x2 means computed here.
+
 Every declared-axes case of the sample-axis mapping (``ngff_writer.spec``) is written with
 random float32 samples in shuffled order to a real directory store, for NGFF 0.4 and 0.5,
 then checked against a reference built independently of the library: the declared-order
@@ -46,6 +49,25 @@ def stored_reference(axes: str, full: np.ndarray) -> tuple[np.ndarray, list[str]
         arr = np.transpose(full, [axes.index(a) for a in order])
         return arr.reshape((-1, *arr.shape[2:])), order[1:]
     return np.transpose(full, [axes.index(a) for a in present]), present
+
+
+def mean_pool(level: np.ndarray, stored_axes: list[str]) -> np.ndarray:
+    """The next pyramid level as documented: 2x2 means over y and x, a short last block
+    averaged over the pixels it has (NaN padding + nanmean, in float64)."""
+    pads = [(0, level.shape[i] % 2 if a in "yx" else 0) for i, a in enumerate(stored_axes)]
+    padded = np.pad(level.astype(np.float64), pads, constant_values=np.nan)
+    shape: list[int] = []
+    for n, a in zip(padded.shape, stored_axes, strict=True):
+        shape += [n // 2, 2] if a in "yx" else [n, 1]
+    return np.nanmean(padded.reshape(shape), axis=tuple(range(1, 2 * level.ndim, 2)))
+
+
+def reference_levels(ref: np.ndarray, stored_axes: list[str]) -> list[np.ndarray]:
+    """Level 0 and the levels "auto" builds: halve y and x until both fit in one chunk."""
+    levels = [ref.astype(np.float64)]
+    while any(levels[-1].shape[stored_axes.index(a)] > CHUNKS[a] for a in "yx"):
+        levels.append(mean_pool(levels[-1], stored_axes))
+    return levels
 
 
 def make_full(axes: str, rng: np.random.Generator) -> np.ndarray:
@@ -102,6 +124,7 @@ def write_image(
         img.write_sample(int(i), samples[i])
     ref, stored_axes = stored_reference(axes, full)
     return {
+        "levels": reference_levels(ref, stored_axes),
         "out": out,
         "img": img,
         "path": root / "pred",
@@ -144,6 +167,9 @@ def check_napari(vm: Any, layers: list[Any], w: dict[str, Any], version: str) ->
     expected_shape = tuple(n for a, n in zip(stored_axes, ref.shape) if a != "c")
     for k, layer in enumerate(layers):
         assert list(layer.scale) == pytest.approx(expected_scale(no_c))
+        assert layer.multiscale and len(layer.data) == len(w["levels"])
+        for level, want in zip(layer.data, w["levels"], strict=True):
+            assert tuple(level.shape) == tuple(n for a, n in zip(stored_axes, want.shape) if a != "c")
         assert tuple(layer.data.shape) == expected_shape
         assert list(layer.contrast_limits) == pytest.approx(
             [windows[k]["start"], windows[k]["end"]]
@@ -158,7 +184,7 @@ def check_reader(w: dict[str, Any]) -> None:
     assert nodes, "ome-zarr Reader found no node"
     image = nodes[0]
     assert any(isinstance(s, ome_zarr.reader.Multiscales) for s in image.specs)
-    assert tuple(image.data[0].shape) == w["ref"].shape
+    assert [tuple(level.shape) for level in image.data] == [want.shape for want in w["levels"]]
 
 
 def check_models(w: dict[str, Any], version: str) -> None:
@@ -167,6 +193,7 @@ def check_models(w: dict[str, Any], version: str) -> None:
     assert isinstance(model, cls)
     axes = model.ome_attributes.multiscales[0].axes
     assert [a.name for a in axes] == w["axes"]
+    assert len(model.ome_attributes.multiscales[0].datasets) == len(w["levels"])
 
 
 # ---- complete images --------------------------------------------------------------------
@@ -194,8 +221,17 @@ def test_data_and_metadata_roundtrip(tmp_path: Path, version: str, declared: str
     ome = ome_attrs(attrs, version)
     ms = ome["multiscales"][0]
     assert [a["name"] for a in ms["axes"]] == w["axes"]
-    scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
-    assert scale == pytest.approx(expected_scale(w["axes"]))
+    assert len(w["levels"]) == 3 == img.n_levels  # 24 x 40 in 16 x 16 chunks: two levels below
+    for k, (dataset, want) in enumerate(zip(ms["datasets"], w["levels"], strict=True)):
+        scale = dataset["coordinateTransformations"][0]["scale"]
+        level_factor = [2**k if a in "yx" else 1 for a in w["axes"]]
+        assert dataset["path"] == str(k)
+        assert scale == pytest.approx(np.multiply(expected_scale(w["axes"]), level_factor).tolist())
+        level = zarr.open_array(w["path"] / str(k), mode="r")
+        assert level.dtype == np.float32 and level.chunks == tuple(
+            min(CHUNKS[a], n) for a, n in zip(w["axes"], want.shape, strict=True))
+        np.testing.assert_allclose(level[...], want, rtol=1e-6)
+    assert ms["type"] == "mean"
     if version == "0.5":
         assert ome["version"] == "0.5"
         assert list(on_disk.metadata.dimension_names) == w["axes"]
@@ -275,6 +311,11 @@ def test_in_progress_image_is_readable(
         sl[s_axis] = slice(i * extent, (i + 1) * extent)
         want = ref[tuple(sl)] if i in w["written"] else np.zeros_like(ref[tuple(sl)])
         np.testing.assert_array_equal(data[tuple(sl)], want)
+        # Pyramid levels fill with their samples, not at the end.
+        for k, level_ref in enumerate(w["levels"][1:], start=1):
+            level = img.level(k)[tuple(sl)]
+            want = level_ref[tuple(sl)] if i in w["written"] else np.zeros(level.shape)
+            np.testing.assert_allclose(level, want, rtol=1e-6)
 
     check_models(w, version)
     check_reader(w)
