@@ -73,8 +73,9 @@ def run_ngff_writer(path: Path, n: int, codec: str, source: Any, timer: Timer) -
     import ngff_writer as nw
 
     out = nw.open_output(str(path), mode="w")
+    # No pyramid: the other engines write level 0 only (bench_pyramid.py measures levels).
     img = out.create_image("pred", shape=_shape(n), axes="sczyx", dtype="float32",
-                           chunks=CHUNKS, compressor=codec)
+                           chunks=CHUNKS, compressor=codec, pyramid=None)
     for i in range(n):
         sample = source.sample(i)
         with timer:

@@ -150,8 +150,9 @@ class NgffEngine(Engine):
         import ngff_writer as nw
 
         self.out = nw.open_output(str(path), mode="w")
+        # No pyramid: the other engines write level 0 only (bench_pyramid.py measures levels).
         self.img = self.out.create_image("pred", shape=_shape(n), axes="sczyx", dtype="float32",
-                                         chunks=CHUNKS, compressor=codec)
+                                         chunks=CHUNKS, compressor=codec, pyramid=None)
 
     def write_sample(self, i: int, sample: Any) -> None:
         self.img.write_sample(i, sample)

@@ -64,7 +64,7 @@ def run(compressor: Any, n: int, source: SampleSource, root: Path) -> dict[str, 
     try:
         out = nw.open_output(str(path), mode="w")
         img = out.create_image("pred", shape=(n, *SAMPLE_SHAPE), axes="sczyx",
-                               dtype="float32", chunks=CHUNKS, compressor=compressor)
+                               dtype="float32", chunks=CHUNKS, compressor=compressor, pyramid=None)
         write_s = 0.0
         for i in range(n):
             sample = source.sample(i)

@@ -18,6 +18,8 @@ many samples an image has::
     trainer = Trainer(callbacks=[writer, FinalizePredictions(strategy)])
 
 ``FinalizePredictions`` finalizes the images when prediction ends (also under DDP).
+Each image gets pyramid levels (``pyramid="auto"``), built as the tiles arrive, so napari
+can zoom out of an image while it is still being predicted.
 Outputs: ``dirpath/<source dir relative to the sources' common base>/<stem>.ome.zarr``.
 
 This script needs neither CAREamics nor torch: it simulates what the callback does
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ngff_writer import open_output
 from ngff_writer.careamics import ImageRegionData, OmeZarrWriteStrategy
 from ngff_writer.tiling import tiles
 
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         strategy.write_batch(out, stream[i:i + 4])
     incomplete = strategy.finalize()  # FinalizePredictions does this at the end of predict
     for path in sorted(out.rglob("*.ome.zarr")):
-        print(path.relative_to(out))
+        with open_output(path, mode="r") as o:
+            print(f"{path.relative_to(out)}: {o[''].progress().levels} resolution levels")
     return 1 if incomplete else 0
 
 

@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                 name, (n_samples, *SAMPLE_SHAPE), "sczyx", "float32",
                 scale={"z": 2.0, "y": 0.4, "x": 0.4}, units="micrometer",
                 channel_names=["signal", "confidence"], channel_colors=["00FF00", "FF00FF"],
+                # One level below full resolution (64 x 64), built as samples arrive; a
+                # 128 x 128 plane fits in one chunk, so "auto" would build none.
+                pyramid=1,
                 exist_ok=True,  # same settings as last time: resume instead of refusing
             )
             for name, n_samples in IMAGES.items()
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"simulated crash after {written} samples", file=sys.stderr)
                     return 1
         for progress in out.status():
-            print(f"{progress.name}: {progress.done}/{progress.total} samples, "
+            print(f"{progress.name}: {progress.done}/{progress.total} samples, {progress.levels} levels, "
                   f"{'complete' if progress.complete else 'in progress'}")
     return 0
 

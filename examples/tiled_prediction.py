@@ -2,7 +2,9 @@
 
 No tile cache, no full-size canvas: each tile's valid part goes into the image as it
 arrives; chunks are assembled in memory only until they are whole, then stored once.
-``--blend`` averages the overlaps with cosine weights instead of cropping them.
+The pyramid (``"auto"``: 700 x 900 in 256 x 256 chunks gets levels of 350 x 450 and
+175 x 225) is built the same way, from each chunk as it is stored: no chunk is read
+back. ``--blend`` averages the overlaps with cosine weights instead of cropping them.
 
     python examples/tiled_prediction.py out.zarr
     python examples/tiled_prediction.py out.zarr --blend
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                                  stitch_start=t.stitch_start)
         progress = image.progress()
         print(f"{image.name}: {progress.blocks_done}/{progress.blocks_total} chunks stored, "
-              f"{'complete' if progress.complete else 'in progress'}; "
+              f"{'complete' if progress.complete else 'in progress'}, {progress.levels} levels "
+              f"({', '.join('x'.join(map(str, image.level(k).shape[-2:])) for k in range(image.n_levels))}); "
               f"memory held for partial chunks now: {image.buffered_bytes} bytes")
     return 0
 

@@ -36,10 +36,10 @@ def _status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("image", "samples", "blocks", "status")
+    table = Table("image", "samples", "blocks", "levels", "status")
     for p in progress:
         table.add_row(p.name, f"{p.done}/{p.total}", f"{p.blocks_done}/{p.blocks_total}",
-                      "complete" if p.complete else "in progress")
+                      str(p.levels), "complete" if p.complete else "in progress")
     Console().print(table)
     return 0
 

@@ -26,11 +26,15 @@ class DemoImage:
     axes: str
     shape: tuple[int, ...]
     channels: tuple[str, ...] = ()
+    chunks: tuple[int, ...] | None = None
 
 
+# The default pyramid ("auto") halves y and x until a plane fits in one chunk: the 3-D
+# embryo (chunks of 128 x 256 pixels) and the 2-D tissue (chunks of 256 x 256) get a
+# level below full resolution; the small time-lapse fits in one chunk and gets none.
 DEMO_IMAGES = (
     DemoImage("embryo_3d", "sczyx", (6, 2, 24, 256, 256), ("nuclei", "membranes")),
-    DemoImage("tissue_2d", "syx", (8, 512, 512)),
+    DemoImage("tissue_2d", "syx", (8, 512, 512), chunks=(1, 256, 256)),
     DemoImage("timelapse", "tczyx", (5, 1, 12, 192, 192), ("denoised",)),
 )
 
@@ -99,7 +103,9 @@ def run_demo(out_path: str | Path, *, overwrite: bool = False, show_progress: bo
     with out, Bar(disable=not show_progress, transient=False) as bar:
         images = []
         for spec in DEMO_IMAGES:
-            kw = {"channel_names": spec.channels} if spec.channels else {}
+            kw: dict = {"channel_names": spec.channels} if spec.channels else {}
+            if spec.chunks is not None:
+                kw["chunks"] = spec.chunks
             images.append(out.create_image(
                 spec.name, spec.shape, spec.axes, "float32",
                 scale={"z": 2.0, "y": 0.65, "x": 0.65} if "z" in spec.axes else {"y": 0.65, "x": 0.65},

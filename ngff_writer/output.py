@@ -80,6 +80,8 @@ class Progress:
         Stored write units (chunks, or shards when sharded) and their total.
     finalized_at
         When the image became final (ISO 8601, UTC), or None.
+    levels
+        Resolution levels: 1 + the pyramid levels.
     """
 
     name: str
@@ -90,11 +92,12 @@ class Progress:
     blocks_done: int
     blocks_total: int
     finalized_at: str | None = None
+    levels: int = 1
 
     def to_json(self) -> dict[str, Any]:
         """The entry ``ngff-writer status --json`` prints for this image."""
         return {"path": self.name, "complete": self.complete, "done": self.done,
-                "total": self.total}
+                "total": self.total, "levels": self.levels}
 
 
 class Image:
@@ -298,6 +301,7 @@ class Image:
             blocks_done=int(covered.sum()),
             blocks_total=int(covered.size),
             finalized_at=block.get("finalized_at") if block else None,
+            levels=self.n_levels,
         )
 
     def pending_samples(self) -> list[int]:

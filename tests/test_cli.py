@@ -23,6 +23,10 @@ def test_demo_writes_complete_valid_images(tmp_path):
     status = json.loads(run_cli("status", str(out), "--json").stdout)
     assert {im["path"] for im in status["images"]} == {"embryo_3d", "tissue_2d", "timelapse"}
     assert all(im["complete"] and im["done"] == im["total"] for im in status["images"])
+    levels = {im["path"]: im["levels"] for im in status["images"]}
+    assert levels == {"embryo_3d": 2, "tissue_2d": 2, "timelapse": 1}
+    table = run_cli("status", str(out)).stdout
+    assert "levels" in table and "complete" in table
     for im in status["images"]:
         open_ome_zarr(zarr.open_group(out / im["path"], mode="r"))  # raises if invalid
 

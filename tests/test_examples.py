@@ -36,6 +36,11 @@ def test_predict_and_resume(tmp_path):
     stored = zarr.open_array(out / "fish_01" / "0", mode="r")
     raw = np.random.default_rng(3).normal(size=(16, 128, 128)).astype(np.float32)
     np.testing.assert_array_equal(stored[3, 0], raw)
+    # The pyramid survived the crash: level 1 holds 2x2 means of every sample.
+    level = zarr.open_array(out / "fish_01" / "1", mode="r")[:]
+    full = zarr.open_array(out / "fish_01" / "0", mode="r")[:].astype(np.float64)
+    want = full.reshape(*full.shape[:3], 64, 2, 64, 2).mean(axis=(4, 6))
+    np.testing.assert_allclose(level, want, rtol=1e-5, atol=1e-6)
 
 
 def test_tiled_prediction(tmp_path):
@@ -50,6 +55,8 @@ def test_tiled_prediction(tmp_path):
             np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)
         else:
             np.testing.assert_array_equal(stored, expected)
+        levels = [zarr.open_array(out / "prediction" / str(k), mode="r").shape[-2:] for k in range(3)]
+        assert levels == [(700, 900), (350, 450), (175, 225)]
 
 
 def test_careamics_swap(tmp_path):
