@@ -10,8 +10,9 @@ record after the data, and fragments in the store (:mod:`ngff_writer.fragments`)
 units this writer cannot complete alone (shared with other writers, over the memory
 cap, or held when it closes).
 
-Memory: the caller's region, at most ``max_inflight`` units being stored, and per level
-the units that are only partly covered (capped by ``max_bytes`` each).
+Memory: the caller's region, the units being stored (as many as the caller lets run
+ahead, see :meth:`Levels.drain`), and per level the units that are only partly covered
+(capped by ``max_bytes`` each).
 """
 
 from __future__ import annotations
@@ -131,15 +132,11 @@ class Levels:
         The image.
     max_bytes, policy
         Memory cap on partly covered units per level, and level 0's policy past it.
-    max_inflight
-        Units being stored in the background at most, once a call returns.
     """
 
-    def __init__(self, store: Store, spec: ImageSpec, max_bytes: int, policy: Policy,
-                 max_inflight: int = 4) -> None:
+    def __init__(self, store: Store, spec: ImageSpec, max_bytes: int, policy: Policy) -> None:
         self.spec = spec
         self.levels = [Level(store, spec, k, max_bytes, policy) for k in range(len(spec.levels))]
-        self.max_inflight = max_inflight
         self._inflight: deque[tuple[Level, Piece, Future[Derived | None]]] = deque()
         self._channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
         self._method = spec.pyramid.method if spec.pyramid is not None else "mean"

@@ -109,7 +109,7 @@ class Image:
         self._final = final
         self._arrays: dict[int, zarr.Array] = {}
         self._levels = Levels(output.store, spec, output.max_buffer_bytes,
-                              output.buffer_policy, _MAX_INFLIGHT)  # type: ignore[arg-type]
+                              output.buffer_policy)  # type: ignore[arg-type]
         self._ledger = self._levels.ledgers[0]
         self._spatial = tuple(i for i, a in enumerate(spec.layout.axes) if a in "zyx")
 

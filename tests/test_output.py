@@ -310,7 +310,7 @@ def test_ledger_never_lists_a_sample_whose_data_failed(tmp_path, rng, monkeypatc
 def test_status_json_lists_every_image(tmp_path, rng):
     root = tmp_path / "o.zarr"
     with nw.open_output(root) as out:
-        a = out.create_image("done", (2, 8, 8), "syx")
+        a = out.create_image("done", (2, 8, 8), "syx", chunks=(1, 4, 4))  # one pyramid level
         for i in range(2):
             a.write_sample(i, rng.random((8, 8), dtype=np.float32))
         out.create_image("sub/half", (3, 8, 8), "syx", ngff_version="0.4").write_sample(
@@ -324,8 +324,8 @@ def test_status_json_lists_every_image(tmp_path, rng):
     with contextlib.redirect_stdout(buf):
         assert main(["status", str(root), "--json"]) == 0
     assert json.loads(buf.getvalue()) == {"images": [
-        {"path": "done", "complete": True, "done": 2, "total": 2},
-        {"path": "sub/half", "complete": False, "done": 1, "total": 3},
+        {"path": "done", "complete": True, "done": 2, "total": 2, "levels": 2},
+        {"path": "sub/half", "complete": False, "done": 1, "total": 3, "levels": 1},
     ]}
 
 
