@@ -589,3 +589,6 @@ def test_lightning_ddp_two_ranks(tmp_path):
     raw = lightning_ddp.image()
     expected = np.concatenate([raw, 2 * raw], axis=1)  # s c y x, the model's two channels
     np.testing.assert_array_equal(zarr.open_array(path / "0")[:], expected)
+    # 70 x 90 in 16 x 16 chunks: three pyramid levels, whose chunks the ranks shared too.
+    check_levels(path, expected, "scyx", n_levels=4)
+    assert not list((path / "ngff_writer").rglob("*.npz"))  # no fragment left behind
