@@ -28,7 +28,7 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 
 from .assemble import Part, PartId
-from .storage import join, list_dir, run
+from .storage import delete_tree, join, list_dir, run
 from .track import level_group
 
 __all__ = ["Fragments"]
@@ -65,7 +65,13 @@ class Fragments:
         np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
         self._seq += 1
         key = f"{self.prefix}/{_unit_key(idx)}/{self._writer}-{self._seq}.npz"
-        run(self.store.set(key, default_buffer_prototype().buffer.from_bytes(buf.getvalue())))
+        value = default_buffer_prototype().buffer.from_bytes(buf.getvalue())
+        try:
+            run(self.store.set(key, value))
+        except FileNotFoundError:
+            # Another writer completed the unit and removed its directory between our
+            # store creating it and renaming the file in: write it again.
+            run(self.store.set(key, value))
 
     def load(self, idx: tuple[int, ...]) -> dict[PartId, Part]:
         """Every part saved for unit ``idx`` by any writer (a fragment deleted meanwhile is skipped)."""
@@ -92,8 +98,8 @@ class Fragments:
 
     def delete(self, idx: tuple[int, ...]) -> None:
         """Delete every fragment of unit ``idx`` (after the unit is stored)."""
-        run(self.store.delete_dir(f"{self.prefix}/{_unit_key(idx)}"))
+        delete_tree(self.store, f"{self.prefix}/{_unit_key(idx)}")  # several writers may complete it
 
     def clear(self) -> None:
         """Delete every fragment of the image (at finalize: leftovers of races are garbage)."""
-        run(self.store.delete_dir(self.prefix))
+        delete_tree(self.store, self.prefix)

@@ -18,6 +18,7 @@ ahead, see :meth:`Levels.drain`), and per level the units that are only partly c
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -199,7 +200,14 @@ class Levels:
         array[piece.region] = piece.data
         level.ledger.record(piece.box, summary.result() if summary is not None else [])  # after the data
         if after is not None:
-            after()
+            try:
+                after()
+            except OSError as exc:
+                # The unit is stored and recorded; what is left is scratch data that
+                # finalizing sweeps, so this must not fail the write.
+                warnings.warn(f"ngff-writer: could not delete the fragments of a stored unit of "
+                              f"image {self.spec.name!r} ({exc}); finalizing removes them",
+                              RuntimeWarning, stacklevel=1)
         if level.index + 1 == len(self.levels):
             return None
         factors = self.levels[level.index + 1].geometry.factors

@@ -8,6 +8,7 @@ zarr arrays; this module only handles the few small documents ngff-writer owns
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Coroutine
@@ -126,6 +127,29 @@ def is_empty(store: Store) -> bool:
         return True
 
     return run(first())
+
+
+def delete_tree(store: Store, prefix: str, attempts: int = 8) -> None:
+    """Delete every key under ``prefix``, while other writers may delete the same keys.
+
+    A store's recursive delete (``shutil.rmtree`` on LocalStore) fails when another
+    process removes a file under it first. Deleting key by key does not (a missing key is
+    a no-op), so the recursive delete that follows only removes emptied directories; a
+    race there is retried, over what is left.
+    """
+
+    async def each() -> None:
+        keys = [key async for key in store.list_prefix(f"{prefix}/")]
+        await asyncio.gather(*(store.delete(key) for key in keys))
+
+    for attempt in range(attempts):
+        try:
+            run(each())
+            run(store.delete_dir(prefix))
+            return
+        except OSError:
+            if attempt + 1 == attempts:
+                raise
 
 
 def clear(store: Store) -> None:

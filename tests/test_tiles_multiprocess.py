@@ -110,3 +110,38 @@ def test_killed_writer_loses_only_partial_chunks_and_resume_completes(tmp_path, 
     assert stored(root) == stored(ref)
     with nw.open_output(root, mode="r") as out:
         assert out["p"].progress().complete
+
+
+def test_writers_deleting_the_same_fragments_at_once_both_succeed(tmp_path):
+    """Two writers that complete the same unit both delete its fragments (CI once saw the
+    second one fail on a file the first had just removed)."""
+    import threading
+
+    from zarr.storage import LocalStore
+
+    from ngff_writer.assemble import Part
+    from ngff_writer.fragments import Fragments
+
+    store = LocalStore(tmp_path / "s.zarr")
+    writers = [Fragments(store, "p"), Fragments(store, "p")]
+    part = {(0,): Part((0,), (slice(0, 4),), np.ones(4, np.float32))}
+    for _ in range(5):
+        for k in range(400):
+            writers[k % 2].save((0, 0), part)
+        assert len(writers[0].load((0, 0))) == 1  # every save of the same part is one part
+        barrier, errors = threading.Barrier(2), []
+
+        def delete(fragments, barrier=barrier, errors=errors):
+            barrier.wait()
+            try:
+                fragments.delete((0, 0))
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=delete, args=(w,)) for w in writers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert writers[0].units() == [] and writers[1].load((0, 0)) == {}
