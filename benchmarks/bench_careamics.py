@@ -6,7 +6,9 @@ prediction per sample, ``PatchSpecs``) or tiled (256x256 tiles with overlap 32 i
 whole Z: 9 tiles per sample, ``TileSpecs``), and are written by
 
 ``ngff-writer``      ``OmeZarrWriteStrategy(chunks=...)``: ``write_batch`` per batch, then
-                     ``finalize()``; nothing is cached per image
+                     ``finalize()``; nothing is cached per image. Its default
+                     ``pyramid="auto"`` also builds two lower levels, which the cache
+                     does not: memory, not speed, is what this compares
 ``careamics-cache``  what CAREamics' strategies do: cache every prediction of a ``data_idx``;
                      when all S samples (all tiles) arrived, ``np.stack`` them (untiled) or
                      stitch them into a full float32 canvas (tiled), then one zarr write
