@@ -1,9 +1,9 @@
-"""Helpers shared by ``bench_samples.py`` and ``bench_tiles.py``.
+"""Helpers shared by the ``bench_*.py`` scripts.
 
 Memory (``VmHWM`` / ``VmRSS``), the imported library's fingerprint and git state, the codec
-presets expressed for zarr-python and tensorstore, a summing timer, and the orchestration
-pieces: one fresh worker subprocess per run, interleaved and rotated repeats, and a
-``sync`` + settle pause between runs.
+presets expressed for zarr-python and tensorstore, a summing timer, one worker's
+measurement, and the orchestration pieces: one fresh worker subprocess per run,
+interleaved and rotated repeats, and a ``sync`` + settle pause between runs.
 """
 
 from __future__ import annotations
@@ -158,6 +158,53 @@ class Timer:
     def __exit__(self, *exc: object) -> None:
         self.total += time.perf_counter() - self._t0
         self.calls += 1
+
+
+def resident_source(noise: float) -> Any:
+    """The benchmark samples' generator, its buffer touched (so it counts in the baseline)."""
+    import numpy as np
+    from _samples import SampleSource
+
+    source = SampleSource(SAMPLE_SHAPE, noise=noise, seed=0)
+    source.sample(0)
+    source.rng = np.random.default_rng(1)  # sample(0) drew noise offsets: start over
+    return source
+
+
+def measure(engine: str, n: int, codec: str, path: Path, source: Any,
+            run: Callable[[Timer], dict[str, Any] | None],
+            verify: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one engine in this worker process and return what every benchmark reports.
+
+    ``run(timer)`` writes ``n`` samples of ``source`` to ``path``, timing with ``timer``
+    what counts, and may return counters of its own; ``verify()`` then checks the output.
+    The memory baseline is taken here: after the caller's imports and source setup.
+    """
+    baseline = current_rss()
+    timer = Timer()
+    t0 = time.perf_counter()
+    counters = run(timer) or {}
+    wall = time.perf_counter() - t0
+    peak = peak_rss()
+    nbytes = n * source.nbytes
+    size = disk_bytes(path)
+    return {
+        "engine": engine,
+        "samples": n,
+        "codec": codec,
+        "bytes": nbytes,
+        "write_s": timer.total,
+        "wall_s": wall,
+        "mb_s": nbytes / MB / timer.total,
+        "peak_rss_mb": peak / MB,
+        "baseline_rss_mb": baseline / MB,
+        "peak_over_baseline_mb": (peak - baseline) / MB,
+        "disk_bytes": size,
+        "ratio_compression": nbytes / max(size, 1),
+        **counters,
+        **library_fingerprint(),
+        **verify(),
+    }
 
 
 def median(rows: list[dict], key: str) -> float:

@@ -36,7 +36,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +46,10 @@ from _common import (
     MB,
     SAMPLE_SHAPE,
     Timer,
-    current_rss,
-    disk_bytes,
     interleaved,
-    library_fingerprint,
-    peak_rss,
+    measure,
     report,
+    resident_source,
     run_worker,
     settle,
     tensorstore_spec,
@@ -218,7 +215,7 @@ def _verify(engine: str, path: Path, n: int, source: Any) -> dict:
 
 def worker(engine: str, n: int, codec: str, path: Path, noise: float) -> dict:
     """Run one engine in this (fresh) process and return its measurements."""
-    import numpy as np  # imported before the baseline, like every engine's modules
+    import numpy  # noqa: F401  (imported before the baseline, like every engine's modules)
     import zarr  # noqa: F401
 
     if engine == "tensorstore":
@@ -229,35 +226,10 @@ def worker(engine: str, n: int, codec: str, path: Path, noise: float) -> dict:
         import ome_zarr.writer  # noqa: F401
     else:
         import ngff_writer  # noqa: F401
-    from _samples import SampleSource
-
-    source = SampleSource(SAMPLE_SHAPE, noise=noise, seed=0)
-    source.sample(0)  # touch the buffer so it is resident in the baseline
-    source.rng = np.random.default_rng(1)
-    baseline = current_rss()
-    timer = Timer()
-    t0 = time.perf_counter()
-    RUNNERS[engine](path, n, codec, source, timer)
-    wall = time.perf_counter() - t0
-    peak = peak_rss()
-    nbytes = n * source.nbytes
-    size = disk_bytes(path)
-    info = _verify(engine, path, n, source)
-    return {
-        "engine": engine,
-        "samples": n,
-        "codec": codec,
-        "bytes": nbytes,
-        "write_s": timer.total,
-        "wall_s": wall,
-        "mb_s": nbytes / MB / timer.total,
-        "peak_rss_mb": peak / MB,
-        "baseline_rss_mb": baseline / MB,
-        "peak_over_baseline_mb": (peak - baseline) / MB,
-        "disk_bytes": size,
-        **library_fingerprint(),
-        **info,
-    }
+    source = resident_source(noise)
+    return measure(engine, n, codec, path, source,
+                   lambda timer: RUNNERS[engine](path, n, codec, source, timer),
+                   lambda: _verify(engine, path, n, source))
 
 
 # ---- orchestration --------------------------------------------------------------------------

@@ -44,7 +44,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,13 +55,11 @@ from _common import (
     MB,
     SAMPLE_SHAPE,
     Timer,
-    current_rss,
-    disk_bytes,
     interleaved,
-    library_fingerprint,
+    measure,
     median,
-    peak_rss,
     report,
+    resident_source,
     run_worker,
     settle,
     tensorstore_spec,
@@ -285,7 +282,7 @@ def _verify(engine: str, path: Path, n: int, source: Any) -> dict:
 def worker(engine: str, n: int, codec: str, path: Path, noise: float, tile: int,
            overlap: int) -> dict:
     """Run one engine in this (fresh) process and return its measurements."""
-    import numpy as np  # imported before the baseline, like every engine's modules
+    import numpy  # noqa: F401  (imported before the baseline, like every engine's modules)
 
     if engine.startswith("tensorstore"):
         import tensorstore  # noqa: F401
@@ -293,43 +290,16 @@ def worker(engine: str, n: int, codec: str, path: Path, noise: float, tile: int,
         import zarr  # noqa: F401
     if engine.startswith("ngff"):
         import ngff_writer  # noqa: F401
-    from _samples import SampleSource
-
     space = SAMPLE_SHAPE[1:]
     tiles = sample_tiles(space, (space[0], tile, tile), (0, overlap, overlap))
     check_geometry(tiles, space)
-    source = SampleSource(SAMPLE_SHAPE, noise=noise, seed=0)
-    source.sample(0)  # touch the buffer so it is resident in the baseline
-    source.rng = np.random.default_rng(1)
-    baseline = current_rss()
-    timer = Timer()
-    t0 = time.perf_counter()
-    counters = run_engine(ENGINE_CLASSES[engine](path, n, codec), n, tiles, source, timer)
-    wall = time.perf_counter() - t0
-    peak = peak_rss()
-    nbytes = n * source.nbytes
-    size = disk_bytes(path)
-    info = _verify(engine, path, n, source)
-    return {
-        "engine": engine,
-        "samples": n,
-        "codec": codec,
-        "tile": tile,
-        "overlap": overlap,
-        "tiles_per_sample": len(tiles),
-        "bytes": nbytes,
-        "write_s": timer.total,
-        "wall_s": wall,
-        "mb_s": nbytes / MB / timer.total,
-        "peak_rss_mb": peak / MB,
-        "baseline_rss_mb": baseline / MB,
-        "peak_over_baseline_mb": (peak - baseline) / MB,
-        "disk_bytes": size,
-        **counters,
-        **library_fingerprint(),
-        "ratio_compression": nbytes / max(size, 1),
-        **info,
-    }
+    source = resident_source(noise)
+
+    def run(timer: Timer) -> dict:
+        counters = run_engine(ENGINE_CLASSES[engine](path, n, codec), n, tiles, source, timer)
+        return {"tile": tile, "overlap": overlap, "tiles_per_sample": len(tiles), **counters}
+
+    return measure(engine, n, codec, path, source, run, lambda: _verify(engine, path, n, source))
 
 
 # ---- orchestration --------------------------------------------------------------------------
