@@ -211,6 +211,40 @@ def median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
+def summary_row(rows: list[dict]) -> dict[str, Any]:
+    """What every benchmark's table says of the repeats of one engine (and S)."""
+    return {
+        "engine": rows[0]["engine"],
+        "samples": rows[0]["samples"],
+        "repeats": len(rows),
+        "mb_s_median": median(rows, "mb_s"),
+        "mb_s_min": min(r["mb_s"] for r in rows),
+        "mb_s_max": max(r["mb_s"] for r in rows),
+        "write_s_median": median(rows, "write_s"),
+        "peak_rss_mb_median": median(rows, "peak_rss_mb"),
+        "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rows),
+        "baseline_rss_mb_median": median(rows, "baseline_rss_mb"),
+        "peak_over_baseline_mb_median": median(rows, "peak_over_baseline_mb"),
+        "disk_mb_median": median(rows, "disk_bytes") / MB,
+        "compression_ratio": median(rows, "ratio_compression"),
+        "verified": all(r["verified"] for r in rows),
+    }
+
+
+def paired(results: list[dict], a: str, b: str, samples: int | None = None) -> list[float]:
+    """Throughput of engine ``a`` over ``b`` within each repeat that ran both (back to back,
+    so the machine's drift cancels), optionally at ``samples`` only."""
+    out = []
+    for rep in sorted({r["repeat"] for r in results}):
+        run = [r for r in results if r["repeat"] == rep
+               and (samples is None or r["samples"] == samples)]
+        x = [r["mb_s"] for r in run if r["engine"] == a]
+        y = [r["mb_s"] for r in run if r["engine"] == b]
+        if x and y:
+            out.append(x[0] / y[0])
+    return out
+
+
 # ---- orchestration --------------------------------------------------------------------------
 def run_worker(cmd: list[str], path: Path, label: str) -> dict:
     """Run one worker subprocess, delete its output directory (``path.parent``) afterwards and

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -43,15 +44,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     CHUNKS,
     CODECS,
-    MB,
     SAMPLE_SHAPE,
     Timer,
     interleaved,
     measure,
+    paired,
     report,
     resident_source,
     run_worker,
     settle,
+    summary_row,
     tensorstore_spec,
     zarr_codec,
 )
@@ -249,20 +251,7 @@ def summarize(results: list[dict], engines: list[str]) -> list[dict]:
     table = []
     for engine in [e for e in engines if e in groups]:
         rows = groups[engine]
-        row = {
-            "engine": engine,
-            "samples": rows[0]["samples"],
-            "repeats": len(rows),
-            "mb_s_median": medians[engine],
-            "mb_s_min": min(r["mb_s"] for r in rows),
-            "mb_s_max": max(r["mb_s"] for r in rows),
-            "write_s_median": _median(rows, "write_s"),
-            "peak_rss_mb_median": _median(rows, "peak_rss_mb"),
-            "peak_over_baseline_mb_median": _median(rows, "peak_over_baseline_mb"),
-            "disk_mb_median": _median(rows, "disk_bytes") / MB,
-            "max_abs_error": max(r["max_abs_error"] for r in rows),
-            "verified": all(r["verified"] for r in rows),
-        }
+        row = {**summary_row(rows), "max_abs_error": max(r["max_abs_error"] for r in rows)}
         for ref in ("ngff-writer-flat", "zarr+dask"):
             if ref in medians:
                 row[f"vs_{ref}"] = medians[engine] / medians[ref]
@@ -287,17 +276,6 @@ def print_table(table: list[dict], args: argparse.Namespace) -> None:
               f"{'y' if r['verified'] else 'N':>4}")
 
 
-def paired(results: list[dict], a: str, b: str) -> list[float]:
-    """Throughput ratio a / b within each repeat (both ran back to back)."""
-    out = []
-    for rep in sorted({r["repeat"] for r in results}):
-        x = [r["mb_s"] for r in results if r["repeat"] == rep and r["engine"] == a]
-        y = [r["mb_s"] for r in results if r["repeat"] == rep and r["engine"] == b]
-        if x and y:
-            out.append(x[0] / y[0])
-    return out
-
-
 def verdict(results: list[dict], engines: list[str]) -> list[str]:
     lines = []
     if "ngff-writer" not in engines:
@@ -306,7 +284,7 @@ def verdict(results: list[dict], engines: list[str]) -> list[str]:
         ratios = paired(results, "ngff-writer", other)
         if ratios:
             lines.append(f"throughput ngff-writer / {other}: median of paired repeats "
-                         f"{_median([{'r': v} for v in ratios], 'r'):.2f} "
+                         f"{statistics.median(ratios):.2f} "
                          f"({', '.join(f'{v:.2f}' for v in ratios)})")
     return lines
 

@@ -46,10 +46,12 @@ from _common import (
     Timer,
     interleaved,
     measure,
+    paired,
     report,
     resident_source,
     run_worker,
     settle,
+    summary_row,
     tensorstore_spec,
     zarr_codec,
 )
@@ -182,23 +184,8 @@ def summarize(results: list[dict], engines: list[str], n: int) -> list[dict]:
     ref = groups.get(("zarr", n))
     ref_mb_s = _median(ref, "mb_s") if ref else None
     table = []
-    for (engine, s), rows in sorted(groups.items(), key=lambda kv: (kv[0][1],
-                                                                    engines.index(kv[0][0]))):
-        row = {
-            "engine": engine,
-            "samples": s,
-            "repeats": len(rows),
-            "mb_s_median": _median(rows, "mb_s"),
-            "mb_s_min": min(r["mb_s"] for r in rows),
-            "mb_s_max": max(r["mb_s"] for r in rows),
-            "write_s_median": _median(rows, "write_s"),
-            "peak_rss_mb_median": _median(rows, "peak_rss_mb"),
-            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rows),
-            "baseline_rss_mb_median": _median(rows, "baseline_rss_mb"),
-            "peak_over_baseline_mb_median": _median(rows, "peak_over_baseline_mb"),
-            "compression_ratio": _median(rows, "ratio_compression"),
-            "verified": all(r["verified"] for r in rows),
-        }
+    for _, rows in sorted(groups.items(), key=lambda kv: (kv[0][1], engines.index(kv[0][0]))):
+        row = summary_row(rows)
         if ref_mb_s:
             row["throughput_vs_zarr"] = row["mb_s_median"] / ref_mb_s
         table.append(row)
@@ -226,16 +213,10 @@ def verdict(table: list[dict], results: list[dict], n: int) -> list[str]:
     lines = []
     ngff, ref = by.get(("ngff-writer", n)), by.get(("zarr", n))
     if ngff and ref:
-        paired = []
-        for rep in sorted({r["repeat"] for r in results}):
-            a = [r for r in results if r["repeat"] == rep and r["samples"] == n]
-            x = [r["mb_s"] for r in a if r["engine"] == "ngff-writer"]
-            y = [r["mb_s"] for r in a if r["engine"] == "zarr"]
-            if x and y:
-                paired.append(x[0] / y[0])
+        ratios = paired(results, "ngff-writer", "zarr", samples=n)
         ratio = ngff["throughput_vs_zarr"]
         lines.append(f"throughput ngff-writer / zarr = {ratio:.3f} (per repeat: "
-                     f"{', '.join(f'{p:.3f}' for p in paired)}) -> "
+                     f"{', '.join(f'{p:.3f}' for p in ratios)}) -> "
                      f"{'PASS' if ratio >= 1.0 else 'FAIL'} (>= 1.0)")
     if ngff:
         peak = ngff["peak_rss_mb_max"]

@@ -58,10 +58,12 @@ from _common import (
     interleaved,
     measure,
     median,
+    paired,
     report,
     resident_source,
     run_worker,
     settle,
+    summary_row,
     tensorstore_spec,
     zarr_codec,
 )
@@ -312,17 +314,6 @@ def run_one(engine: str, args: argparse.Namespace, root: Path) -> dict:
     return run_worker(cmd, path, f"{engine} (S={n})")
 
 
-def paired(results: list[dict], a: str, b: str) -> list[float]:
-    """``a / b`` throughput within each repeat that ran both."""
-    out = []
-    for rep in sorted({r["repeat"] for r in results}):
-        x = [r["mb_s"] for r in results if r["repeat"] == rep and r["engine"] == a]
-        y = [r["mb_s"] for r in results if r["repeat"] == rep and r["engine"] == b]
-        if x and y:
-            out.append(x[0] / y[0])
-    return out
-
-
 def summarize(results: list[dict], engines: list[str]) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for r in results:
@@ -332,23 +323,8 @@ def summarize(results: list[dict], engines: list[str]) -> list[dict]:
     for engine in sorted(groups, key=engines.index):
         rows = groups[engine]
         bufs = [r["max_buffered_mb"] for r in rows if r["max_buffered_mb"] is not None]
-        row = {
-            "engine": engine,
-            "samples": rows[0]["samples"],
-            "repeats": len(rows),
-            "mb_s_median": median(rows, "mb_s"),
-            "mb_s_min": min(r["mb_s"] for r in rows),
-            "mb_s_max": max(r["mb_s"] for r in rows),
-            "write_s_median": median(rows, "write_s"),
-            "writes": rows[0]["writes"],
-            "peak_rss_mb_median": median(rows, "peak_rss_mb"),
-            "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rows),
-            "baseline_rss_mb_median": median(rows, "baseline_rss_mb"),
-            "peak_over_baseline_mb_median": median(rows, "peak_over_baseline_mb"),
-            "max_buffered_mb": max(bufs) if bufs else None,
-            "compression_ratio": median(rows, "ratio_compression"),
-            "verified": all(r["verified"] for r in rows),
-        }
+        row = {**summary_row(rows), "writes": rows[0]["writes"],
+               "max_buffered_mb": max(bufs) if bufs else None}
         for key, ref in refs.items():
             row[f"x_{key}"] = row["mb_s_median"] / ref
         table.append(row)
