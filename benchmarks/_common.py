@@ -8,6 +8,7 @@ interleaved and rotated repeats, and a ``sync`` + settle pause between runs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -246,6 +247,39 @@ def paired(results: list[dict], a: str, b: str, samples: int | None = None) -> l
 
 
 # ---- orchestration --------------------------------------------------------------------------
+def arguments(doc: str, engines: Sequence[str]) -> argparse.ArgumentParser:
+    """The options every streaming benchmark takes (a script adds its own)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--samples", type=int, default=None, help="samples per run (64; --quick: 8)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats (3; --quick: 1)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 8 samples, 1 repeat")
+    p.add_argument("--engines", default=",".join(engines))
+    p.add_argument("--codec", choices=CODECS, default="default")
+    p.add_argument("--noise", type=float, default=0.01, help="noise std of the samples")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds to pause (after a sync) between runs")
+    p.add_argument("--tmpdir", default=None, help="where outputs go (local disk; deleted)")
+    p.add_argument("--json", default=None, help="save raw results and the summary here")
+    p.add_argument("--worker", choices=engines, help=argparse.SUPPRESS)
+    p.add_argument("--path", help=argparse.SUPPRESS)
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None,
+          engines: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Parse ``argv``, fill the ``--quick``-dependent defaults; return the engines to run."""
+    args = p.parse_args(argv)
+    if args.samples is None:
+        args.samples = 8 if args.quick else 64
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    chosen = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = set(chosen) - set(engines)
+    if unknown:
+        p.error(f"unknown engines {sorted(unknown)}; choose from {tuple(engines)}")
+    return args, chosen
+
+
 def run_worker(cmd: list[str], path: Path, label: str) -> dict:
     """Run one worker subprocess, delete its output directory (``path.parent``) afterwards and
     return the JSON object it printed last."""

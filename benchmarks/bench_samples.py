@@ -41,12 +41,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     CHUNKS,
-    CODECS,
     SAMPLE_SHAPE,
     Timer,
+    arguments,
     interleaved,
     measure,
     paired,
+    parse,
     report,
     resident_source,
     run_worker,
@@ -232,31 +233,13 @@ def verdict(table: list[dict], results: list[dict], n: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--engines", default=",".join(ENGINES))
-    p.add_argument("--codec", choices=CODECS, default="default")
+    p = arguments(__doc__, ENGINES)
     p.add_argument("--also-double", action="store_true",
                    help="also run ngff-writer and careamics-cache at 2x samples")
-    p.add_argument("--noise", type=float, default=0.01, help="noise std of the samples")
-    p.add_argument("--settle", type=float, default=2.0,
-                   help="seconds to pause (after a sync) between runs")
-    p.add_argument("--tmpdir", default=None, help="where outputs go (local disk; deleted)")
-    p.add_argument("--json", default=None, help="save raw results and the summary here")
-    p.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
-    p.add_argument("--path", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-
+    args, engines = parse(p, argv, ENGINES)
     if args.worker:
-        res = worker(args.worker, args.samples, args.codec, Path(args.path), args.noise)
-        print(json.dumps(res))
+        print(json.dumps(worker(args.worker, args.samples, args.codec, Path(args.path), args.noise)))
         return 0
-
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = set(engines) - set(ENGINES)
-    if unknown:
-        p.error(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
     n = args.samples
     tasks = [(e, n) for e in engines]
     if args.also_double:

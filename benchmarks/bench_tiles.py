@@ -51,14 +51,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     CHUNKS,
-    CODECS,
     MB,
     SAMPLE_SHAPE,
     Timer,
+    arguments,
     interleaved,
     measure,
     median,
     paired,
+    parse,
     report,
     resident_source,
     run_worker,
@@ -377,37 +378,14 @@ def verdict(results: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", type=int, default=None, help="samples per run (64; --quick: 8)")
-    p.add_argument("--repeats", type=int, default=None, help="repeats (3; --quick: 1)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 8 samples, 1 repeat")
-    p.add_argument("--engines", default=",".join(ENGINES))
-    p.add_argument("--codec", choices=CODECS, default="default")
+    p = arguments(__doc__, ENGINES)
     p.add_argument("--tile", type=int, default=200, help="tile size in y and x")
     p.add_argument("--overlap", type=int, default=48, help="tile overlap in y and x")
-    p.add_argument("--noise", type=float, default=0.01, help="noise std of the samples")
-    p.add_argument("--settle", type=float, default=2.0,
-                   help="seconds to pause (after a sync) between runs")
-    p.add_argument("--tmpdir", default=None, help="where outputs go (local disk; deleted)")
-    p.add_argument("--json", default=None, help="save raw results and the summary here")
-    p.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
-    p.add_argument("--path", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.samples is None:
-        args.samples = 8 if args.quick else 64
-    if args.repeats is None:
-        args.repeats = 1 if args.quick else 3
-
+    args, engines = parse(p, argv, ENGINES)
     if args.worker:
-        res = worker(args.worker, args.samples, args.codec, Path(args.path), args.noise,
-                     args.tile, args.overlap)
-        print(json.dumps(res))
+        print(json.dumps(worker(args.worker, args.samples, args.codec, Path(args.path), args.noise,
+                                args.tile, args.overlap)))
         return 0
-
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = set(engines) - set(ENGINES)
-    if unknown:
-        p.error(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
     n = args.samples
     gb = n * 4 * 32 * 512 * 512 / 2**30
     print(f"{len(engines)} runs x {args.repeats} repeats; {gb:.1f} GiB per run at S={n}",
