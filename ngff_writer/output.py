@@ -333,6 +333,16 @@ class Image:
         return self._finalize_if_complete()
 
 
+def _same_spec(image: Image, spec: ImageSpec, how: str) -> Image:
+    """``image`` if it was declared as ``spec`` says; SpecMismatchError if not."""
+    # Compared as JSON: a NaN fill value equals itself there.
+    mine, theirs = spec.to_json(), image.spec.to_json()
+    if mine != theirs:
+        diff = [k for k in mine if mine[k] != theirs.get(k)]
+        raise SpecMismatchError(f"image {spec.name!r} {how} with other settings ({', '.join(diff)})")
+    return image
+
+
 class Output:
     """A store of OME-Zarr images being written. Create with :func:`open_output`."""
 
@@ -495,16 +505,26 @@ class Output:
                     f"image {spec.name!r} already exists in {describe(self.store)}; pass "
                     "exist_ok=True to resume it"
                 )
-            # Compared as JSON: a NaN fill value equals itself there.
-            mine, theirs = spec.to_json(), existing.spec.to_json()
-            if mine != theirs:
-                diff = [k for k in mine if mine[k] != theirs.get(k)]
-                raise SpecMismatchError(
-                    f"image {spec.name!r} exists with other settings ({', '.join(diff)})"
-                )
-            return existing
+            return _same_spec(existing, spec, "exists")
+        self._check_place(spec)
+        allocate_image(self.store, spec.name, spec)
+        # Read back what the store now holds: another writer (a DDP rank, a cluster
+        # worker) may have declared the same image at the same time, and its
+        # declaration, if it landed first, is the one that counts.
+        self._images.pop(spec.name, None)
+        declared = self._read_image(spec.name)
+        if declared is None:
+            raise StoreError(f"image {spec.name!r} was declared but cannot be read back from "
+                             f"{describe(self.store)}")
+        return _same_spec(declared, spec, "was declared at the same time by another writer")
+
+    def _check_place(self, spec: ImageSpec) -> None:
+        # What is already at the image's place must be nothing, or what a writer
+        # declaring the same image right now leaves while it allocates (a group zarr
+        # made implicitly for the level arrays, those arrays, the bookkeeping group),
+        # or that image itself once declared: never a user's group or another image.
         if spec.name == "":
-            if self.images():
+            if [name for name in self.images() if name]:
                 raise DuplicateImageError("the output root can be an image only in an output with no image")
             root_format = node_attributes(self.store, "")
             if root_format is not None and root_format[0] != spec.zarr_format:
@@ -512,17 +532,22 @@ class Output:
                     f"the output root is zarr format {root_format[0]}; an image at the root needs "
                     f"the output's NGFF version ({self.ngff_version!r}), got {spec.ngff_version!r}"
                 )
-        elif node_attributes(self.store, spec.name) is not None:
+            return
+        node = node_attributes(self.store, spec.name)
+        if node is not None and not self._being_declared(spec, node[1]):
             raise DuplicateImageError(f"{spec.name!r} is already a group that is not an image")
-        elif any(self._read_image("/".join(spec.name.split("/")[:k])) is not None
-                 for k in range(1, spec.name.count("/") + 1)):
+        if any(self._read_image("/".join(spec.name.split("/")[:k])) is not None
+               for k in range(1, spec.name.count("/") + 1)):
             raise DuplicateImageError(f"{spec.name!r} would be inside another image")
-        elif self._read_image("") is not None:
+        if self._read_image("") is not None:
             raise DuplicateImageError(f"the output root is an image; {spec.name!r} cannot go inside it")
-        allocate_image(self.store, spec.name, spec)
-        image = Image(self, spec, final=False)
-        self._images[spec.name] = image
-        return image
+
+    def _being_declared(self, spec: ImageSpec, attributes: dict[str, Any]) -> bool:
+        if attributes and read_writer_attrs(attributes) is None:
+            return False
+        ours = {level.path for level in spec.levels} | {LEDGER_GROUP}
+        children = set(list_dir(self.store, spec.name)) - {"zarr.json", ".zgroup", ".zattrs"}
+        return children <= ours
 
     # ---- find ----------------------------------------------------------------------
     def _read_image(self, name: str) -> Image | None:

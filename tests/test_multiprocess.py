@@ -254,3 +254,34 @@ def test_killed_writer_loses_nothing(tmp_path: Path, version: str, crash: str | 
     assert img.progress().complete
     out.close()
     assert_same_image(root, ref_root, version)
+
+
+# ---- (e) declaring the same image at the same time -------------------------------------------
+def _declare_and_write(root: str, name: str, version: str, rank: int, world: int,
+                       barrier: Any) -> None:
+    out = nw.open_output(root, mode="a", ngff_version=version)
+    barrier.wait(timeout=60)  # every rank declares at once, as DDP ranks do
+    img = out.create_image(name, SHAPE, AXES, dtype="float32", chunks=CHUNKS, exist_ok=True)
+    for i in range(rank, N, world):
+        img.write_sample(i, sample(i))
+    out.close()
+
+
+@pytest.mark.parametrize("name", ["", "pred"])
+def test_ranks_declaring_the_same_image_at_once_all_write_into_it(tmp_path: Path, name: str) -> None:
+    """Each rank declares (exist_ok=True) and writes its share, with no launcher declaring
+    first; a declaration that lands while another is allocating must not fail."""
+    ctx = mp.get_context("spawn")
+    for attempt in range(3):  # the race window is short: go through it several times
+        root = tmp_path / f"out{attempt}.zarr"
+        nw.open_output(root, mode="w").close()
+        barrier = ctx.Barrier(3)
+        codes = run_children(*[(_declare_and_write, (str(root), name, "0.5", r, 3, barrier))
+                               for r in range(3)])
+        assert codes == [0, 0, 0]
+        with nw.open_output(root, mode="r") as out:
+            assert out.images() == [name]
+            img = out[name]
+            assert img.progress().complete
+            for i in range(N):
+                np.testing.assert_array_equal(img.level(0)[i], sample(i))

@@ -136,6 +136,27 @@ def test_nested_names_and_listing(tmp_path):
             out.create_image("run1", (8, 8), "yx")
 
 
+def test_a_place_another_writer_is_allocating_can_be_declared_but_not_a_users_group(tmp_path):
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("a", (4, 8, 8), "syx", chunks=(1, 8, 8), pyramid=None)
+    # What a writer declaring "b" leaves mid-way: zarr's implicit group and a level array.
+    zarr.create_array(zarr.storage.LocalStore(root), name="b/0", shape=(4, 8, 8), dtype="float32",
+                      chunks=(1, 8, 8), zarr_format=3)
+    zarr.open_group(root / "mine", mode="a", zarr_format=3).attrs["owner"] = "me"
+    zarr.create_array(zarr.storage.LocalStore(root), name="other/labels", shape=(2,),
+                      dtype="uint8", zarr_format=3)
+    with nw.open_output(root, mode="a") as out:
+        img = out.create_image("b", (4, 8, 8), "syx", chunks=(1, 8, 8), pyramid=None)
+        img.write_sample(0, np.ones((8, 8), np.float32))
+        assert out.images() == ["a", "b"]
+        for taken in ("mine", "other"):  # a user's group keeps its attributes and content
+            with pytest.raises(nw.DuplicateImageError, match="not an image"):
+                out.create_image(taken, (4, 8, 8), "syx", chunks=(1, 8, 8), pyramid=None)
+    assert dict(zarr.open_group(root / "mine", mode="r").attrs) == {"owner": "me"}
+    assert list(zarr.open_group(root / "other", mode="r").array_keys()) == ["labels"]
+
+
 # ---- write -----------------------------------------------------------------------------
 def test_samples_in_any_order_round_trip(tmp_path, rng, ngff_version):
     root = tmp_path / "out.zarr"
