@@ -53,7 +53,6 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
         Number of units made.
     """
     geometry = spec.levels[level]
-    method = spec.pyramid.method if spec.pyramid is not None else "mean"
     missing = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~ledger.covered()), strict=True)]
     if not missing:
         return 0
@@ -62,7 +61,7 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
         region = tuple(slice(i * u, min((i + 1) * u, n))
                        for i, u, n in zip(idx, geometry.unit, geometry.shape, strict=True))
         block = source[source_region(region, geometry.factors, source.shape)]
-        target[region] = downsample(block, geometry.factors, method)
+        target[region] = downsample(block, geometry.factors, spec.pyramid_method)
         ledger.record((idx, tuple(i + 1 for i in idx)), [])
 
     # A plain pool rather than a dask graph: each task is one unit and its ledger record,

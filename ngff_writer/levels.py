@@ -79,9 +79,12 @@ class Level:
     max_bytes, policy
         Memory cap on partly covered units, and what happens past it (level 0 only;
         pyramid levels always spill, since their regions come after level 0 is stored).
+    writable
+        Open the array for writing (else read-only).
     """
 
-    def __init__(self, store: Store, spec: ImageSpec, index: int, max_bytes: int, policy: Policy) -> None:
+    def __init__(self, store: Store, spec: ImageSpec, index: int, max_bytes: int, policy: Policy,
+                 writable: bool = True) -> None:
         self.store = store
         self.spec = spec
         self.index = index
@@ -92,6 +95,7 @@ class Level:
         self._policy: Policy = policy if index == 0 else "spill"
         self._assembler: Assembler | None = None
         self._array: zarr.Array | None = None
+        self._mode = "r+" if writable else "r"
 
     @property
     def started(self) -> bool:
@@ -116,9 +120,9 @@ class Level:
         return self._assembler
 
     def array(self) -> zarr.Array:
-        """The level's array, opened for writing on first use."""
+        """The level's array, opened on first use."""
         if self._array is None:
-            self._array = open_array(self.store, join(self.spec.name, self.geometry.path), "r+")
+            self._array = open_array(self.store, join(self.spec.name, self.geometry.path), self._mode)
         return self._array
 
 
@@ -133,14 +137,17 @@ class Levels:
         The image.
     max_bytes, policy
         Memory cap on partly covered units per level, and level 0's policy past it.
+    writable
+        Open the arrays for writing (else read-only).
     """
 
-    def __init__(self, store: Store, spec: ImageSpec, max_bytes: int, policy: Policy) -> None:
+    def __init__(self, store: Store, spec: ImageSpec, max_bytes: int, policy: Policy,
+                 writable: bool = True) -> None:
         self.spec = spec
-        self.levels = [Level(store, spec, k, max_bytes, policy) for k in range(len(spec.levels))]
+        self.levels = [Level(store, spec, k, max_bytes, policy, writable)
+                       for k in range(len(spec.levels))]
         self._inflight: deque[tuple[Level, Piece, Future[Derived | None]]] = deque()
         self._channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
-        self._method = spec.pyramid.method if spec.pyramid is not None else "mean"
 
     # ---- state ---------------------------------------------------------------------
     @property
@@ -211,7 +218,7 @@ class Levels:
         if level.index + 1 == len(self.levels):
             return None
         factors = self.levels[level.index + 1].geometry.factors
-        return target_region(piece.region, factors), downsample(piece.data, factors, self._method)
+        return target_region(piece.region, factors), downsample(piece.data, factors, self.spec.pyramid_method)
 
     def drain(self, limit: int = 0) -> bool:
         """Wait for background stores until at most ``limit`` are in flight.

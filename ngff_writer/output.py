@@ -47,10 +47,8 @@ from .storage import (
     clear,
     describe,
     is_empty,
-    join,
     list_dir,
     node_attributes,
-    open_array,
     open_store,
     write_group,
 )
@@ -107,9 +105,8 @@ class Image:
         self._output = output
         self.spec = spec
         self._final = final
-        self._arrays: dict[int, zarr.Array] = {}
         self._levels = Levels(output.store, spec, output.max_buffer_bytes,
-                              output.buffer_policy)  # type: ignore[arg-type]
+                              output.buffer_policy, writable=output.mode != "r")  # type: ignore[arg-type]
         self._ledger = self._levels.ledgers[0]
         self._spatial = tuple(i for i, a in enumerate(spec.layout.axes) if a in "zyx")
 
@@ -142,10 +139,7 @@ class Image:
         self._output._check_open()
         if not isinstance(k, int) or not 0 <= k < self.n_levels:
             raise IndexError(f"image {self.name!r} has levels 0 to {self.n_levels - 1}, not {k!r}")
-        if k not in self._arrays:
-            mode = "r" if self._output.mode == "r" else "r+"
-            self._arrays[k] = open_array(self._output.store, join(self.name, self.spec.levels[k].path), mode)
-        return self._arrays[k]
+        return self._levels.levels[k].array()
 
     # ---- write ---------------------------------------------------------------------
     def write_sample(self, index: int, data: Any) -> None:
@@ -276,8 +270,7 @@ class Image:
         # finalizing builds whatever is still missing from the level above.
         levels = self._levels
         levels.flush(start=1)
-        finalize_image(self._output.store, self.name, self.spec, levels.ledgers,
-                       lambda k: levels.levels[k].array())
+        finalize_image(self._output.store, self.name, self.spec, levels.ledgers, self.level)
         levels.clear_fragments()  # leftovers of completion races are garbage now
         self._final = True
         return True

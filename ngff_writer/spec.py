@@ -283,6 +283,11 @@ class ImageSpec:
         return _levels(self)
 
     @property
+    def pyramid_method(self) -> str:
+        """How each level reduces the one above (``"mean"`` when there is no pyramid)."""
+        return self.pyramid.method if self.pyramid is not None else "mean"
+
+    @property
     def n_channels(self) -> int:
         """Size of the channel axis (1 when there is none)."""
         return self.shape[self.axes.index("c")] if "c" in self.axes else 1
