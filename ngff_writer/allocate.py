@@ -1,13 +1,22 @@
-"""Spec → arrays and skeleton metadata in the store; no chunk data is written.
+"""Spec → declaration, arrays and skeleton metadata in the store; no chunk data is written.
 
-Allocation order makes a half-done declaration harmless: the arrays of every level
-first, then their ledgers, then the image group whose attributes name the image. An image is visible to
-``status`` and to other processes only once its group exists, and by then everything
-it points to exists too.
+Declaring is atomic where the store allows it (:func:`ngff_writer.storage.create_if_absent`):
+the first writer to create the image's declaration — the attributes of its bookkeeping
+group (:mod:`ngff_writer.bookkeeping`) — decides its settings, and every writer builds the
+arrays from that declaration, never from its own arguments. So writers declaring the
+same image at once, with the same or different settings, cannot leave arrays whose
+metadata mixes both: a writer whose settings differ gets ``SpecMismatchError`` and
+writes nothing.
+
+After the declaration come the arrays of every level, then the image group's attributes,
+which name the image. An image is visible to ``status`` and to other processes only once
+its group has them, and by then everything it points to exists. A writer that dies
+half-way leaves a declaration that the next one completes.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numcodecs
@@ -16,13 +25,23 @@ from zarr.abc.store import Store
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.errors import ContainsArrayError
 
-from .errors import SpecMismatchError
+from ._version import __version__
+from .bookkeeping import FORMAT, ImageKeys, check_format
+from .errors import CorruptError, SpecMismatchError
 from .ngff import STATUS_IN_PROGRESS, image_attributes, read_writer_attrs
 from .spec import ImageSpec, Level
-from .storage import join, node_attributes, write_group
-from .track import Ledger
+from .storage import (
+    create_if_absent,
+    describe,
+    group_document,
+    join,
+    node_attributes,
+    put_json,
+    store_errors,
+    write_group,
+)
 
-__all__ = ["allocate_image", "ensure_parents"]
+__all__ = ["allocate_image", "declare", "ensure_parents"]
 
 
 def _compressors(spec: ImageSpec) -> Any:
@@ -54,6 +73,43 @@ def ensure_parents(store: Store, path: str, zarr_format: int) -> None:
             write_group(store, parent, zarr_format, {})
 
 
+def declare(store: Store, spec: ImageSpec) -> ImageSpec:
+    """Create the image's declaration unless one exists; return the declared spec.
+
+    The result is ``spec`` when this writer declared the image (or another declared the
+    same settings), and the other writer's spec otherwise: compare before writing.
+
+    Raises
+    ------
+    CorruptError, FormatVersionError
+        The existing declaration cannot be read by this version.
+    """
+    keys = ImageKeys(spec.name, spec.zarr_format)
+    document = {"format": FORMAT, "spec": spec.to_json(), "version": __version__}
+    _, data = group_document(spec.zarr_format, document)
+    stored = create_if_absent(store, keys.declaration, data)
+    if spec.zarr_format == 2:
+        put_json(store, join(keys.group, ".zgroup"), {"zarr_format": 2})
+    if stored == data:
+        return spec
+    try:
+        doc = json.loads(stored)
+        attributes = doc["attributes"] if spec.zarr_format == 3 else doc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptError(f"the declaration {keys.declaration} in {describe(store)} is unreadable "
+                           f"({exc}); run `ngff-writer repair` on the output", key=keys.declaration) from exc
+    return spec_of(attributes, keys.declaration, describe(store))
+
+
+def spec_of(attributes: dict[str, Any], where: str, store_name: str) -> ImageSpec:
+    """The spec a declaration (or an image's ``ngff_writer`` block) holds, checked for its format."""
+    check_format(attributes, where)
+    try:
+        return ImageSpec.from_json(attributes["spec"])
+    except (KeyError, TypeError) as exc:
+        raise CorruptError(f"{where} in {store_name} holds no readable spec ({exc})", key=where) from exc
+
+
 def _create_level(store: Store, path: str, spec: ImageSpec, level: Level) -> None:
     kwargs: dict[str, Any] = {}
     if spec.zarr_format == 3:
@@ -64,39 +120,39 @@ def _create_level(store: Store, path: str, spec: ImageSpec, level: Level) -> Non
         # NGFF 0.4 requires "/" between chunk indices; zarr's v2 default is ".".
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     name = join(path, level.path)
-    try:
-        zarr.create_array(
-            store,
-            name=name,
-            shape=level.shape,
-            dtype=spec.np_dtype,
-            chunks=level.chunks,
-            compressors=_compressors(spec),
-            fill_value=spec.fill_value,
-            zarr_format=spec.zarr_format,
-            # Never overwrite: another process declaring the same image at the same time
-            # may already be writing chunks, and overwriting would delete them.
-            overwrite=False,
-            **kwargs,
+    with store_errors(f"creating the array {name}", store):
+        try:
+            zarr.create_array(
+                store,
+                name=name,
+                shape=level.shape,
+                dtype=spec.np_dtype,
+                chunks=level.chunks,
+                compressors=_compressors(spec),
+                fill_value=spec.fill_value,
+                zarr_format=spec.zarr_format,
+                # Never overwrite: another process declaring the same image at the same time
+                # may already be writing chunks, and overwriting would delete them.
+                overwrite=False,
+                **kwargs,
+            )
+            return
+        except ContainsArrayError:
+            existing = zarr.open_array(store, path=name, mode="r")
+    if (existing.shape, existing.dtype, existing.chunks) != (level.shape, spec.np_dtype, level.chunks):
+        raise SpecMismatchError(
+            f"{name} holds an array of shape {existing.shape}, {existing.dtype}, "
+            f"chunks {existing.chunks}; expected {level.shape}, {spec.np_dtype}, "
+            f"chunks {level.chunks}"
         )
-    except ContainsArrayError:
-        existing = zarr.open_array(store, path=name, mode="r")
-        if (existing.shape, existing.dtype, existing.chunks) != (level.shape, spec.np_dtype, level.chunks):
-            raise SpecMismatchError(
-                f"{name} holds an array of shape {existing.shape}, {existing.dtype}, "
-                f"chunks {existing.chunks}; expected {level.shape}, {spec.np_dtype}, "
-                f"chunks {level.chunks}"
-            ) from None
 
 
-def allocate_image(store: Store, path: str, spec: ImageSpec) -> None:
-    """Create every level's array, the ledgers and the in-progress metadata of an image."""
-    ensure_parents(store, path, spec.zarr_format)
+def allocate_image(store: Store, spec: ImageSpec) -> None:
+    """Create every level's array and the in-progress metadata of a declared image (idempotent)."""
+    ensure_parents(store, spec.name, spec.zarr_format)
     for level in spec.levels:
-        _create_level(store, path, spec, level)
-    for k in range(len(spec.levels)):
-        Ledger(store, path, spec, k).create()
-    node = node_attributes(store, path)
+        _create_level(store, spec.name, spec, level)
+    node = node_attributes(store, spec.name)
     if node is not None and read_writer_attrs(node[1]) is not None:
         return  # declared meanwhile by another process: keep its status (maybe complete)
-    write_group(store, path, spec.zarr_format, image_attributes(spec, STATUS_IN_PROGRESS))
+    write_group(store, spec.name, spec.zarr_format, image_attributes(spec, STATUS_IN_PROGRESS))

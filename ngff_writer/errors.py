@@ -4,10 +4,12 @@ Every error derives from :class:`NgffWriterError` and from the builtin a caller
 would reach for, so ``except ValueError`` keeps working::
 
     NgffWriterError
-    ├── StoreError (OSError)
+    ├── StoreError (OSError)                        the store failed or holds something unusable
     │   ├── OutputExistsError (FileExistsError)     creating over existing data
     │   ├── OutputNotFoundError (FileNotFoundError) reopening a missing output
-    │   └── ReadOnlyError (PermissionError)         writing to an output opened with mode="r"
+    │   ├── ReadOnlyError (PermissionError)         writing to an output opened with mode="r"
+    │   ├── CorruptError                            a document ngff-writer needs is unreadable
+    │   └── FormatVersionError                      bookkeeping of another ngff-writer version
     ├── SpecError (ValueError)                      a declaration that cannot be stored
     │   ├── InvalidAxesError
     │   ├── InvalidChunksError
@@ -25,7 +27,9 @@ would reach for, so ``except ValueError`` keeps working::
     └── ClosedError (RuntimeError)                  using an output after close()
 
 Every check runs before the first byte is written, so a refused call leaves the
-store exactly as it was.
+store exactly as it was. Whatever a storage backend raises (``OSError``, botocore's
+errors...) reaches the caller as a ``StoreError`` naming the operation and the key, with
+the backend's exception as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from __future__ import annotations
 __all__ = [
     "BufferFullError",
     "ClosedError",
+    "CorruptError",
     "DuplicateImageError",
+    "FormatVersionError",
     "ImageFinalizedError",
     "InvalidAxesError",
     "InvalidChunksError",
@@ -60,6 +66,24 @@ class NgffWriterError(Exception):
 
 class StoreError(NgffWriterError, OSError):
     """The output store cannot be opened or used as asked."""
+
+
+class CorruptError(StoreError):
+    """A document ngff-writer needs (metadata, a log segment) cannot be read.
+
+    Attributes
+    ----------
+    key
+        The store key of the unreadable document.
+    """
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class FormatVersionError(StoreError):
+    """An image's bookkeeping was written by an ngff-writer this version cannot continue."""
 
 
 class OutputExistsError(StoreError, FileExistsError):

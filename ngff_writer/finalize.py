@@ -1,13 +1,15 @@
-"""Complete → final: missing pyramid units built, omero windows, status "complete".
+"""Complete → final: missing pyramid units built, omero windows, status "complete", log folded.
 
-Finalization is idempotent rather than locked: it derives everything from the ledgers
-(records read in key order), the spec and the stored levels, so any number of
-processes that see the image complete at the same moment write the same bytes and the
-same metadata (but for the ``finalized_at`` time).
+Finalization is idempotent rather than locked. Whoever finalizes first writes a
+*checkpoint* into the bookkeeping group's attributes (the summed statistics and the
+time), then the image's final metadata, then deletes the log and the fragments. Anyone
+finalizing later finds the checkpoint and writes the same metadata from it; two
+processes finalizing at the same moment compute the same checkpoint from the same log
+(statistics add up exactly, :mod:`ngff_writer.stats`), but for the time.
 
 Pyramid levels are normally complete by then: they are built while level 0 is written
-(:mod:`ngff_writer.levels`). Units a writer could not build that way (its process
-died holding their parts) are made here from the stored level above, with the same
+(:mod:`ngff_writer.engine`). Units a writer could not build that way (its process died
+holding their parts) are made here from the stored level above, with the same
 :func:`~ngff_writer.pyramid.downsample` and so the same bytes. That is the one place
 ngff-writer reads chunk data back, and only for those units.
 """
@@ -17,24 +19,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import zarr
 from zarr.abc.store import Store
 
+from .bookkeeping import ImageKeys
+from .errors import CorruptError
 from .ngff import STATUS_COMPLETE, image_attributes
 from .pyramid import downsample, source_region
 from .spec import ImageSpec
-from .stats import merge_windows
-from .storage import write_group
+from .stats import Summary, windows
+from .storage import (
+    delete_tree,
+    describe,
+    node_attributes,
+    store_errors,
+    write_group,
+)
 from .track import Ledger
 
-__all__ = ["build_missing", "finalize_image"]
+__all__ = ["build_missing", "finalize_image", "read_checkpoint"]
 
 
 def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.Array,
                   ledger: Ledger) -> int:
-    """Make every unrecorded unit of pyramid ``level`` from the stored level above.
+    """Make every unit of pyramid ``level`` the log does not list, from the stored level above.
 
     Parameters
     ----------
@@ -45,7 +56,7 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
     source, target
         The arrays of levels ``level - 1`` and ``level``.
     ledger
-        The ledger of ``level``; each unit made is recorded in it.
+        The image's log; each unit made is recorded in it.
 
     Returns
     -------
@@ -53,45 +64,79 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
         Number of units made.
     """
     geometry = spec.levels[level]
-    missing = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~ledger.covered()), strict=True)]
+    covered = ledger.coverage.grids[level]
+    missing = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~covered), strict=True)]
     if not missing:
         return 0
 
     def make(idx: tuple[int, ...]) -> None:
         region = tuple(slice(i * u, min((i + 1) * u, n))
                        for i, u, n in zip(idx, geometry.unit, geometry.shape, strict=True))
-        block = source[source_region(region, geometry.factors, source.shape)]
-        target[region] = downsample(block, geometry.factors, spec.pyramid_method)
-        ledger.record((idx, tuple(i + 1 for i in idx)), [])
+        with store_errors(f"rebuilding unit {idx} of level {level} of image {spec.name!r}"):
+            block = source[source_region(region, geometry.factors, source.shape)]
+            target[region] = downsample(block, geometry.factors, spec.pyramid_method)
+        ledger.record(level, (idx, tuple(i + 1 for i in idx)))
 
-    # A plain pool rather than a dask graph: each task is one unit and its ledger record,
-    # and reading plus encoding spend their time outside the GIL.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ngff-writer-pyramid") as pool:
+    # A short-lived pool rather than a dask graph: each task is one unit and its record,
+    # reading plus encoding spend their time outside the GIL, and this runs only after a
+    # writer died holding parts of these units.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ngff-writer-rebuild") as pool:
         for _ in pool.map(make, missing):
             pass
     return len(missing)
 
 
-def finalize_image(store: Store, path: str, spec: ImageSpec, ledgers: list[Ledger],
-                   array: Callable[[int], zarr.Array]) -> None:
-    """Make an image whose level 0 is completely stored final.
+def read_checkpoint(store: Store, spec: ImageSpec) -> dict[str, Any] | None:
+    """The checkpoint a finalizer left in the bookkeeping group, or None."""
+    keys = ImageKeys(spec.name, spec.zarr_format)
+    node = node_attributes(store, keys.group)
+    final = node[1].get("final") if node else None
+    if final is None:
+        return None
+    try:
+        [Summary.from_json(s) for s in final["stats"]]
+        str(final["finalized_at"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptError(f"{keys.declaration} in {describe(store)} holds an unreadable checkpoint "
+                           f"({exc}); run `ngff-writer repair` on the output",
+                           key=keys.declaration) from exc
+    return final
+
+
+def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callable[[int], zarr.Array]) -> None:
+    """Make an image whose level 0 is completely stored final (see the module docstring).
 
     Parameters
     ----------
-    store, path
-        Where the image group is.
+    store
+        The output store.
     spec
         The image.
-    ledgers
-        Every level's ledger, level 0 first.
+    ledger
+        Its log, committed and refreshed by the caller.
     array
         Opens level ``k``'s array for writing.
     """
-    for level in range(1, len(spec.levels)):
-        build_missing(spec, level, array(level - 1), array(level), ledgers[level])
-    windows = merge_windows(
-        ledgers[0].summaries(), spec.n_channels, spec.window_percentiles, spec.np_dtype
-    )
-    # The time is the one part two processes finishing together may write differently.
-    now = datetime.now(UTC).isoformat(timespec="microseconds")
-    write_group(store, path, spec.zarr_format, image_attributes(spec, STATUS_COMPLETE, windows, now))
+    checkpoint = read_checkpoint(store, spec)
+    if checkpoint is None:
+        for level in range(1, len(spec.levels)):
+            build_missing(spec, level, array(level - 1), array(level), ledger)
+        ledger.commit()
+        summaries = ledger.summaries()
+        if ledger.vanished:  # a finalizer deleted the log under our feet: use its checkpoint
+            checkpoint = read_checkpoint(store, spec)
+        if checkpoint is None:
+            # The time is the one part two processes finishing together may write differently.
+            checkpoint = {"finalized_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+                          "stats": [s.to_json() for s in summaries]}
+            declaration = node_attributes(store, ledger.keys.group)
+            attributes = {**(declaration[1] if declaration else {}), "final": checkpoint}
+            write_group(store, ledger.keys.group, spec.zarr_format, attributes)
+    stats = [Summary.from_json(s) for s in checkpoint["stats"]]
+    final = windows(stats, spec.window_percentiles, spec.np_dtype)
+    write_group(store, spec.name, spec.zarr_format,
+                image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"]))
+    ledger.coverage.fill()
+    # Everything under log/ and fragments/ is garbage now, whoever wrote it.
+    delete_tree(store, ledger.keys.log)
+    delete_tree(store, ledger.keys.fragments())

@@ -2,59 +2,57 @@
 
 A writer that cannot complete a unit alone (its tiles share the unit with another
 process's, or its assembly buffer is full, or it is closing) saves its parts of the unit
-as one fragment object under ``<image>/ngff_writer/fragments/<unit>/`` (pyramid
-level ``k``: ``<image>/ngff_writer/level<k>/fragments/<unit>/``), then reads every
-fragment of that unit. If together they complete it, that writer combines and stores
-the unit, records it in the ledger and deletes the fragments. The writer whose fragment
-lands last always sees all the others, so every unit is completed by someone, and no
-chunk is ever read back or rewritten partially. Fragment names are unique per writer
-and save, so writers never overwrite each other; a part saved twice (a retry) is
-deduplicated by its id. Combining is deterministic, so two writers completing the same
-unit at once store identical bytes.
+as one fragment object under ``<image>/ngff_writer/fragments/<level>/<unit>/``
+(:mod:`ngff_writer.bookkeeping`), then reads every fragment of that unit. If together
+they complete it, that writer combines and stores the unit, records it and deletes the
+fragments. The writer whose fragment lands last always sees all the others (it lists
+with a fresh, recursive listing, see :mod:`ngff_writer.storage`), so every unit is
+completed by someone, and no chunk is ever read back or rewritten partially. Fragment
+names are unique per writer and save, so writers never overwrite each other; a part
+saved twice (a retry) is deduplicated by its id. Combining is deterministic, so two
+writers completing the same unit at once store identical bytes.
 
 Fragments are saved with ``numpy.savez`` (raw arrays, no pickling): they are transient
-scratch data, deleted when their unit is stored and swept when the image is finalized.
+scratch data, deleted when their unit is stored and swept when the image is final.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import uuid
-from collections.abc import Iterable
 
 import numpy as np
 from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
 
 from .assemble import Part, PartId
-from .storage import delete_tree, join, list_dir, run
-from .track import level_group
+from .bookkeeping import ImageKeys
+from .errors import CorruptError, StoreError
+from .storage import delete_tree, describe, get_many, list_prefix, put_bytes
 
 __all__ = ["Fragments"]
 
 
-def _unit_key(idx: Iterable[int]) -> str:
-    return ".".join(map(str, idx))
-
-
 class Fragments:
-    """Fragments of one image, for one writer.
+    """Fragments of one level of an image, for one writer.
 
     Parameters
     ----------
     store
         The output store.
-    image_path
-        Path of the image group.
+    keys
+        The image's bookkeeping keys.
     level
         Resolution level (pyramid levels are assembled from fragments too).
+    writer
+        This writer's id (fragment names start with it).
     """
 
-    def __init__(self, store: Store, image_path: str, level: int = 0) -> None:
+    def __init__(self, store: Store, keys: ImageKeys, level: int, writer: str) -> None:
         self.store = store
-        self.prefix = join(level_group(image_path, level), "fragments")
-        self._writer = uuid.uuid4().hex[:12]
+        self.keys = keys
+        self.level = level
+        self.prefix = keys.fragments(level)
+        self._writer = writer
         self._seq = 0
 
     def save(self, idx: tuple[int, ...], parts: dict[PartId, Part]) -> None:
@@ -64,42 +62,47 @@ class Fragments:
         buf = io.BytesIO()
         np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
         self._seq += 1
-        key = f"{self.prefix}/{_unit_key(idx)}/{self._writer}-{self._seq}.npz"
-        value = default_buffer_prototype().buffer.from_bytes(buf.getvalue())
+        key = f"{self.keys.unit(self.level, idx)}/{self._writer}-{self._seq}.npz"
         try:
-            run(self.store.set(key, value))
-        except FileNotFoundError:
+            put_bytes(self.store, key, buf.getvalue())
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
             # Another writer completed the unit and removed its directory between our
             # store creating it and renaming the file in: write it again.
-            run(self.store.set(key, value))
+            put_bytes(self.store, key, buf.getvalue())
 
     def load(self, idx: tuple[int, ...]) -> dict[PartId, Part]:
         """Every part saved for unit ``idx`` by any writer (a fragment deleted meanwhile is skipped)."""
-        prefix = f"{self.prefix}/{_unit_key(idx)}"
+        prefix = self.keys.unit(self.level, idx) + "/"
+        # A store's temporary file of a fragment still being written ends otherwise.
+        keys = sorted(k for k in list_prefix(self.store, prefix) if k.endswith(".npz"))
         parts: dict[PartId, Part] = {}
-        for name in sorted(list_dir(self.store, prefix)):
-            if not name.endswith(".npz"):
-                continue  # e.g. a store's temporary file of a fragment still being written
-            raw = run(self.store.get(f"{prefix}/{name}", prototype=default_buffer_prototype()))
+        for key, raw in get_many(self.store, keys).items():
             if raw is None:
                 continue  # completed and deleted by another writer
-            with np.load(io.BytesIO(raw.to_bytes()), allow_pickle=False) as npz:
-                meta = json.loads(npz["meta"].tobytes())
-                for i, m in enumerate(meta):
-                    pid = tuple(m["id"])
-                    local = tuple(slice(a, b) for a, b in m["local"])
-                    parts.setdefault(pid, Part(pid, local, npz[f"d{i}"]))
+            try:
+                with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+                    meta = json.loads(npz["meta"].tobytes())
+                    for i, m in enumerate(meta):
+                        pid = tuple(m["id"])
+                        local = tuple(slice(a, b) for a, b in m["local"])
+                        parts.setdefault(pid, Part(pid, local, npz[f"d{i}"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CorruptError(f"fragment {key} in {describe(self.store)} is unreadable ({exc}); "
+                                   "run `ngff-writer repair` on the output", key=key) from exc
         return parts
 
     def units(self) -> list[tuple[int, ...]]:
-        """Units that have fragments."""
-        return [tuple(int(v) for v in name.split(".")) for name in list_dir(self.store, self.prefix)
-                if name[:1].isdigit()]
+        """Units of this level that have fragments."""
+        start = len(self.prefix) + 1
+        found = set()
+        for key in list_prefix(self.store, self.prefix + "/"):
+            name = key[start:].split("/", 1)[0]
+            if name[:1].isdigit():
+                found.add(tuple(int(v) for v in name.split(".")))
+        return sorted(found)
 
     def delete(self, idx: tuple[int, ...]) -> None:
         """Delete every fragment of unit ``idx`` (after the unit is stored)."""
-        delete_tree(self.store, f"{self.prefix}/{_unit_key(idx)}")  # several writers may complete it
-
-    def clear(self) -> None:
-        """Delete every fragment of the image (at finalize: leftovers of races are garbage)."""
-        delete_tree(self.store, self.prefix)
+        delete_tree(self.store, self.keys.unit(self.level, idx))  # several writers may complete it

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ._version import __version__
+from .bookkeeping import FORMAT
 from .spec import AXIS_TYPES, ImageSpec
 from .stats import Window, default_window
 
@@ -85,7 +86,7 @@ def image_attributes(
     if windows is None:
         windows = [default_window(spec.np_dtype)] * spec.n_channels
     ome = {"multiscales": [_multiscale(spec)], "omero": _omero(spec, windows)}
-    writer = {"status": status, "spec": spec.to_json(), "version": __version__}
+    writer = {"status": status, "format": FORMAT, "spec": spec.to_json(), "version": __version__}
     if finalized_at is not None:
         writer["finalized_at"] = finalized_at
     if spec.ngff_version == "0.5":

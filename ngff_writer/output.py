@@ -1,12 +1,13 @@
 """The public face: an output (a store of images) and its images.
 
 Data moves top-down through the modules this one drives:
-``spec`` (declare) → ``allocate`` (arrays + skeleton metadata) → ``write`` (checks a
-sample or tile) → ``levels`` (assemble whole chunks, store them, reduce each into the
-pyramid level below) → ``track`` (ledger records) → ``finalize`` (final metadata, once
-complete). Image data is held between calls only as chunks that tiles or pyramid levels
-cover in part (bounded by ``max_buffer_bytes`` per level) and as at most a few chunks
-being stored in the background; all progress lives in the store.
+``spec`` (declare) → ``allocate`` (declaration, arrays, skeleton metadata) → ``write``
+(checks a sample or tile) → ``engine`` (assemble whole chunks, store them in the
+background, reduce each into the pyramid level below) → ``track`` (log records, after
+the data) → ``finalize`` (final metadata, once complete). Image data is held between
+calls only as chunks that tiles or pyramid levels cover in part (bounded by
+``max_buffer_bytes`` per level) and as the jobs the engine lets run ahead; all progress
+lives in the store.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import zarr
 from zarr.abc.store import Store
 
 from ._version import __version__
-from .allocate import allocate_image
+from .allocate import allocate_image, declare, spec_of
+from .bookkeeping import FORMAT, GROUP, check_format
+from .engine import Engine, ImageWriter
 from .errors import (
     ClosedError,
     DuplicateImageError,
+    FormatVersionError,
     ImageFinalizedError,
     OutputExistsError,
     OutputNotFoundError,
@@ -38,26 +42,25 @@ from .errors import (
     WriteError,
 )
 from .finalize import finalize_image
-from .levels import Levels
 from .ngff import STATUS_COMPLETE, WRITER_KEY, read_writer_attrs
-from .spec import LEDGER_GROUP, Blend, ImageSpec, Pyramid, parse_image_spec, parse_name
+from .spec import Blend, ImageSpec, Pyramid, parse_image_spec, parse_name
 from .storage import (
     Mode,
     StoreLike,
     clear,
     describe,
     is_empty,
+    join,
     list_dir,
     node_attributes,
+    open_array,
     open_store,
     write_group,
 )
+from .track import Ledger, samples_done
 from .write import check_blend_tile, crop_tile, prepare_region, tile_start_of
 
 __all__ = ["Image", "Output", "Progress", "open_output"]
-
-#: Units being stored in the background at most when a tile write returns.
-_MAX_INFLIGHT = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,14 +104,14 @@ class Progress:
 class Image:
     """One OME-Zarr image of an output, from :meth:`Output.create_image` or ``output[name]``."""
 
-    def __init__(self, output: Output, spec: ImageSpec, final: bool) -> None:
+    def __init__(self, output: Output, spec: ImageSpec, final: bool, fmt: int = FORMAT) -> None:
         self._output = output
         self.spec = spec
         self._final = final
-        self._levels = Levels(output.store, spec, output.max_buffer_bytes,
-                              output.buffer_policy, writable=output.mode != "r")  # type: ignore[arg-type]
-        self._ledger = self._levels.ledgers[0]
-        self._spatial = tuple(i for i, a in enumerate(spec.layout.axes) if a in "zyx")
+        self._format = fmt
+        self._ledger = Ledger(output.store, spec)
+        self._writer: ImageWriter | None = None
+        self._arrays: dict[int, zarr.Array] = {}
 
     def __repr__(self) -> str:
         return (f"Image({self.name!r}, axes={self.spec.axes!r}, shape={self.spec.shape}, "
@@ -135,15 +138,26 @@ class Image:
         return self.level(0)
 
     def level(self, k: int) -> zarr.Array:
-        """The zarr array of resolution level ``k`` (0: full resolution), in stored axis order."""
+        """The zarr array of resolution level ``k`` (0: full resolution), in stored axis order.
+
+        On a handle that has written, the stores it has in flight are waited for first (and
+        reduced into the levels below), so what it wrote is readable at every level but for
+        chunks only partly covered yet. A store that failed raises :class:`StoreError` here.
+        """
         self._output._check_open()
         if not isinstance(k, int) or not 0 <= k < self.n_levels:
             raise IndexError(f"image {self.name!r} has levels 0 to {self.n_levels - 1}, not {k!r}")
-        return self._levels.levels[k].array()
+        if self._writer is not None:
+            self._output.engine.drain(0, 0)
+            return self._writer.levels[k].array()
+        if k not in self._arrays:
+            mode = "r" if self._output.mode == "r" else "r+"
+            self._arrays[k] = open_array(self._output.store, join(self.name, self.spec.levels[k].path), mode)
+        return self._arrays[k]
 
     # ---- write ---------------------------------------------------------------------
     def write_sample(self, index: int, data: Any) -> None:
-        """Store one sample into its slot and record it; finalize the image if it was the last.
+        """Store one sample into its slot; finalize the image if it was the last.
 
         Parameters
         ----------
@@ -154,16 +168,23 @@ class Image:
             minus ``s``, in declared order. Converted to the image dtype by the rule in
             :mod:`ngff_writer.write`. Writing a sample again overwrites it (a retry).
 
+        Samples up to 8 MiB are copied and stored in the background (the call returns at
+        once); larger ones are stored before the call returns. A store that failed in the
+        background raises :class:`StoreError` from a later call (a write, ``flush`` or
+        ``close``); writing the same sample again then stores it.
+
         Raises
         ------
         SampleIndexError, ShapeMismatchError, LossyCastError
             Bad input; nothing is stored.
         ImageFinalizedError, ClosedError, ReadOnlyError
             The image or output no longer takes writes.
+        StoreError
+            A store failed (this one, or one still in flight from an earlier call).
         """
         self._check_can_write()
         self._check_not_blend("write_sample")
-        self._store(*prepare_region(self.spec, index, data), wait=True)
+        self._write(*prepare_region(self.spec, index, data))
 
     def write_region(self, index: int, data: Any, start: Sequence[int]) -> None:
         """Store part of a sample: ``data`` lands at ``start`` (one value per space axis).
@@ -176,7 +197,7 @@ class Image:
         """
         self._check_can_write()
         self._check_not_blend("write_region")
-        self._store(*prepare_region(self.spec, index, data, start))
+        self._write(*prepare_region(self.spec, index, data, start))
 
     def write_tile(self, index: int, tile: Any, *, crop_start: Sequence[int] | None = None,
                    crop_size: Sequence[int] | None = None, stitch_start: Sequence[int] | None = None,
@@ -200,12 +221,13 @@ class Image:
                     f"image {self.name!r} is in crop mode: pass crop_start, crop_size and stitch_start"
                 )
             data = crop_tile(self.spec, tile, crop_start, crop_size)
-            self._store(*prepare_region(self.spec, index, data, stitch_start))
+            self._write(*prepare_region(self.spec, index, data, stitch_start))
             return
         start = tile_start_of(self.spec, tile_start, crop_start, stitch_start)
         region, block = prepare_region(self.spec, index, tile, start)
         check_blend_tile(self.spec, region)
-        self._store(region, block, part_id=tuple(region[ax].start for ax in self._spatial))
+        spatial = [i for i, a in enumerate(self.spec.layout.axes) if a in "zyx"]
+        self._write(region, block, part_id=tuple(region[ax].start for ax in spatial))
 
     def _check_not_blend(self, method: str) -> None:
         if self.spec.blend is not None:
@@ -217,81 +239,105 @@ class Image:
         self._output._check_writable()
         if self._final:
             raise ImageFinalizedError(f"image {self.name!r} is complete and final")
+        self._check_format()
 
-    def _store(self, region: tuple[slice, ...], block: np.ndarray, part_id: tuple[int, ...] | None = None,
-               wait: bool = False) -> None:
-        # The one write path (see ngff_writer.levels): whole units only, stored in the
+    def _check_format(self) -> None:
+        if self._format != FORMAT and not self._final:
+            raise FormatVersionError(
+                f"image {self.name!r} was written by ngff-writer 0.1 (bookkeeping format "
+                f"{self._format}) and is not complete; finish it with that version "
+                "(pip install 'ngff-writer==0.1.*') or write it anew"
+            )
+
+    def _get_writer(self) -> ImageWriter:
+        if self._writer is None:
+            # What other writers and earlier runs stored, so this one skips it.
+            self._ledger.refresh()
+            out = self._output
+            self._writer = ImageWriter(out.engine, out.store, self.spec, self._ledger,
+                                       out.max_buffer_bytes, out.buffer_policy)  # type: ignore[arg-type]
+        return self._writer
+
+    def _write(self, region: tuple[slice, ...], block: np.ndarray, part_id: tuple[int, ...] | None = None
+               ) -> None:
+        # The one write path (see ngff_writer.engine): whole units only, stored in the
         # background and recorded after their data; each level feeds the next.
-        levels = self._levels
-        # Not waiting means storing after returning: then the caller's array is copied.
-        levels.add(region, block, part_id, copy=not wait)
-        if wait:
-            self._settle()  # write_sample returns with its sample stored and recorded
-            return
-        levels.drain(_MAX_INFLIGHT)
-        if levels.all_stored:
-            self._settle()  # every unit handed to a store: the image may be complete now
-
-    def _settle(self) -> None:
-        """Wait for every background store (raising the first failure); finalize if complete."""
-        if self._levels.drain(0):
+        writer = self._get_writer()
+        writer.add(region, block, part_id)
+        if writer.all_handed:  # every unit of level 0 stored or on its way: maybe complete
             self._finalize_if_complete()
 
     def flush(self) -> None:
-        """Save every partly complete chunk as a fragment in the store, and complete what can be.
+        """Store what this writer holds: partial chunks as fragments, pending log records.
 
         Called by :meth:`Output.close`. After every writer has flushed, every chunk that
-        all writers together covered, at every resolution level, is stored.
+        all writers together covered, at every resolution level, is stored and recorded,
+        and the image is final if that is all of it.
         """
         self._output._check_writable()
-        self._settle()
         if self._final:
             return
-        self._levels.flush()
+        self._check_format()
+        self._output.engine.drain(0, 0)
+        self._get_writer().flush()
+        self._ledger.commit()
         self._finalize_if_complete()
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes of partly covered chunks held in memory, over every level."""
-        return self._levels.buffered_bytes
+        return self._writer.buffered_bytes if self._writer is not None else 0
 
     @property
     def buffered_units(self) -> int:
         """Write units partly covered and held in memory (not yet stored), over every level."""
-        return self._levels.buffered_units
+        return self._writer.buffered_units if self._writer is not None else 0
 
     def _finalize_if_complete(self) -> bool:
+        # The one place an image becomes final: on a write that hands its last unit to the
+        # engine, and on flush/close/finalize. Never on a read.
         if self._final:
             return True
-        if not self._ledger.complete():
+        ledger = self._ledger
+        self._output.engine.drain(0, 0)
+        ledger.commit()
+        ledger.refresh()
+        if not ledger.complete(0):
             return False
         # Level 0 is stored, so pyramid units this writer holds in part can only be
         # completed with other writers' parts: hand them over (fragments), then
         # finalizing builds whatever is still missing from the level above.
-        levels = self._levels
-        levels.flush(start=1)
-        finalize_image(self._output.store, self.name, self.spec, levels.ledgers, self.level)
-        levels.clear_fragments()  # leftovers of completion races are garbage now
+        self._get_writer().flush(start=1)
+        ledger.commit()
+        ledger.refresh()
+        finalize_image(self._output.store, self.spec, ledger, self.level)
         self._final = True
         return True
 
     # ---- track ---------------------------------------------------------------------
     def progress(self) -> Progress:
-        """Read this image's progress from the store (sees every writer's records)."""
+        """Read this image's progress from the store (sees every writer's records; writes nothing)."""
         self._output._check_open()
-        self._settle()
-        covered = self._ledger.covered()
-        done = self._ledger.samples_done(covered)
+        if not self._final:
+            self._check_format()
+            self._output.engine.wait()  # count what this handle has written
+            self._ledger.refresh()
+        # Read after the log: a finalizer marks the image complete before it deletes the log.
         attrs = node_attributes(self._output.store, self.name)
         block = read_writer_attrs(attrs[1]) if attrs else None
-        self._final = bool(block and block.get("status") == STATUS_COMPLETE)
+        final = bool(block and block.get("status") == STATUS_COMPLETE)
+        if final:
+            covered = np.ones_like(self._ledger.coverage.grids[0])
+        else:
+            covered = self._ledger.coverage.grids[0].copy()
+        done = samples_done(self.spec.layout, covered)
         return Progress(
             name=self.name,
             done=int(done.sum()),
             total=int(done.size),
-            complete=self._final,
+            complete=final,
             pending=tuple(int(i) for i in np.flatnonzero(~done)),
-            blocks_done=int(covered.sum()),
+            blocks_done=int(np.count_nonzero(covered)),
             blocks_total=int(covered.size),
             finalized_at=block.get("finalized_at") if block else None,
             levels=self.n_levels,
@@ -322,7 +368,9 @@ class Image:
             stays "in_progress" with its progress intact).
         """
         self._output._check_writable()
-        self._settle()
+        if self._final:
+            return True
+        self._check_format()
         return self._finalize_if_complete()
 
 
@@ -340,12 +388,14 @@ class Output:
     """A store of OME-Zarr images being written. Create with :func:`open_output`."""
 
     def __init__(self, store: Store, mode: Mode, ngff_version: str, max_buffer_bytes: int,
-                 buffer_policy: str) -> None:
+                 buffer_policy: str, engine: Engine) -> None:
         self.store = store
         self.buffer_policy = buffer_policy
         self.mode = mode
         self.ngff_version = ngff_version
         self.max_buffer_bytes = max_buffer_bytes
+        #: The worker threads, in-flight limit and log committer of this output.
+        self.engine = engine
         self._images: dict[str, Image] = {}
         self._closed = False
 
@@ -371,24 +421,37 @@ class Output:
     def close(self) -> None:
         """Close the output. Incomplete images stay "in_progress", their progress kept.
 
-        Chunks that tiles covered only partly are saved as fragments in the store
-        (:meth:`Image.flush`), so nothing written is lost and other writers can complete them.
+        Waits for every background store, saves chunks that tiles covered only partly as
+        fragments in the store (:meth:`Image.flush`), commits every log record and stops
+        the engine's threads. Nothing written is lost and other writers can complete the
+        fragments.
+
+        Raises
+        ------
+        NgffWriterError
+            The first failure (a :class:`StoreError` for a failed store); the others, if
+            any, are in its notes. The output is closed either way.
         """
         if self._closed:
             return
-        errors = []
+        errors: list[Exception] = []
         if self.mode != "r":
             for image in self._images.values():
                 try:
-                    if image._levels.started:
+                    if image._writer is not None and image._writer.started:
                         image.flush()
                 except Exception as exc:  # raised below, after every image
                     errors.append(exc)
+        try:
+            self.engine.close()
+            self.engine.commit_all()
+        except Exception as exc:
+            errors.append(exc)
         self._closed = True
         self._images.clear()
-        if len(errors) > 1:
-            raise ExceptionGroup(f"closing {self!r}: {len(errors)} images failed", errors)
         if errors:
+            for other in errors[1:]:
+                errors[0].add_note(f"also, closing {self!r}: {type(other).__name__}: {other}")
             raise errors[0]
 
     @property
@@ -500,16 +563,20 @@ class Output:
                 )
             return _same_spec(existing, spec, "exists")
         self._check_place(spec)
-        allocate_image(self.store, spec.name, spec)
-        # Read back what the store now holds: another writer (a DDP rank, a cluster
-        # worker) may have declared the same image at the same time, and its
-        # declaration, if it landed first, is the one that counts.
+        # Another writer (a DDP rank, a cluster worker) may declare the same image at the
+        # same time: the declaration created first is the one that counts, and the arrays
+        # are made from it (see ngff_writer.allocate).
+        declared = declare(self.store, spec)
+        if declared.to_json() != spec.to_json():
+            _same_spec(Image(self, declared, final=False), spec,
+                       "was declared at the same time by another writer")
+        allocate_image(self.store, declared)
         self._images.pop(spec.name, None)
-        declared = self._read_image(spec.name)
-        if declared is None:
+        image = self._read_image(spec.name)
+        if image is None:
             raise StoreError(f"image {spec.name!r} was declared but cannot be read back from "
                              f"{describe(self.store)}")
-        return _same_spec(declared, spec, "was declared at the same time by another writer")
+        return _same_spec(image, spec, "was declared at the same time by another writer")
 
     def _check_place(self, spec: ImageSpec) -> None:
         # What is already at the image's place must be nothing, or what a writer
@@ -538,7 +605,7 @@ class Output:
     def _being_declared(self, spec: ImageSpec, attributes: dict[str, Any]) -> bool:
         if attributes and read_writer_attrs(attributes) is None:
             return False
-        ours = {level.path for level in spec.levels} | {LEDGER_GROUP}
+        ours = {level.path for level in spec.levels} | {GROUP}
         children = set(list_dir(self.store, spec.name)) - {"zarr.json", ".zgroup", ".zattrs"}
         return children <= ours
 
@@ -550,8 +617,10 @@ class Output:
         block = read_writer_attrs(node[1]) if node else None
         if block is None:
             return None
-        image = Image(self, ImageSpec.from_json(block["spec"]),
-                      final=block.get("status") == STATUS_COMPLETE)
+        where = f"image {name!r} in {describe(self.store)}"
+        fmt = check_format(block, where)
+        image = Image(self, spec_of(block, where, describe(self.store)),
+                      final=block.get("status") == STATUS_COMPLETE, fmt=fmt)
         self._images[name] = image
         return image
 
@@ -579,7 +648,7 @@ class Output:
         def walk(prefix: str) -> None:
             for child in sorted(list_dir(self.store, prefix)):
                 path = f"{prefix}/{child}" if prefix else child
-                if child == LEDGER_GROUP:
+                if child == GROUP:
                     continue
                 node = node_attributes(self.store, path)
                 if node is None:
@@ -624,6 +693,8 @@ def open_output(
     storage_options: dict[str, Any] | None = None,
     max_buffer_bytes: int = 1 << 30,
     buffer_policy: str = "spill",
+    workers: int = 2,
+    commit_interval: float = 1.0,
 ) -> Output:
     """Open an output: a directory (or any zarr store) that holds OME-Zarr images.
 
@@ -646,6 +717,12 @@ def open_output(
     buffer_policy
         Past ``max_buffer_bytes``: ``"spill"`` saves the oldest partial chunks as fragments
         in the store (no chunk is read back); ``"error"`` raises ``BufferFullError``.
+    workers
+        Threads that store chunks in the background (each stores a batch of queued chunks
+        per call into zarr); ``close()`` stops them.
+    commit_interval
+        Seconds at most between a chunk being stored and its record being committed to
+        the image's log: what a killed writer can lose (writing it again resumes).
 
     Raises
     ------
@@ -664,6 +741,10 @@ def open_output(
         raise SpecError(f"buffer_policy must be 'spill' or 'error', got {buffer_policy!r}")
     if not isinstance(max_buffer_bytes, int) or max_buffer_bytes < 0:
         raise SpecError(f"max_buffer_bytes must be an int >= 0, got {max_buffer_bytes!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SpecError(f"workers must be an int >= 1, got {workers!r}")
+    if not isinstance(commit_interval, (int, float)) or not commit_interval > 0:
+        raise SpecError(f"commit_interval must be a number of seconds > 0, got {commit_interval!r}")
     if mode == "r" and isinstance(root, (str, Path)) and "://" not in str(root):
         if not Path(root).exists():
             raise OutputNotFoundError(f"no output at {root}")
@@ -686,4 +767,5 @@ def open_output(
         root_node = node_attributes(store, "")
         if root_node is None or WRITER_KEY not in root_node[1]:
             raise StoreError(f"{where} holds data that is not an ngff-writer output")
-    return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy)
+    engine = Engine(workers=workers, commit_interval=float(commit_interval))
+    return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy, engine)

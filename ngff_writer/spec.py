@@ -40,7 +40,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import InvalidAxesError, InvalidChunksError, SpecError, UnsupportedDtypeError
+from .bookkeeping import GROUP
+from .errors import (
+    FormatVersionError,
+    InvalidAxesError,
+    InvalidChunksError,
+    SpecError,
+    UnsupportedDtypeError,
+)
 from .pyramid import aligned, auto_levels, level_blocks, level_shape
 
 __all__ = [
@@ -86,8 +93,6 @@ _UNIT_ALIASES = {"um": "micrometer", "µm": "micrometer", "μm": "micrometer", "
                  "mm": "millimeter", "m": "meter", "s": "second", "ms": "millisecond",
                  "us": "microsecond", "min": "minute", "h": "hour"}
 _NAME_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
-#: Reserved: the completion ledger lives in a child group of this name (see track.py).
-LEDGER_GROUP = "ngff_writer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,7 +313,14 @@ class ImageSpec:
     def from_json(cls, data: Mapping[str, Any]) -> ImageSpec:
         """Rebuild a spec written by :meth:`to_json`."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            # Dropping them could silently change what the image means (a newer writer's option).
+            raise FormatVersionError(
+                f"the stored spec of image {data.get('name')!r} has fields this ngff-writer does not "
+                f"know: {unknown}; it was written by a newer version: upgrade ngff-writer"
+            )
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         kw.setdefault("sample_axes", parse_sample_axes(None, kw["axes"]))
         if kw.get("blend") is not None:
             b = kw["blend"]
@@ -712,8 +724,8 @@ def parse_name(name: str) -> str:
             raise SpecError(
                 f"image name {name!r}: segment {seg!r} must use letters, digits, '_', '-', '.'"
             )
-    if LEDGER_GROUP in segments:
-        raise SpecError(f"image name {name!r}: {LEDGER_GROUP!r} is reserved for the ledger")
+    if GROUP in segments:
+        raise SpecError(f"image name {name!r}: {GROUP!r} is reserved for ngff-writer's bookkeeping")
     return "/".join(segments)
 
 

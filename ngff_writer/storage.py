@@ -1,17 +1,33 @@
-"""The one place that opens stores and moves small JSON documents in and out of them.
+"""The one place that opens stores and moves ngff-writer's own objects in and out of them.
 
 Everything else talks to a :class:`zarr.abc.store.Store`: a local directory, any
 fsspec/obstore URL, or a store object the caller built. Bulk array data goes through
-zarr arrays; this module only handles the few small documents ngff-writer owns
-(group metadata and ledger records), and maps store failures to our errors.
+zarr arrays; this module handles the small objects ngff-writer owns (group metadata,
+log segments, fragments) and turns whatever a backend raises into a
+:class:`~ngff_writer.errors.StoreError` that names the operation and the key.
+
+What each store guarantees to the bookkeeping
+---------------------------------------------
+Every object ngff-writer writes has a name no other writer uses, except one: an image's
+declaration, which must be created exactly once. :func:`create_if_absent` does that
+with the store's atomic primitive where it has one: ``os.link`` on
+:class:`~zarr.storage.LocalStore`, a conditional PUT (``If-None-Match: *``) on S3
+through s3fs or obstore, a dict's ``setdefault`` in
+:class:`~zarr.storage.MemoryStore`. On other stores it checks, then writes; two writers
+declaring the same image with different settings at the same instant may then both
+believe they won (:func:`atomic_create` tells which case applies). Listings are never
+trusted to be fresh: a writer that needs another's objects lists with a recursive
+listing, which fsspec does not serve from its cache, and URLs are opened with
+fsspec's listings cache off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,13 +35,14 @@ import zarr
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore
 
-from .errors import StoreError
+from .errors import CorruptError, NgffWriterError, StoreError
 
 __all__ = [
-    "Mode", "StoreLike", "describe", "get_json", "join", "list_dir", "list_prefix", "open_store",
-    "put_json",
+    "Mode", "StoreLike", "atomic_create", "create_if_absent", "delete_keys", "delete_tree", "describe",
+    "get_bytes", "get_json", "get_many", "join", "list_dir", "list_prefix", "open_store", "put_bytes",
+    "put_json", "store_errors",
 ]
 
 Mode = Literal["w-", "w", "a", "r"]
@@ -42,7 +59,8 @@ def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | No
     mode
         ``"r"`` opens read-only; every other mode opens for writing.
     storage_options
-        Passed to fsspec for URLs (credentials, ``endpoint_url``...).
+        Passed to fsspec for URLs (credentials, ``endpoint_url``...). The listings cache
+        is off unless these options turn it on (see the module docstring).
     """
     read_only = mode == "r"
     if isinstance(root, Store):
@@ -50,8 +68,9 @@ def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | No
             raise StoreError(f"store {root} is read-only but mode={mode!r} needs writes")
         return root
     if isinstance(root, str) and "://" in root and not root.startswith("file://"):
+        options = {"use_listings_cache": False, **(storage_options or {})}
         try:
-            return FsspecStore.from_url(root, storage_options=storage_options, read_only=read_only)
+            return FsspecStore.from_url(root, storage_options=options, read_only=read_only)
         except (ImportError, ValueError, OSError) as exc:
             raise StoreError(f"cannot open {root!r}: {exc}") from exc
     path = Path(str(root).removeprefix("file://")).expanduser()
@@ -72,9 +91,35 @@ def describe(store: Store) -> str:
     return str(getattr(store, "path", store))
 
 
+@contextlib.contextmanager
+def store_errors(what: str, store: Store | None = None) -> Iterator[None]:
+    """Backend failures inside become :class:`StoreError` naming ``what`` (and the store).
+
+    Our own errors pass through; anything else a store raises (``OSError`` with errno 28,
+    ``PermissionError``, botocore's ``EndpointConnectionError``...) is re-raised as a
+    ``StoreError`` whose ``__cause__`` is the original. A backend is free to raise any
+    type, so everything but our own errors is mapped here, at the storage seam only.
+    """
+    try:
+        yield
+    except NgffWriterError:
+        raise
+    except Exception as exc:
+        where = f" in {describe(store)}" if store is not None else ""
+        raise StoreError(f"{what}{where} failed: {type(exc).__name__}: {exc}") from exc
+
+
 def run[T](coro: Coroutine[Any, Any, T]) -> T:
     """Run a store coroutine on zarr's own event loop (the loop its sync API uses)."""
     return sync(coro)
+
+
+def _buffer(data: bytes) -> Any:
+    return default_buffer_prototype().buffer.from_bytes(data)
+
+
+def _encode(obj: Any) -> bytes:
+    return json.dumps(_clean(obj), separators=(",", ":")).encode()
 
 
 def _clean(obj: Any) -> Any:
@@ -88,34 +133,116 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def put_json(store: Store, key: str, obj: Any) -> None:
-    """Write ``obj`` as JSON at ``key`` (a whole-object write, atomic on LocalStore)."""
-    data = json.dumps(_clean(obj), separators=(",", ":")).encode()
-    run(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+def _decode(store: Store, key: str, raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptError(
+            f"{key} in {describe(store)} is not readable JSON ({len(raw)} bytes: {exc}); "
+            "run `ngff-writer repair` on the output", key=key,
+        ) from exc
+
+
+# ---- single objects ------------------------------------------------------------------------
+def get_bytes(store: Store, key: str) -> bytes | None:
+    """The bytes at ``key``, or None when there is none."""
+    with store_errors(f"reading {key}", store):
+        buf = run(store.get(key, prototype=default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def put_bytes(store: Store, key: str, data: bytes) -> None:
+    """Write ``data`` at ``key`` (a whole-object write, atomic on LocalStore and object stores)."""
+    with store_errors(f"writing {key}", store):
+        run(store.set(key, _buffer(data)))
 
 
 def get_json(store: Store, key: str) -> Any | None:
-    """Read the JSON at ``key``, or None when it does not exist."""
-    buf = run(store.get(key, prototype=default_buffer_prototype()))
-    return None if buf is None else json.loads(buf.to_bytes())
+    """The JSON at ``key``, or None when there is none; :class:`CorruptError` if unreadable."""
+    raw = get_bytes(store, key)
+    return None if raw is None else _decode(store, key, raw)
 
 
+def put_json(store: Store, key: str, obj: Any) -> None:
+    """Write ``obj`` as JSON at ``key``."""
+    put_bytes(store, key, _encode(obj))
+
+
+def get_many(store: Store, keys: Iterable[str]) -> dict[str, bytes | None]:
+    """Read several objects at once (concurrently); a missing key maps to None."""
+    keys = list(keys)
+
+    async def fetch() -> list[Any]:
+        proto = default_buffer_prototype()
+        return await asyncio.gather(*(store.get(k, prototype=proto) for k in keys))
+
+    with store_errors(f"reading {len(keys)} objects under {keys[0] if keys else ''}", store):
+        bufs = run(fetch()) if keys else []
+    return {k: (None if b is None else b.to_bytes()) for k, b in zip(keys, bufs, strict=True)}
+
+
+def _base(store: Store) -> Store:
+    while isinstance(store, WrapperStore):
+        store = store._store
+    return store
+
+
+def atomic_create(store: Store) -> bool:
+    """True when :func:`create_if_absent` is atomic on ``store`` (see the module docstring)."""
+    base = _base(store)
+    if isinstance(base, (LocalStore, MemoryStore)):
+        return True
+    if isinstance(base, FsspecStore):
+        return "s3" in _protocols(base)
+    return type(base).__name__ == "ObjectStore"
+
+
+def _protocols(store: FsspecStore) -> tuple[str, ...]:
+    protocol = store.fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def create_if_absent(store: Store, key: str, data: bytes) -> bytes:
+    """Write ``data`` at ``key`` unless an object is there; return what is there afterwards.
+
+    The returned bytes equal ``data`` when this call created the object (or another
+    writer created the same bytes) and are the other object otherwise.
+    """
+    base = _base(store)
+    with store_errors(f"creating {key}", store):
+        if isinstance(base, FsspecStore) and "s3" in _protocols(base):
+            # zarr's FsspecStore checks, then writes; s3fs offers S3's conditional PUT.
+            try:
+                run(base.fs._pipe_file(f"{base.path.rstrip('/')}/{key}", data, mode="create"))
+            except FileExistsError:
+                pass
+        else:
+            run(store.set_if_not_exists(key, _buffer(data)))
+    stored = get_bytes(store, key)
+    if stored is None:
+        raise StoreError(f"{key} was created in {describe(store)} but cannot be read back")
+    return stored
+
+
+# ---- listings and deletes -----------------------------------------------------------------
 def list_dir(store: Store, prefix: str) -> list[str]:
     """Names directly under ``prefix`` (files and sub-prefixes)."""
 
     async def collect() -> list[str]:
         return [name async for name in store.list_dir(prefix)]
 
-    return run(collect())
+    with store_errors(f"listing {prefix or '/'}", store):
+        return run(collect())
 
 
 def list_prefix(store: Store, prefix: str) -> list[str]:
-    """Every key that starts with ``prefix`` (recursively)."""
+    """Every key under ``prefix`` (recursively; a fresh listing, see the module docstring)."""
 
     async def collect() -> list[str]:
         return [key async for key in store.list_prefix(prefix)]
 
-    return run(collect())
+    with store_errors(f"listing {prefix or '/'}", store):
+        return run(collect())
 
 
 def is_empty(store: Store) -> bool:
@@ -126,7 +253,20 @@ def is_empty(store: Store) -> bool:
             return False
         return True
 
-    return run(first())
+    with store_errors("listing the store", store):
+        return run(first())
+
+
+def delete_keys(store: Store, keys: Iterable[str]) -> None:
+    """Delete ``keys`` (concurrently); a key already gone is not an error."""
+    keys = list(keys)
+
+    async def each() -> None:
+        await asyncio.gather(*(store.delete(key) for key in keys))
+
+    if keys:
+        with store_errors(f"deleting {len(keys)} objects under {keys[0]}", store):
+            run(each())
 
 
 def delete_tree(store: Store, prefix: str, attempts: int = 8) -> None:
@@ -137,52 +277,63 @@ def delete_tree(store: Store, prefix: str, attempts: int = 8) -> None:
     a no-op), so the recursive delete that follows only removes emptied directories; a
     race there is retried, over what is left.
     """
-
-    async def each() -> None:
-        keys = [key async for key in store.list_prefix(f"{prefix}/")]
-        await asyncio.gather(*(store.delete(key) for key in keys))
-
     for attempt in range(attempts):
         try:
-            run(each())
-            run(store.delete_dir(prefix))
+            delete_keys(store, list_prefix(store, f"{prefix}/"))
+            with store_errors(f"deleting {prefix}", store):
+                run(store.delete_dir(prefix))
             return
-        except OSError:
+        except StoreError:
             if attempt + 1 == attempts:
                 raise
 
 
 def clear(store: Store) -> None:
     """Delete everything in the store (``mode="w"``)."""
-    run(store.delete_dir(""))
+    with store_errors("clearing the store", store):
+        run(store.delete_dir(""))
 
 
+# ---- groups ---------------------------------------------------------------------------------
 def node_attributes(store: Store, path: str) -> tuple[int, dict[str, Any]] | None:
     """Return ``(zarr_format, attributes)`` of the group at ``path``, or None if there is none."""
     prefix = f"{path}/" if path else ""
     meta = get_json(store, f"{prefix}zarr.json")
     if meta is not None:
-        if meta.get("node_type") != "group":
+        if not isinstance(meta, dict) or meta.get("node_type") != "group":
             return None
-        return 3, meta.get("attributes", {})
+        attributes = meta.get("attributes", {})
+        if not isinstance(attributes, dict):
+            raise CorruptError(f"{prefix}zarr.json in {describe(store)} has attributes that are not "
+                               "an object", key=f"{prefix}zarr.json")
+        return 3, attributes
     if get_json(store, f"{prefix}.zgroup") is not None:
-        return 2, get_json(store, f"{prefix}.zattrs") or {}
+        attributes = get_json(store, f"{prefix}.zattrs") or {}
+        if not isinstance(attributes, dict):
+            raise CorruptError(f"{prefix}.zattrs in {describe(store)} is not an object",
+                               key=f"{prefix}.zattrs")
+        return 2, attributes
     return None
+
+
+def group_document(zarr_format: int, attributes: dict[str, Any]) -> tuple[str, bytes]:
+    """The attributes document of a group: its name and bytes (``zarr.json`` or ``.zattrs``)."""
+    if zarr_format == 3:
+        return "zarr.json", _encode({"zarr_format": 3, "node_type": "group", "attributes": attributes})
+    return ".zattrs", _encode(attributes)
 
 
 def write_group(store: Store, path: str, zarr_format: int, attributes: dict[str, Any]) -> None:
     """Write group metadata with ``attributes`` at ``path``, replacing what was there.
 
     Hand-written rather than ``zarr.open_group(...).attrs.put``: that would read the
-    existing node first, and the ledger writes one such group per record on the hot path.
-    For format 2 the attributes go first, so a group that exists always has them.
+    existing node first. For format 2 the attributes go first, so a group that exists
+    always has them.
     """
     prefix = f"{path}/" if path else ""
-    if zarr_format == 3:
-        put_json(store, f"{prefix}zarr.json",
-                 {"zarr_format": 3, "node_type": "group", "attributes": attributes})
-    else:
-        put_json(store, f"{prefix}.zattrs", attributes)
+    name, data = group_document(zarr_format, attributes)
+    put_bytes(store, f"{prefix}{name}", data)
+    if zarr_format == 2:
         put_json(store, f"{prefix}.zgroup", {"zarr_format": 2})
 
 
@@ -195,5 +346,6 @@ def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array:
     (zarr's config is process-wide, so another thread opening an array at that very
     moment would get the fused pipeline too, which is harmless).
     """
-    with zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.FusedCodecPipeline"}):
+    with store_errors(f"opening the array {path}", store), \
+            zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.FusedCodecPipeline"}):
         return zarr.open_array(store, path=path, mode=mode)

@@ -1,141 +1,401 @@
-"""The completion ledger: which blocks of an image are stored, kept in the store itself.
+"""The completion log: which write units of an image are stored, kept in the store itself.
 
-Each write that stores whole blocks adds one *record*: a small zarr group at
-``<image>/ngff_writer/done/<box key>`` whose name says which box of write units was
-stored and whose attributes hold that data's statistics. Each pyramid level has a
-ledger of its own (``<image>/ngff_writer/level<k>/done/``, records without statistics).
-A record is written only after its data, so the ledger never lists a block that is not
-stored.
+Every writer appends *records* (a box of write units of one level, stored) to a log of
+its own, under ``<image>/ngff_writer/log/`` (:mod:`ngff_writer.bookkeeping`). Records are
+batched: a writer keeps the records of data it has stored in memory and commits them
+as one immutable *segment* ``<writer>-<seq>.json`` when the batch is full, when the
+oldest has waited ``commit_interval`` seconds (the engine's committer thread sees to
+it), and on ``flush``/``close``/``finalize``. A segment also holds the summed
+statistics of its level-0 data (:mod:`ngff_writer.stats`).
 
-Why one object per record rather than a shared progress document: zarr rewrites
-attribute documents whole from a cached copy, so two processes updating one document
-lose each other's updates. Distinct keys never collide, need no lock, survive a crash
-of any writer, and a retry rewrites the same key. Progress is a listing of names; the
-record bodies are read only when the image is finalized.
+Why this shape:
+
+- **No shared document.** zarr rewrites documents whole, so two writers updating one
+  document lose each other's updates; segment names are unique per writer, so writers
+  never collide, need no lock and no listing to write.
+- **Cost independent of the job's size.** A write costs an in-memory append; the
+  completion test a write makes reads this writer's own view (:class:`Coverage`), and
+  other writers' segments are read only when that view says the image may be complete,
+  or on ``flush``/``close``/``finalize``/``progress``, and then only the segments not
+  read before (segments never change).
+- **Few objects.** A writer merges its own segments as they accumulate (``fanout`` of
+  one size into one of the next, as log-structured stores compact), so it keeps
+  O(log n) segments for n commits and each record is rewritten O(log n) times. A merged
+  segment names the ones it replaces, and readers drop those even if a crash left them.
+  When the image is final its log is folded into a checkpoint in the bookkeeping group's
+  attributes and deleted.
+- **Crash safety.** A record is committed only after its data is stored, so the log
+  never lists a unit that is not stored. A killed writer loses the records it had not
+  committed yet (at most ``commit_interval`` seconds of writes); writing that data again
+  is an accepted retry.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import threading
+import time
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from zarr.abc.store import Store
 
-from .errors import StoreError
-from .grid import Box, box_key, box_of_region, coverage, grid_shape, parse_box_key
-from .spec import LEDGER_GROUP, ImageSpec
-from .storage import get_json, join, list_dir, list_prefix, write_group
+from .bookkeeping import FORMAT, ImageKeys
+from .errors import CorruptError, StoreError
+from .grid import Box, grid_shape
+from .spec import ImageSpec, Layout
+from .stats import Summary, merge_channels
+from .storage import delete_keys, describe, get_many, list_prefix, put_json
 
-__all__ = ["Ledger", "level_group"]
+__all__ = ["Coverage", "Ledger", "Segment", "samples_done"]
+
+#: Records a writer holds before committing them (a segment of ~100-200 kB).
+BATCH = 4096
+#: Segments of one size a writer merges into one of the next.
+FANOUT = 8
 
 
-def level_group(image_path: str, level: int) -> str:
-    """The group holding a level's ledger and fragments.
+class Coverage:
+    """Which write units of each level are known to be stored.
 
-    Level 0's sit directly in ``<image>/ngff_writer/``; pyramid level ``k``'s in
-    ``<image>/ngff_writer/level<k>/``.
+    Parameters
+    ----------
+    spec
+        The image (gives each level's grid of write units).
     """
-    base = join(image_path, LEDGER_GROUP)
-    return base if level == 0 else join(base, f"level{level}")
+
+    def __init__(self, spec: ImageSpec) -> None:
+        self.grids = [np.zeros(grid_shape(g.shape, g.unit), bool) for g in spec.levels]
+        self.counts = [0] * len(self.grids)
+
+    @staticmethod
+    def _where(box: Box) -> tuple[slice, ...]:
+        return tuple(slice(a, b) for a, b in zip(*box, strict=True))
+
+    def add(self, level: int, box: Box) -> bool:
+        """Mark ``box`` stored; True if it held a unit not known stored before."""
+        view = self.grids[level][self._where(box)]
+        new = view.size - int(np.count_nonzero(view))
+        if new:
+            view[...] = True
+            self.counts[level] += new
+        return bool(new)
+
+    def covers(self, level: int, box: Box) -> bool:
+        """True when every unit of ``box`` is known stored."""
+        return bool(self.grids[level][self._where(box)].all())
+
+    def complete(self, level: int) -> bool:
+        """True when every unit of the level is known stored."""
+        return self.counts[level] == self.grids[level].size
+
+    def fill(self) -> None:
+        """Mark everything stored (the image is final)."""
+        for level, grid in enumerate(self.grids):
+            grid[...] = True
+            self.counts[level] = grid.size
+
+
+@dataclasses.dataclass
+class Segment:
+    """One batch of records of one writer, as stored in the log.
+
+    Attributes
+    ----------
+    name
+        ``<writer>-<seq>``; the object is ``log/<name>.json``.
+    records
+        Per level, one row per record: the box's start then stop (grid indices).
+    stats
+        Per channel, the summed statistics of the segment's level-0 records (None if it
+        has none).
+    replaces
+        Segments whose records this one holds (they are garbage once it exists).
+    tier
+        How many merges made it (in the writer's memory only).
+    """
+
+    name: str
+    records: dict[int, np.ndarray]
+    stats: list[Summary] | None
+    replaces: tuple[str, ...] = ()
+    tier: int = 0
+
+    @property
+    def writer(self) -> str:
+        """The writer that made this segment."""
+        return self.name.rsplit("-", 1)[0]
+
+    def boxes(self) -> Iterable[tuple[int, Box]]:
+        """Every ``(level, box)`` of the segment."""
+        for level, rows in self.records.items():
+            n = rows.shape[1] // 2
+            for row in rows.tolist():
+                yield level, (tuple(row[:n]), tuple(row[n:]))
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored document."""
+        return {
+            "format": FORMAT,
+            "records": {str(level): rows.tolist() for level, rows in self.records.items()},
+            "stats": None if self.stats is None else [s.to_json() for s in self.stats],
+            "replaces": list(self.replaces),
+        }
+
+    @classmethod
+    def from_json(cls, name: str, doc: Any, ndim: int) -> Segment:
+        """Parse a stored segment; ``ValueError`` when it is not one this version can read."""
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ValueError(f"not a format-{FORMAT} log segment")
+        try:
+            records = {}
+            for level, rows in doc["records"].items():
+                array = np.asarray(rows, dtype=np.int64).reshape(-1, 2 * ndim)
+                records[int(level)] = array
+            stats = None if doc["stats"] is None else [Summary.from_json(s) for s in doc["stats"]]
+            replaces = tuple(str(r) for r in doc["replaces"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"malformed log segment: {exc}") from exc
+        return cls(name, records, stats, replaces)
+
+
+def _merge(name: str, group: Sequence[Segment], replaces: Iterable[str], tier: int,
+           n_channels: int) -> Segment:
+    records: dict[int, list[np.ndarray]] = {}
+    for seg in group:
+        for level, rows in seg.records.items():
+            records.setdefault(level, []).append(rows)
+    stats = [s.stats for s in group if s.stats is not None]
+    return Segment(
+        name,
+        {level: np.concatenate(parts) for level, parts in records.items()},
+        merge_channels(stats, n_channels) if stats else None,
+        tuple(replaces),
+        tier,
+    )
 
 
 class Ledger:
-    """Records of stored blocks for one image.
+    """One writer's (or reader's) view of an image's log.
 
     Parameters
     ----------
     store
         The output store.
-    image_path
-        Path of the image group inside the store.
     spec
-        The image spec (gives the write-unit grid and zarr format).
-    level
-        Resolution level (0: full resolution).
+        The image.
+    batch, fanout
+        Records per commit at most, and segments merged at once (see the module docstring).
     """
 
-    def __init__(self, store: Store, image_path: str, spec: ImageSpec, level: int = 0) -> None:
+    def __init__(self, store: Store, spec: ImageSpec, *, batch: int = BATCH, fanout: int = FANOUT) -> None:
         self.store = store
         self.spec = spec
-        self.level = level
-        self.prefix = join(level_group(image_path, level), "done")
-        geometry = spec.levels[level]
-        self.grid = grid_shape(geometry.shape, geometry.unit)
+        self.keys = ImageKeys(spec.name, spec.zarr_format)
+        self.coverage = Coverage(spec)
+        self.writer = uuid.uuid4().hex[:16]
+        self._batch = batch
+        self._fanout = fanout
+        self._ndim = len(spec.layout.shape)
+        self._lock = threading.Lock()  # coverage and pending records
+        self._commit_lock = threading.Lock()  # one commit (and compaction) at a time
+        self._pending: dict[int, list[list[int]]] = {}
+        self._pending_stats: list[list[Summary]] = []
+        self._n_pending = 0
+        self._since: float | None = None
+        self._seq = 0
+        self._own: list[Segment] = []
+        self._undeleted: set[str] = set()
+        self._read: dict[str, Segment] = {}  # other writers' segments, by name
+        self._listed: set[str] = set()  # other writers' segments in the latest listing
+        #: True once a segment read before disappeared with nothing replacing it: the
+        #: image was finalized (its log deleted) meanwhile.
+        self.vanished = False
 
-    def create(self) -> None:
-        """Write the (empty) ledger groups; idempotent."""
-        fmt = self.spec.zarr_format
-        group = self.prefix.rsplit("/", 1)[0]
-        if self.level:
-            write_group(self.store, group.rsplit("/", 1)[0], fmt, {})
-        write_group(self.store, group, fmt, {})
-        write_group(self.store, self.prefix, fmt, {})
+    # ---- writing -----------------------------------------------------------------------
+    def record(self, level: int, box: Box, stats: list[Summary] | None = None) -> bool:
+        """Add a record of ``box`` (stored) to the next commit; call after the data is stored.
 
-    def complete(self) -> bool:
-        """True when every write unit of the level is recorded."""
-        return self.maybe_complete() and bool(self.covered().all())
+        Returns False, recording nothing, when every unit of the box is already known
+        stored (a retry): its statistics are then not counted twice.
+        """
+        with self._lock:
+            if not self.coverage.add(level, box):
+                return False
+            self._pending.setdefault(level, []).append([*box[0], *box[1]])
+            if stats is not None:
+                self._pending_stats.append(stats)
+            self._n_pending += 1
+            if self._since is None:
+                self._since = time.monotonic()
+            full = self._n_pending >= self._batch
+        if full:
+            self.commit()
+        return True
 
-    def record(self, box: Box, summary: list[dict[str, Any]]) -> None:
-        """Mark ``box`` as stored, with the statistics of its data. Call after the data write."""
-        write_group(
-            self.store,
-            f"{self.prefix}/{box_key(box)}",
-            self.spec.zarr_format,
-            {"box": [list(box[0]), list(box[1])], "stats": summary},
-        )
+    def due(self, interval: float) -> bool:
+        """True when records have waited ``interval`` seconds or more."""
+        since = self._since
+        return since is not None and time.monotonic() - since >= interval
 
     @property
-    def _last_document(self) -> str:
-        # The document a record's writer stores last: a record counts only once it exists.
-        # Listing directories instead would count a record whose writer died mid-write
-        # (LocalStore creates the directory before it renames the document into place).
-        return "zarr.json" if self.spec.zarr_format == 3 else ".zgroup"
+    def pending(self) -> int:
+        """Records not committed yet."""
+        return self._n_pending
 
-    def record_names(self) -> list[str]:
-        """Names of complete records, sorted (one listing; no record is read)."""
-        start = len(self.prefix) + 1
-        names = []
-        for key in list_prefix(self.store, self.prefix + "/"):
-            name, _, doc = key[start:].partition("/")
-            if doc == self._last_document and "-" in name:
-                names.append(name)
-        return sorted(names)
+    def _name(self) -> str:
+        self._seq += 1
+        return f"{self.writer}-{self._seq:06d}"
 
-    def boxes(self) -> list[Box]:
-        """Every recorded box."""
-        return [parse_box_key(n) for n in self.record_names()]
+    def commit(self) -> None:
+        """Store the pending records as one segment, then merge own segments as needed.
 
-    def maybe_complete(self) -> bool:
-        """Cheap test that can only say "not complete": one directory listing, no recursion.
-
-        Names listed there are a superset of complete records, so coverage by names that
-        is incomplete means the image is incomplete; otherwise ask :meth:`covered`.
+        Raises
+        ------
+        StoreError
+            The segment could not be stored; its records stay pending for the next commit.
         """
-        names = [n for n in list_dir(self.store, self.prefix) if "-" in n]
-        return bool(coverage(map(parse_box_key, names), self.grid).all())
+        with self._commit_lock:
+            with self._lock:
+                if not self._n_pending:
+                    return
+                pending, stats = self._pending, self._pending_stats
+                self._pending, self._pending_stats, self._n_pending, self._since = {}, [], 0, None
+            records = {level: np.asarray(rows, dtype=np.int64).reshape(-1, 2 * self._ndim)
+                       for level, rows in pending.items()}
+            n_channels = self.spec.n_channels
+            segment = Segment(self._name(), records, merge_channels(stats, n_channels) if stats else None)
+            try:
+                put_json(self.store, self.keys.segment(segment.name), segment.to_json())
+            except StoreError:
+                with self._lock:  # keep them for the next commit
+                    for level, rows in pending.items():
+                        self._pending.setdefault(level, [])[:0] = rows
+                    self._pending_stats[:0] = stats
+                    self._n_pending += sum(len(r) for r in pending.values())
+                    self._since = self._since or time.monotonic()
+                raise
+            self._own.append(segment)
+            self._compact()
 
-    def covered(self) -> np.ndarray:
-        """Boolean grid of write units, True where stored."""
-        return coverage(self.boxes(), self.grid)
+    def _compact(self) -> None:
+        while True:
+            tiers = Counter(s.tier for s in self._own)
+            tier = next((t for t in sorted(tiers) if tiers[t] >= self._fanout), None)
+            if tier is None:
+                return
+            group = [s for s in self._own if s.tier == tier][: self._fanout]
+            names = [s.name for s in group]
+            merged = _merge(self._name(), group, [*names, *sorted(self._undeleted)], tier + 1,
+                            self.spec.n_channels)
+            put_json(self.store, self.keys.segment(merged.name), merged.to_json())
+            self._own = [s for s in self._own if s.name not in names] + [merged]
+            self._undeleted.clear()
+            try:
+                delete_keys(self.store, [self.keys.segment(n) for n in names])
+            except StoreError as exc:
+                # Readers skip them (the merged segment names them); the next merge retries.
+                self._undeleted.update(names)
+                warnings.warn(f"ngff-writer: could not delete merged log segments ({exc})",
+                              RuntimeWarning, stacklevel=2)
 
-    def summaries(self) -> list[list[dict[str, Any]]]:
-        """The statistics of every record, in key order (deterministic across processes)."""
-        meta = "zarr.json" if self.spec.zarr_format == 3 else ".zattrs"
-        out = []
-        for name in self.record_names():
-            doc = get_json(self.store, f"{self.prefix}/{name}/{meta}")
-            if doc is None:
-                raise StoreError(f"ledger record {self.prefix}/{name} lost its {meta}")
-            attrs = doc.get("attributes", {}) if self.spec.zarr_format == 3 else doc
-            out.append(attrs["stats"])
-        return out
+    # ---- reading -----------------------------------------------------------------------
+    def _list(self) -> set[str]:
+        start = len(self.keys.log) + 1
+        names = set()
+        for key in list_prefix(self.store, self.keys.log + "/"):
+            name = key[start:]
+            # A store's temporary file of a segment being written ends otherwise.
+            if name.endswith(".json") and "/" not in name:
+                names.add(name[:-5])
+        return names
 
-    def samples_done(self, covered: np.ndarray) -> np.ndarray:
-        """Boolean per sample: every block of the sample is stored."""
-        layout = self.spec.layout
-        unit = self.spec.write_unit
-        done = np.empty(layout.n_samples, bool)
-        for k in range(layout.n_samples):
-            start, stop = box_of_region(layout.sample_region(k), layout.shape, unit)
-            done[k] = covered[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))].all()
-        return done
+    def refresh(self) -> None:
+        """Read the segments other writers committed since the last refresh.
+
+        Raises
+        ------
+        CorruptError
+            A segment cannot be read (``ngff-writer repair`` drops it).
+        """
+        mine = f"{self.writer}-"
+        for _ in range(4):
+            listed = {n for n in self._list() if not n.startswith(mine)}
+            new = sorted(listed - self._read.keys())
+            raw = get_many(self.store, [self.keys.segment(n) for n in new])
+            gone = False
+            for name in new:
+                data = raw[self.keys.segment(name)]
+                if data is None:  # merged away (or finalized) since the listing: list again
+                    gone = True
+                    listed.discard(name)
+                    continue
+                self._apply(self._parse(name, data))
+            self._listed = listed
+            replaced = {r for n in listed if n in self._read for r in self._read[n].replaces}
+            for name in set(self._read) - listed:
+                self.vanished = self.vanished or name not in replaced
+                del self._read[name]
+            if not gone:
+                return
+
+    def _parse(self, name: str, data: bytes) -> Segment:
+        key = self.keys.segment(name)
+        try:
+            return Segment.from_json(name, json.loads(data), self._ndim)
+        except ValueError as exc:  # json's errors are ValueErrors too
+            raise CorruptError(f"log segment {key} in {describe(self.store)} is unreadable "
+                               f"({len(data)} bytes: {exc}); run `ngff-writer repair` on the output",
+                               key=key) from exc
+
+    def _apply(self, segment: Segment) -> None:
+        self._read[segment.name] = segment
+        with self._lock:
+            for level, box in segment.boxes():
+                self.coverage.add(level, box)
+
+    def complete(self, level: int = 0) -> bool:
+        """True when every unit of ``level`` is known stored (own records and those read)."""
+        return self.coverage.complete(level)
+
+    def live(self) -> list[Segment]:
+        """Own committed segments and the others' that no segment replaces (after :meth:`refresh`)."""
+        others = [self._read[n] for n in sorted(self._listed) if n in self._read]
+        segments = [*self._own, *others]
+        replaced = {r for s in segments for r in s.replaces}
+        return [s for s in segments if s.name not in replaced]
+
+    def summaries(self) -> list[Summary]:
+        """Per channel, the statistics of every level-0 record in the live segments."""
+        stats = [s.stats for s in self.live() if s.stats is not None]
+        return merge_channels(stats, self.spec.n_channels)
+
+    def segment_keys(self) -> list[str]:
+        """Keys of every segment known (own and others'), for deleting the log."""
+        names = {s.name for s in self._own} | self._listed | self._undeleted
+        return [self.keys.segment(n) for n in sorted(names)]
+
+
+def samples_done(layout: Layout, covered: np.ndarray) -> np.ndarray:
+    """Boolean per sample: every write unit of the sample is stored.
+
+    Vectorised over the unit grid (no per-sample loop): write units are one entry long
+    along sample axes (and divide ``T`` when ``s`` is merged into ``t``), so a sample is
+    done when its units along every other axis are.
+    """
+    indexed = layout.indexed
+    others = tuple(i for i in range(covered.ndim) if i not in indexed)
+    reduced = covered.all(axis=others) if others else covered
+    if not indexed:
+        return np.array([bool(reduced)])
+    if layout.merged:
+        if "t" in layout.sample_axes:
+            return reduced.reshape(-1)  # sample k is entry k of the merged t
+        return reduced.reshape(layout.sample_grid[0], -1).all(axis=1)
+    names = [layout.axes[i] for i in indexed]
+    return reduced.transpose([names.index(a) for a in layout.sample_axes]).reshape(-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from zarr.storage import WrapperStore
 
 _METADATA = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
@@ -64,3 +66,51 @@ class CountingStore(WrapperStore):
         async for key, buf in super()._get_many(requests):
             self._count(key, buf is not None)
             yield key, buf
+
+
+class FaultyStore(WrapperStore):
+    """A real store whose writes fail on demand, whichever way zarr or ngff-writer writes.
+
+    ``FaultyStore.fail(match, error, times)`` makes the next ``times`` writes (every one
+    when None) of keys containing ``match`` raise ``error``; ``heal()`` stops it. Rules are
+    kept on the class because zarr may re-wrap the store. ``failed`` counts the refusals.
+    """
+
+    rules: ClassVar[list[list]] = []  # [match, error, times left or None]
+    failed: int = 0
+
+    @classmethod
+    def fail(cls, match: str, error: BaseException, times: int | None = None) -> None:
+        cls.rules.append([match, error, times])
+
+    @classmethod
+    def heal(cls) -> None:
+        cls.rules = []
+        cls.failed = 0
+
+    def _check(self, key: str) -> None:
+        for rule in type(self).rules:
+            match, error, times = rule
+            if match in key and (times is None or times > 0):
+                if times is not None:
+                    rule[2] = times - 1
+                type(self).failed += 1
+                raise error
+
+    async def set(self, key, value):
+        self._check(key)
+        return await self._store.set(key, value)
+
+    async def set_if_not_exists(self, key, value):
+        self._check(key)
+        return await self._store.set_if_not_exists(key, value)
+
+    def set_sync(self, key, value):
+        self._check(key)
+        return super().set_sync(key, value)
+
+    async def _set_many(self, values):
+        values = list(values)
+        for key, _ in values:
+            self._check(key)
+        return await super()._set_many(values)

@@ -224,6 +224,7 @@ def test_sample_count_is_data_shape0_for_tyx_and_yxs(tmp_path):
         strategy = OmeZarrWriteStrategy()
         out = tmp_path / axes / "out"
         strategy.write_batch(out, stream[:1])
+        strategy.flush()  # what it stored is recorded in the store, for any reader
         with nw.open_output(out / "img_001.ome.zarr", mode="r") as o:
             progress = o[""].progress()
         assert (progress.total, progress.done, progress.complete) == (n, 1, False)

@@ -97,23 +97,29 @@ def _write_samples(root: str, indices: list[int], barrier: Any = None) -> None:
 
 
 def _write_then_die(root: str, indices: list[int], crash: str | None, nxt: int) -> None:
-    """Write ``indices``, then die without any cleanup (``os._exit``, like SIGKILL).
+    """Write and flush ``indices``, then die without any cleanup (``os._exit``, like SIGKILL).
 
-    ``crash`` picks where: None, right after the last of ``indices``; "before-record",
-    while writing sample ``nxt``, once its data is stored and before its ledger record
-    is written; "record-rename", while writing sample ``nxt``, inside the store's write of
-    its ledger record (record directory and temp file made, final rename not done).
+    ``crash`` picks where: None, right after ``indices`` are flushed (stored and
+    recorded); "before-commit", once sample ``nxt`` is stored and before its log record is
+    committed; "before-record", while storing sample ``nxt``, once its data is stored and
+    before its record is even taken; "record-rename", inside the store's write of the log
+    segment holding ``nxt``'s record (temp file written, final rename not done).
     """
-    out = nw.open_output(root, mode="a")
+    out = nw.open_output(root, mode="a", commit_interval=3600)
     img = out.image("pred")
     for i in indices:
         img.write_sample(i, sample(i))
+    img.flush()
     if crash is None:
         os._exit(CRASH_EXIT)
 
     def die(*args: Any, **kwargs: Any) -> None:
         os._exit(CRASH_EXIT)
 
+    if crash == "before-commit":
+        img.write_sample(nxt, sample(nxt))
+        img.progress()  # waits until this writer's data is stored
+        die()
     if crash == "before-record":
         import ngff_writer.track
 
@@ -125,12 +131,13 @@ def _write_then_die(root: str, indices: list[int], crash: str | None, nxt: int) 
         replace = pathlib.Path.replace
 
         def replace_or_die(self: pathlib.Path, target: Any) -> Any:
-            if "ngff_writer/done/" in Path(target).as_posix():
+            if "ngff_writer/log/" in Path(target).as_posix():
                 die()
             return replace(self, target)
 
         pathlib.Path.replace = replace_or_die  # type: ignore[method-assign]
     img.write_sample(nxt, sample(nxt))
+    img.flush()
     os._exit(CRASH_POINT_MISSED)
 
 
@@ -188,7 +195,8 @@ def test_progress_survives_reopening(tmp_path: Path, version: str) -> None:
     first = [5, 0, 3]
     for i in first:
         img.write_sample(i, sample(i))
-    before = img.progress()
+    before = img.progress()  # this writer's own view: what it stored
+    img.flush()  # its log records are committed: every other handle sees them
     del img  # the launcher goes away; only the store remains
     pending = tuple(sorted(set(range(N)) - set(first)))
     assert before.done == len(first) and before.pending == pending
@@ -219,15 +227,16 @@ def test_progress_survives_reopening(tmp_path: Path, version: str) -> None:
 # ---- (c) a writer killed halfway loses nothing ---------------------------------------------
 CRASHES = [
     pytest.param(None, id="between-writes"),
+    pytest.param("before-commit", id="before-commit"),
     pytest.param("before-record", id="before-record"),
-    # Killed while the record document is being renamed into place (its directory exists).
+    # Killed while the log segment is being renamed into place (its temp file exists).
     pytest.param("record-rename", id="record-rename"),
 ]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("crash", CRASHES)
-def test_killed_writer_loses_nothing(tmp_path: Path, version: str, crash: str | None) -> None:
+def test_killed_writer_keeps_everything_it_recorded(tmp_path: Path, version: str, crash: str | None) -> None:
     ref_root = tmp_path / "ref.zarr"
     reference(ref_root, version)
     root = tmp_path / "out.zarr"

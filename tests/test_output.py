@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from stores import FaultyStore
+from zarr.storage import LocalStore
 
 import ngff_writer as nw
 
@@ -204,6 +206,7 @@ def test_bad_writes_change_nothing(tmp_path, rng):
     img = out.create_image("p", (3, 2, 16, 16), "scyx", dtype="float32")
     good = rng.random((2, 16, 16), dtype=np.float32)
     img.write_sample(1, good)
+    img.flush()  # its chunks and its log record are in the store now
     before = _files(root)
     cases = [
         (nw.ShapeMismatchError, lambda: img.write_sample(0, good[0])),
@@ -308,23 +311,24 @@ def test_close_with_incomplete_images_keeps_progress(tmp_path, rng):
     np.testing.assert_array_equal(zarr.open_array(root / "p" / "0")[:], ref)
 
 
-def test_ledger_never_lists_a_sample_whose_data_failed(tmp_path, rng, monkeypatch):
-    root = tmp_path / "o.zarr"
-    with nw.open_output(root) as out:
-        img = out.create_image("p", (2, 8, 8), "syx")
-        arr = img.array
-
-        class Boom(Exception):
-            pass
-
-        def fail(*args, **kwargs):
-            raise Boom
-
-        monkeypatch.setattr(type(arr), "__setitem__", fail)
-        with pytest.raises(Boom):
-            img.write_sample(0, rng.random((8, 8), dtype=np.float32))
-        monkeypatch.undo()
+def test_ledger_never_lists_a_sample_whose_data_failed(tmp_path, rng):
+    store = FaultyStore(LocalStore(tmp_path / "o.zarr"))
+    FaultyStore.heal()
+    data = rng.random((8, 8), dtype=np.float32)
+    with nw.open_output(store) as out:
+        img = out.create_image("p", (2, 8, 8), "syx", pyramid=None)
+        FaultyStore.fail("p/0/c/", OSError(28, "No space left on device"))
+        img.write_sample(0, data)  # stored in the background: the failure surfaces once, later
+        with pytest.raises(nw.StoreError, match="storing region") as info:
+            img.flush()
+        assert isinstance(info.value, OSError) and info.value.__cause__.errno == 28
         assert img.progress().done == 0
+        img.flush()  # surfaced once: nothing more to raise
+        FaultyStore.heal()
+        img.write_sample(0, data)  # the retry stores it
+        img.flush()
+        assert img.progress().done == 1
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "o.zarr" / "p" / "0")[0], data)
 
 
 # ---- status command --------------------------------------------------------------------
