@@ -52,7 +52,7 @@ from zarr.abc.store import Store
 from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region
 from .errors import StoreError
 from .fragments import Fragments
-from .grid import Box
+from .grid import Box, grid_shape
 from .pyramid import downsample, target_region
 from .spec import ImageSpec
 from .stats import summarize
@@ -212,15 +212,20 @@ class Engine:
         stats = {id(job): stats_pool.submit(summarize, job.piece.data, job.writer.channel_axis)
                  for job in batch if job.level == 0}
 
+        runs = _runs(batch)
+
         async def store_all() -> list[Any]:
-            return await asyncio.gather(*(job.array.setitem(job.piece.region, job.piece.data)
-                                          for job in batch), return_exceptions=True)
+            return await asyncio.gather(*(array.setitem(region, data) for array, region, data, _ in runs),
+                                        return_exceptions=True)
 
         try:
-            results = run(store_all())
+            outcomes = run(store_all())
         except Exception as exc:  # the loop itself failed: every job did
-            results = [exc] * len(batch)
-        for job, result in zip(batch, results, strict=True):
+            outcomes = [exc] * len(runs)
+        results = {id(job): outcome for (*_, jobs), outcome in zip(runs, outcomes, strict=True)
+                   for job in jobs}
+        for job in batch:
+            result = results[id(job)]
             try:
                 if isinstance(result, BaseException):
                     raise self._error(job, result) from result
@@ -256,6 +261,7 @@ class Engine:
         while self._inflight and (len(self._inflight) > limit or self._inflight_bytes > limit_bytes):
             job = self._inflight.popleft()
             self._inflight_bytes -= job.nbytes
+            job.writer.landed(job)
             try:
                 derived = job.future.result()
             except StoreError as exc:
@@ -284,9 +290,9 @@ class Engine:
             if not job.future.done():
                 job.future.exception()
 
-    def wait_for(self, box_overlaps: Callable[[_Job], bool]) -> None:
-        """Drain until no job in flight matches ``box_overlaps`` (older jobs first)."""
-        while any(box_overlaps(job) for job in self._inflight):
+    def wait_until(self, done: Callable[[], bool]) -> None:
+        """Drain the oldest jobs one by one until ``done()`` is true."""
+        while self._inflight and not done():
             self.drain(len(self._inflight) - 1, 1 << 62)
 
     @property
@@ -295,11 +301,42 @@ class Engine:
         return len(self._inflight)
 
 
-def _overlaps(writer: ImageWriter, level: int, box: Box, job: _Job) -> bool:
-    if job.writer is not writer or job.level != level:
-        return False
-    (a0, a1), (b0, b1) = box, job.piece.box
-    return all(x < w and v < y for x, y, v, w in zip(a0, a1, b0, b1, strict=True))
+def _runs(batch: list[_Job]) -> list[tuple[zarr.AsyncArray[Any], Region, np.ndarray, list[_Job]]]:
+    """Group a batch into runs of jobs that are neighbours along one axis: one zarr call each.
+
+    zarr's cost per call (indexing, scheduling, a thread hop) is several times the cost
+    of encoding a small chunk, and samples written in order are neighbours along ``s``:
+    storing them as one region costs about half as much per sample. Jobs that are not
+    neighbours keep a call of their own (the calls still run concurrently).
+    """
+    out = []
+    by_array: dict[int, list[_Job]] = {}
+    for job in batch:
+        by_array.setdefault(id(job.array), []).append(job)
+    for jobs in by_array.values():
+        jobs.sort(key=lambda j: tuple(s.start for s in j.piece.region))
+        run, axis = [jobs[0]], None
+        for job in jobs[1:]:
+            a, b = run[-1].piece.region, job.piece.region
+            differ = [k for k, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+            k = differ[0] if len(differ) == 1 else None
+            if k is not None and a[k].stop == b[k].start and axis in (None, k):
+                run.append(job)
+                axis = k
+                continue
+            out.append(_call(run, axis))
+            run, axis = [job], None
+        out.append(_call(run, axis))
+    return out
+
+
+def _call(run: list[_Job], axis: int | None) -> tuple[zarr.AsyncArray[Any], Region, np.ndarray, list[_Job]]:
+    first = run[0]
+    if axis is None:
+        return first.array, first.piece.region, first.piece.data, run
+    region = tuple(slice(s.start, run[-1].piece.region[k].stop) if k == axis else s
+                   for k, s in enumerate(first.piece.region))
+    return first.array, region, np.concatenate([j.piece.data for j in run], axis=axis), run
 
 
 def _one_error(errors: list[BaseException]) -> BaseException:
@@ -348,6 +385,10 @@ os.register_at_fork(after_in_child=_after_fork)
 getattr(threading, "_register_atexit", atexit.register)(_at_exit)
 
 
+def _where(box: Box) -> tuple[slice, ...]:
+    return tuple(slice(a, b) for a, b in zip(*box, strict=True))
+
+
 class LevelWriter:
     """One resolution level as this writer fills it: assembler, array and fragments.
 
@@ -378,6 +419,8 @@ class LevelWriter:
         self._policy: Policy = policy if index == 0 else "spill"
         self._assembler: Assembler | None = None
         self._array: zarr.Array | None = None
+        #: Jobs in flight per write unit (a unit's next store waits for the earlier one).
+        self.inflight = np.zeros(grid_shape(self.geometry.shape, self.geometry.unit), np.int16)
 
     @property
     def started(self) -> bool:
@@ -485,10 +528,17 @@ class ImageWriter:
     def _submit(self, lw: LevelWriter, pieces: list[Piece], after: Callable[[], None] | None = None) -> None:
         array = lw.array().async_array  # opened here, not raced for by the workers
         for piece in pieces:
+            where = _where(piece.box)
             # A unit written again (a retry) must land after its earlier store, never
-            # race it: wait for any job in flight that touches the same units.
-            self.engine.wait_for(partial(_overlaps, self, lw.index, piece.box))
+            # race it: wait for the jobs in flight that touch the same units.
+            if lw.inflight[where].any():
+                self.engine.wait_until(lambda where=where: not lw.inflight[where].any())
+            lw.inflight[where] += 1
             self.engine.submit(_Job(self, lw.index, array, piece, after))
+
+    def landed(self, job: _Job) -> None:
+        """The engine took ``job`` out of flight (stored or failed)."""
+        self.levels[job.level].inflight[_where(job.piece.box)] -= 1
 
     # ---- called by the engine ---------------------------------------------------------------
     def stored(self, job: _Job, summary: list[Any] | None) -> Derived | None:

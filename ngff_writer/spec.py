@@ -136,7 +136,9 @@ class Layout:
     def sample_region(self, index: int) -> tuple[slice, ...]:
         """Return the stored-array region that sample ``index`` fills."""
         region = [slice(0, n) for n in self.shape]
-        at = dict(zip(self.sample_axes, np.unravel_index(index, self.sample_grid), strict=True))
+        at = {}  # index -> position along each sample axis, the last axis fastest
+        for axis, n in zip(self.sample_axes[::-1], self.sample_grid[::-1], strict=True):
+            index, at[axis] = divmod(index, n)
         for axis, i in at.items():
             if self.merged and axis == "s":
                 continue  # placed through t below

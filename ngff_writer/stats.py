@@ -115,8 +115,10 @@ def _keys(values: np.ndarray) -> np.ndarray:
         u = values.view(np.uint16).astype(np.int64)
         return np.where(u & 0x8000, ~u & 0xFFFF, u | 0x8000)
     as32 = values if dtype == np.float32 else np.clip(values, -_F32_MAX, _F32_MAX).astype(np.float32)
-    u = as32.view(np.uint32).astype(np.int64)
-    return np.where(u & 0x80000000, ~u & 0xFFFFFFFF, u | 0x80000000) >> 16
+    u = np.ascontiguousarray(as32).view(np.uint32)
+    # Negative values: every bit flipped; positive ones: the sign bit set. One xor in uint32.
+    flip = (u >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000)
+    return (u ^ flip) >> np.uint32(16)
 
 
 def _bin_range(bins: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
