@@ -14,3 +14,12 @@ def rng() -> np.random.Generator:
 @pytest.fixture(params=["0.4", "0.5"])
 def ngff_version(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 endpoint (moto's server) on 127.0.0.1 for the whole session."""
+    from ngff_writer.testing import LocalS3
+
+    with LocalS3() as server:
+        yield server
