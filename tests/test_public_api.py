@@ -5,8 +5,8 @@ import ngff_writer
 
 def test_public_names():
     assert sorted(ngff_writer.__all__) == sorted([
-        "Blend", "BufferFullError", "ClosedError", "DuplicateImageError", "Image",
-        "ImageFinalizedError", "ImageSpec",
+        "Blend", "BufferFullError", "ClosedError", "CorruptError", "DuplicateImageError",
+        "FormatVersionError", "Image", "ImageFinalizedError", "ImageSpec",
         "InvalidAxesError", "InvalidChunksError", "LossyCastError", "NgffWriterError", "Output",
         "OutputExistsError", "OutputNotFoundError", "OverlapError", "Progress", "Pyramid", "ReadOnlyError",
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
@@ -23,6 +23,8 @@ def test_errors_share_one_base_and_builtin_mixins():
     assert issubclass(ngff_writer.SampleIndexError, IndexError)
     assert issubclass(ngff_writer.ShapeMismatchError, ValueError)
     assert issubclass(ngff_writer.UnknownImageError, KeyError)
+    assert issubclass(ngff_writer.CorruptError, ngff_writer.StoreError)
+    assert issubclass(ngff_writer.FormatVersionError, OSError)
 
 
 def test_core_imports_no_edge_module():
