@@ -1,30 +1,44 @@
-"""Assembly of tile parts into whole write units, so no chunk is ever read back.
+"""Assembly of regions into whole write units, so no chunk is ever read back.
 
 A region (a sample, a tile's valid part, a whole tile in blend mode) splits into the
-write units it touches. In crop mode, units the region covers entirely are stored at
-once (one zarr call for all of them); every other unit gets a *part*: the region's
-piece of it, kept in memory. When a unit's parts are complete it is combined and
-stored once, whole. zarr then never reads a chunk to merge into it, which is both the
-4x speed-up over read-modify-write and what keeps two writers from erasing each other.
+write units it touches (:func:`plan`). In crop mode, units the region covers entirely are
+stored at once; every other unit gets a *part*: the region's piece of it, held in memory
+by a :class:`CropBuffer` or :class:`BlendBuffer` until the unit is complete, then
+combined and stored once, whole. zarr then never reads a chunk to merge into it, which
+is both the 4x speed-up over read-modify-write and what keeps two writers from erasing
+each other.
 
-- crop: parts never overlap; a unit is complete when they cover it; combining places them.
-- blend: parts are whole tiles' pieces; a unit is complete when every tile of the grid
-  that touches it has arrived; combining is their weighted mean (:mod:`ngff_writer.blend`),
-  summed in tile order so the result does not depend on arrival order.
+Each unit is in one :class:`State`; the :class:`Assembler` is a small state machine over
+them (this module keeps memory bookkeeping only; the caller stores what it hands back):
 
-This module keeps memory bookkeeping only; the caller stores what it hands back.
+==========  =========================================================================
+EMPTY       not stored, no part held here (the start, and again after a failed store)
+HELD        parts of this writer's regions in memory (maybe others saved as fragments)
+SPILLED     this writer's parts saved as fragments, none in memory
+STORED      stored (or being stored) from regions of this writer's run only
+FOUND       stored by someone else: an earlier run, another writer, or with their fragments
+==========  =========================================================================
 
-Memory bound: only partly complete units are held. For tiles in row-major order that is
+Retries and overlaps: a region sent again (same extent) is a retry; its parts already
+held, spilled or stored are not taken twice. Two *different* regions of one run that
+overlap raise :class:`~ngff_writer.errors.OverlapError` (before anything changes): the
+overlap is seen in the parts held or spilled, or as a new region touching a STORED unit
+(every pixel of which this run's regions already cover). A FOUND unit takes any region
+as a retry, since what covered it is not known here: re-sending tiles after a crash, in
+any order, by any process, resumes.
+
+Memory: only parts of incomplete units are held. For tiles in row-major order that is
 about one row of units across the image (times the tiles' depth in 3D); ``max_bytes``
 caps it. Past the cap the policy decides: ``"spill"`` (default) hands the oldest partial
-units back to the caller, who saves them as fragments in the store
-(:mod:`ngff_writer.fragments`); ``"error"`` raises :class:`BufferFullError` before
-anything changes. Nothing is dropped silently.
+units back to the caller, who saves them as fragments (:mod:`ngff_writer.fragments`);
+``"error"`` raises :class:`~ngff_writer.errors.BufferFullError` before anything changes.
+Besides the parts, a 64-bit hash of each region taken and one byte per unit are kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -34,15 +48,26 @@ import numpy as np
 
 from .blend import count_tiles, tile_weights
 from .errors import BufferFullError, OverlapError
-from .grid import Box
+from .grid import Box, neighbour_runs
 
-__all__ = ["Assembler", "BlendRule", "CropRule", "Part", "Piece", "merge_pieces"]
+__all__ = [
+    "Assembler", "BlendBuffer", "BlendRule", "CropBuffer", "CropRule", "Part", "Piece", "Plan", "State",
+    "merge_pieces", "plan",
+]
 
 Region = tuple[slice, ...]
 PartId = tuple[int, ...]
 Policy = Literal["spill", "error"]
-_NONE, _ASSEMBLED, _EARLIER = -1, -2, -3
-_NO_DATA = np.empty(0)
+
+
+class State(enum.IntEnum):
+    """What a write unit is, as one writer sees it (see the module docstring)."""
+
+    EMPTY = 0
+    HELD = 1
+    SPILLED = 2
+    STORED = 3
+    FOUND = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,21 +96,103 @@ def _intersects(a: Region, b: Region) -> bool:
     return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True))
 
 
+def unit_region(idx: Sequence[int], unit: Sequence[int], shape: Sequence[int]) -> Region:
+    """Array region of the unit at grid index ``idx``."""
+    return tuple(slice(i * u, min((i + 1) * u, n)) for i, u, n in zip(idx, unit, shape, strict=True))
+
+
+# ---- planning: where a region goes (geometry only) ------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a region splits into write units.
+
+    Attributes
+    ----------
+    key
+        The region's extent, ``((start, stop), ...)``: its identity for retries.
+    inner
+        Box of the units the region covers entirely (crop mode), or None.
+    edges
+        The other units it touches: ``(unit index, local extent in the unit, source extent in
+        the region's block)``.
+    """
+
+    key: tuple[tuple[int, int], ...]
+    inner: Box | None
+    edges: tuple[tuple[tuple[int, ...], Region, Region], ...]
+
+
+def plan(region: Region, shape: Sequence[int], unit: Sequence[int], whole_units: bool) -> Plan:
+    """Split ``region`` of an array of ``shape`` into write units of ``unit``.
+
+    ``whole_units``: units the region covers entirely are planned as one inner box (crop
+    mode); otherwise (blend mode, where every unit mixes several tiles) every unit is an edge.
+    The array's end counts as a unit edge.
+    """
+    key = tuple((s.start, s.stop) for s in region)
+    start = tuple(-(-r.start // u) for r, u in zip(region, unit, strict=True))
+    stop = tuple(-(-n // u) if r.stop == n else r.stop // u
+                 for r, u, n in zip(region, unit, shape, strict=True))
+    inner = (start, stop) if whole_units and all(a < b for a, b in zip(start, stop, strict=True)) else None
+    outer = [range(s.start // u, -(-s.stop // u)) for s, u in zip(region, unit, strict=True)]
+    edges = []
+    for idx in itertools.product(*outer):
+        if inner is not None and all(a <= i < b for i, a, b in zip(idx, *inner, strict=True)):
+            continue
+        box = unit_region(idx, unit, shape)
+        local = tuple(slice(max(s.start, u.start) - u.start, min(s.stop, u.stop) - u.start)
+                      for s, u in zip(region, box, strict=True))
+        source = tuple(slice(u.start + loc.start - s.start, u.start + loc.stop - s.start)
+                       for s, u, loc in zip(region, box, local, strict=True))
+        edges.append((idx, local, source))
+    return Plan(key, inner, tuple(edges))
+
+
+# ---- rules: when a unit is complete and how its parts combine ----------------------------------
+class CropBuffer:
+    """Crop-mode parts of one unit: disjoint, copied once into one unit-sized array."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        # Uninitialised: the array is used whole only once parts cover it.
+        self.array = np.empty(shape, dtype)
+        self.parts: dict[PartId, Region] = {}
+
+    @property
+    def nbytes(self) -> int:
+        return self.array.nbytes
+
+    def add(self, pid: PartId, local: Region, data: np.ndarray) -> int:
+        self.array[local] = data
+        self.parts[pid] = local
+        return 0
+
+    def held(self) -> dict[PartId, Part]:
+        return {pid: Part(pid, local, self.array[local]) for pid, local in self.parts.items()}
+
+
 class CropRule:
     """Crop mode: disjoint parts; complete when they cover the unit."""
 
-    direct = True
+    whole_units = True
+    overlapping_parts = False
 
     def __init__(self, dtype: np.dtype, fill_value: float | int | bool) -> None:
         self.dtype = dtype
         self.fill_value = fill_value
 
-    def complete(self, unit: Region, parts: Mapping[PartId, Part]) -> bool:
-        if sum(_volume(p.local) for p in parts.values()) < _volume(unit):
+    def buffer(self, unit: Region) -> CropBuffer:
+        return CropBuffer(tuple(s.stop - s.start for s in unit), self.dtype)
+
+    def new_bytes(self, unit: Region, local: Region, itemsize: int) -> int:
+        """Bytes a first part of a unit makes this writer hold: the whole unit's array."""
+        return _volume(unit) * itemsize
+
+    def complete(self, unit: Region, extents: Mapping[PartId, Region]) -> bool:
+        if sum(_volume(r) for r in extents.values()) < _volume(unit):
             return False
         covered = np.zeros(tuple(s.stop - s.start for s in unit), bool)
-        for p in parts.values():
-            covered[p.local] = True
+        for r in extents.values():
+            covered[r] = True
         return bool(covered.all())
 
     def combine(self, unit: Region, parts: Mapping[PartId, Part]) -> np.ndarray:
@@ -93,6 +200,24 @@ class CropRule:
         for key in sorted(parts):
             out[parts[key].local] = parts[key].data
         return out
+
+
+class BlendBuffer:
+    """Blend-mode parts of one unit: whole tiles' pieces, kept apart until combined."""
+
+    def __init__(self) -> None:
+        self.parts: dict[PartId, Part] = {}
+        self.nbytes = 0
+
+    def add(self, pid: PartId, local: Region, data: np.ndarray) -> int:
+        old = self.parts.get(pid)
+        self.parts[pid] = Part(pid, local, np.array(data, copy=True))
+        delta = data.nbytes - (old.data.nbytes if old is not None else 0)
+        self.nbytes += delta
+        return delta
+
+    def held(self) -> dict[PartId, Part]:
+        return dict(self.parts)
 
 
 class BlendRule:
@@ -112,7 +237,8 @@ class BlendRule:
         Stored dtype (integer results are rounded).
     """
 
-    direct = False
+    whole_units = False
+    overlapping_parts = True
 
     def __init__(self, shape: Sequence[int], spatial: Sequence[int], tile_size: Sequence[int],
                  overlap: Sequence[int], ramp: str, dtype: np.dtype) -> None:
@@ -123,6 +249,12 @@ class BlendRule:
         self.ramp = ramp
         self.dtype = dtype
 
+    def buffer(self, unit: Region) -> BlendBuffer:
+        return BlendBuffer()
+
+    def new_bytes(self, unit: Region, local: Region, itemsize: int) -> int:
+        return _volume(local) * itemsize
+
     def expected(self, unit: Region) -> int:
         """Number of tiles of the grid that touch ``unit``."""
         return math.prod(
@@ -130,8 +262,8 @@ class BlendRule:
             for ax, t, o in zip(self.spatial, self.tile_size, self.overlap, strict=True)
         )
 
-    def complete(self, unit: Region, parts: Mapping[PartId, Part]) -> bool:
-        return len(parts) >= self.expected(unit)
+    def complete(self, unit: Region, extents: Mapping[PartId, Region]) -> bool:
+        return len(extents) >= self.expected(unit)
 
     def _weights(self, tile_start: PartId, unit: Region, local: Region) -> np.ndarray:
         space_shape = [self.shape[ax] for ax in self.spatial]
@@ -161,46 +293,31 @@ class BlendRule:
         return mean.astype(self.dtype)
 
 
+Rule = CropRule | BlendRule
+
+
 def merge_pieces(pieces: list[Piece]) -> list[Piece]:
     """Join pieces whose boxes are neighbours along one axis into larger boxes.
 
     Units completed by the same region (e.g. the z-chunks under one tile) then go to
-    the store in one zarr call, which encodes their chunks in parallel, with one ledger
-    record and one summary instead of one each.
+    the store as one block, with one log record and one summary instead of one each.
     """
-    pieces = list(pieces)
-    merged = True
-    while merged and len(pieces) > 1:
-        merged = False
-        for i, j in itertools.combinations(range(len(pieces)), 2):
-            a, b = pieces[i], pieces[j]
-            (a0, a1), (b0, b1) = a.box, b.box
-            differ = [k for k in range(len(a0)) if (a0[k], a1[k]) != (b0[k], b1[k])]
-            if len(differ) != 1:
-                continue
-            k = differ[0]
-            if a1[k] == b0[k]:
-                first, second = a, b
-            elif b1[k] == a0[k]:
-                first, second = b, a
-            else:
-                continue
-            region = tuple(slice(first.region[d].start, second.region[d].stop) if d == k
-                           else first.region[d] for d in range(len(a0)))
-            box = (first.box[0], second.box[1])
-            data = np.concatenate([first.data, second.data], axis=k)
-            pieces = [p for n, p in enumerate(pieces) if n not in (i, j)] + [Piece(region, data, box)]
-            merged = True
-            break
-    return pieces
+    out = []
+    for run, axis in neighbour_runs(pieces, lambda p: p.box):
+        if axis is None:
+            out.append(run[0])
+            continue
+        first, last = run[0], run[-1]
+        region = tuple(slice(s.start, last.region[k].stop) if k == axis else s
+                       for k, s in enumerate(first.region))
+        data = np.concatenate([p.data for p in run], axis=axis)
+        out.append(Piece(region, data, (first.box[0], last.box[1])))
+    return out
 
 
-def _unit_region(index: Sequence[int], unit: Sequence[int], shape: Sequence[int]) -> Region:
-    return tuple(slice(i * u, min((i + 1) * u, n)) for i, u, n in zip(index, unit, shape, strict=True))
-
-
+# ---- the state machine ------------------------------------------------------------------------------
 class Assembler:
-    """Partial write units of one image, held until complete.
+    """Write units of one level, as one writer fills them (see the module docstring).
 
     Parameters
     ----------
@@ -220,27 +337,22 @@ class Assembler:
         another carries the same pixels (a unit stored again) and is taken as a retry.
     """
 
-    def __init__(self, shape: Sequence[int], unit: Sequence[int], rule: CropRule | BlendRule,
-                 max_bytes: int, policy: Policy = "spill", strict: bool = True) -> None:
+    def __init__(self, shape: Sequence[int], unit: Sequence[int], rule: Rule, max_bytes: int,
+                 policy: Policy = "spill", strict: bool = True) -> None:
         self.shape = tuple(shape)
         self.unit = tuple(unit)
         self.rule = rule
         self.max_bytes = max_bytes
         self.policy = policy
         self.strict = strict
-        self._partials: dict[tuple[int, ...], dict[PartId, Part]] = {}
+        self.state = np.full([-(-n // u) for n, u in zip(shape, unit, strict=True)], State.EMPTY, np.uint8)
+        self._n_done = 0  # units STORED or FOUND
+        self._seen: set[int] = set()  # hashes of the regions taken
+        self._held: dict[tuple[int, ...], CropBuffer | BlendBuffer] = {}  # insertion order: oldest first
+        self._spilled: dict[tuple[int, ...], dict[PartId, Region]] = {}  # extents of parts saved
         self._bytes = 0
-        # Per unit, who stored it: the id of the region whose inner part it was, _ASSEMBLED
-        # when combined from parts, _EARLIER when found stored (the ledger: an earlier run
-        # or another process), _NONE not yet. Detects overlaps in memory, without I/O.
-        self._stored = np.full([-(-n // u) for n, u in zip(shape, unit, strict=True)], _NONE, np.int64)
-        self._regions: dict[tuple[tuple[int, int], ...], int] = {}
-        # Where the parts of units handed out for spilling were (no data): lets a later
-        # part tell that, with the fragments, its unit is now complete.
-        self._spilled: dict[tuple[int, ...], dict[PartId, Part]] = {}
-        self._dense: dict[tuple[int, ...], np.ndarray] = {}
-        self._n_stored = 0
 
+    # ---- state -------------------------------------------------------------------------------
     @property
     def buffered_bytes(self) -> int:
         """Bytes held in parts of incomplete units."""
@@ -248,27 +360,30 @@ class Assembler:
 
     @property
     def pending_units(self) -> list[tuple[int, ...]]:
-        """Grid indices of units that are partly complete (their data is only in memory)."""
-        return sorted(self._partials)
-
-    def unit_region(self, idx: Sequence[int]) -> Region:
-        """Array region of the unit at grid index ``idx``."""
-        return _unit_region(idx, self.unit, self.shape)
-
-    def mark_stored(self, covered: np.ndarray) -> None:
-        """Take units already stored (from the ledger, e.g. after a restart) as final."""
-        self._mark(covered & (self._stored == _NONE), _EARLIER)
-
-    def _mark(self, where: Any, who: int) -> None:
-        self._n_stored += int(np.count_nonzero(self._stored[where] == _NONE))
-        self._stored[where] = who
+        """Grid indices of units whose parts are in memory."""
+        return sorted(self._held)
 
     @property
     def all_stored(self) -> bool:
-        """True when this writer knows every unit of the image stored."""
-        return self._n_stored == self._stored.size
+        """True when this writer knows every unit stored (or being stored)."""
+        return self._n_done == self.state.size
 
-    # ---- taking a region ---------------------------------------------------------------
+    def unit_region(self, idx: Sequence[int]) -> Region:
+        """Array region of the unit at grid index ``idx``."""
+        return unit_region(idx, self.unit, self.shape)
+
+    def _set(self, where: Any, state: State) -> None:
+        view = self.state[where]
+        before = np.count_nonzero(view >= State.STORED)
+        self.state[where] = state
+        after = np.count_nonzero(self.state[where] >= State.STORED)
+        self._n_done += int(after - before)
+
+    def mark_stored(self, covered: np.ndarray) -> None:
+        """Take units known stored elsewhere (the log: earlier runs, other writers) as FOUND."""
+        self._set(covered & (self.state < State.STORED), State.FOUND)
+
+    # ---- taking a region ---------------------------------------------------------------------
     def add(self, region: Region, block: np.ndarray, part_id: PartId | None = None,
             copy: bool = False) -> tuple[list[Piece], list[tuple[int, ...]]]:
         """Take ``block`` for ``region`` (stored order).
@@ -285,176 +400,165 @@ class Assembler:
         Returns
         -------
         ready
-            Whole units to store now.
+            Whole units to store now (neighbours merged into boxes).
         to_spill
-            Partial units the caller should save as fragments and then :meth:`release`
-            (held until then, so a failed save loses nothing): the oldest ones past
-            ``max_bytes`` (policy ``"spill"``), and units only the fragments can complete now.
+            Units the caller should save as fragments and then :meth:`release` (held until
+            then, so a failed save loses nothing): the oldest past ``max_bytes`` (policy
+            ``"spill"``), and units that only the fragments can complete now.
 
         Raises
         ------
         OverlapError
-            The region overlaps a different region already taken (crop mode).
+            The region overlaps a different region this run already took (crop mode).
         BufferFullError
             Policy ``"error"`` and the parts would exceed ``max_bytes``.
         """
-        key = tuple((s.start, s.stop) for s in region)
-        retry = key in self._regions or not self.strict
-        region_id = self._regions.get(key, len(self._regions))
-        pid = part_id if part_id is not None else tuple(itertools.chain.from_iterable(key))
+        p = plan(region, self.shape, self.unit, self.rule.whole_units)
+        seen = hash(p.key)
+        retry = seen in self._seen or not self.strict
+        pid = part_id if part_id is not None else tuple(itertools.chain.from_iterable(p.key))
+        takes = self._check(p, pid, retry, block)  # raises before anything changes
 
-        # Whole units inside the region (crop only); the array's end counts as a unit edge.
-        inner_box = (
-            tuple(-(-r.start // u) for r, u in zip(region, self.unit, strict=True)),
-            tuple(-(-n // u) if r.stop == n else r.stop // u
-                  for r, u, n in zip(region, self.unit, self.shape, strict=True)),
-        )
-        has_inner = self.rule.direct and all(a < b for a, b in zip(*inner_box, strict=True))
-        outer = [range(s.start // u, -(-s.stop // u)) for s, u in zip(region, self.unit, strict=True)]
-        edges = [
-            idx for idx in itertools.product(*outer)
-            if not (has_inner and all(a <= i < b for i, a, b in zip(idx, *inner_box, strict=True)))
-        ]
-
-        # ---- check everything before changing anything ----------------------------------
-        if has_inner:
-            view = self._stored[tuple(slice(a, b) for a, b in zip(*inner_box, strict=True))]
-            # Units stored by an earlier run are rewritten whole (a resumed region): no clash.
-            clash = (view != _NONE) & (view != region_id) & (view != _EARLIER)
-            if clash.any() and not retry:
-                raise OverlapError(f"region {key} overlaps units stored by another tile")
-            for idx, parts in self._partials.items():
-                inside = all(a <= i < b for i, a, b in zip(idx, *inner_box, strict=True))
-                if inside and any(p != pid for p in parts) and not retry:
-                    raise OverlapError(f"region {key} overlaps another tile inside unit {idx}")
-        new_bytes = 0
-        plans = []
-        for idx in edges:
-            if self._stored[idx] != _NONE:
-                if retry or self._stored[idx] == _EARLIER:
-                    continue  # a retry, or a unit stored by an earlier run: already final
-                raise OverlapError(f"region {key} overlaps unit {idx}, stored already")
-            unit_region = self.unit_region(idx)
-            local = tuple(slice(max(s.start, u.start) - u.start, min(s.stop, u.stop) - u.start)
-                          for s, u in zip(region, unit_region, strict=True))
-            source = tuple(slice(u.start + loc.start - s.start, u.start + loc.stop - s.start)
-                           for s, u, loc in zip(region, unit_region, local, strict=True))
-            parts = self._partials.get(idx, {})
-            if pid not in parts and self.rule.direct and not retry:
-                if any(_intersects(local, p.local) for p in parts.values()):
-                    raise OverlapError(f"region {key} overlaps another tile inside unit {idx}")
-            # Bytes that stay held: none when this part completes the unit; in crop mode
-            # a whole unit buffer the first time, in blend mode the part.
-            if not self.rule.complete(unit_region, {**parts, pid: Part(pid, local, block[source])}):
-                if not self.rule.direct:
-                    new_bytes += _volume(local) * block.itemsize
-                elif idx not in self._dense:
-                    new_bytes += _volume(unit_region) * block.itemsize
-            plans.append((idx, local, source))
-        if self.policy == "error" and new_bytes and self._bytes + new_bytes > self.max_bytes:
-            raise BufferFullError(
-                f"buffering region {key} needs {new_bytes} more bytes; the assembly buffer holds "
-                f"{self._bytes} of max {self.max_bytes} (raise max_buffer_bytes, use "
-                "buffer_policy='spill', or send tiles in row-major order so units complete sooner)"
-            )
-
-        # ---- apply ---------------------------------------------------------------------
-        self._regions[key] = region_id
+        self._seen.add(seen)
         ready: list[Piece] = []
         to_spill: list[tuple[int, ...]] = []
-        if has_inner:
-            inner_region = tuple(
-                slice(a * u, min(b * u, n))
-                for a, b, u, n in zip(*inner_box, self.unit, self.shape, strict=True))
+        if p.inner is not None:
+            where = tuple(slice(a, b) for a, b in zip(*p.inner, strict=True))
+            # Whole units: stored again even when stored before (a region re-sent after a
+            # crash rewrites what it covers whole); a unit with parts in memory is dropped.
+            for idx in self._parts_in(p.inner):
+                self._drop(idx)
+            self._set(where, State.STORED)
+            inner_region = tuple(slice(a * u, min(b * u, n))
+                                 for a, b, u, n in zip(*p.inner, self.unit, self.shape, strict=True))
             local = tuple(slice(r.start - s.start, r.stop - s.start)
                           for r, s in zip(inner_region, region, strict=True))
-            self._mark(tuple(slice(a, b) for a, b in zip(*inner_box, strict=True)), region_id)
-            inner = block[local]
-            ready.append(Piece(inner_region, np.array(inner, copy=True) if copy else inner, inner_box))
-        for idx, local, source in plans:
-            parts = self._partials.setdefault(idx, {})
-            # Copies: the caller's array may be reused for the next tile.
-            if self.rule.direct:
-                # Crop parts go straight into one unit-sized buffer (a single copy); the
-                # parts are views of it, and the full buffer is the unit once complete.
-                dense = self._dense.get(idx)
-                if dense is None:
-                    shape = tuple(r.stop - r.start for r in self.unit_region(idx))
-                    # Uninitialised: the buffer is used whole only once parts cover it.
-                    dense = np.empty(shape, self.rule.dtype)
-                    self._dense[idx] = dense
-                    self._bytes += dense.nbytes
-                dense[local] = block[source]
-                parts[pid] = Part(pid, local, dense[local])
-            else:
-                old = parts.get(pid)
-                if old is not None:
-                    self._bytes -= old.data.nbytes
-                parts[pid] = Part(pid, local, np.array(block[source], copy=True))
-                self._bytes += parts[pid].data.nbytes
-            spilled = self._spilled.get(idx)
-            if spilled is not None:
-                if self.rule.complete(self.unit_region(idx), {**spilled, **parts}):
-                    to_spill.append(idx)
+            data = block[local]
+            ready.append(Piece(inner_region, np.array(data, copy=True) if copy else data, p.inner))
+        for idx, local, source in takes:
+            buffer = self._held.get(idx)
+            if buffer is None:
+                buffer = self._held[idx] = self.rule.buffer(self.unit_region(idx))
+                self._bytes += buffer.nbytes
+                self.state[idx] = State.HELD
+            self._bytes += buffer.add(pid, local, block[source])
+            if idx in self._spilled:
+                if self.rule.complete(self.unit_region(idx), {**self._spilled[idx], **buffer.parts}):
+                    to_spill.append(idx)  # the rest of it is in the fragments
                 continue
-            piece = self._try_complete(idx, parts)
+            piece = self._try_complete(idx, buffer.held(), found=False)
             if piece is not None:
                 ready.append(piece)
-
-        ready = merge_pieces(ready)
         if self.policy == "spill":
             excess = self._bytes - self.max_bytes
-            for idx in self._partials:  # oldest first
+            for idx, buffer in self._held.items():  # oldest first
                 if excess <= 0:
                     break
                 if idx not in to_spill:
                     to_spill.append(idx)
-                    excess -= self._held_bytes(idx)
-        return ready, to_spill
+                    excess -= buffer.nbytes
+        return merge_pieces(ready), to_spill
 
-    def _held_bytes(self, idx: tuple[int, ...]) -> int:
-        dense = self._dense.get(idx)
-        return dense.nbytes if dense is not None else sum(p.data.nbytes for p in self._partials[idx].values())
+    def _check(self, p: Plan, pid: PartId, retry: bool, block: np.ndarray
+               ) -> list[tuple[tuple[int, ...], Region, Region]]:
+        """The parts to take (every check made, nothing changed): OverlapError, BufferFullError."""
+        if p.inner is not None and not retry:
+            where = tuple(slice(a, b) for a, b in zip(*p.inner, strict=True))
+            if (self.state[where] == State.STORED).any():
+                raise OverlapError(f"region {p.key} overlaps units stored from another region")
+            for idx in self._parts_in(p.inner):
+                raise OverlapError(f"region {p.key} overlaps another region inside unit {idx}")
+        takes, new_bytes = [], 0
+        for idx, local, source in p.edges:
+            state = State(self.state[idx])
+            if state == State.FOUND:
+                continue  # stored by someone else: this part is a retry
+            if state == State.STORED:
+                if retry:
+                    continue
+                raise OverlapError(f"region {p.key} overlaps unit {idx}, stored from another region")
+            extents = {**self._spilled.get(idx, {}), **(self._held[idx].parts if idx in self._held else {})}
+            if pid in extents:
+                continue  # this part is held or spilled already
+            if self.strict and not self.rule.overlapping_parts:
+                clash = next((k for k, r in extents.items() if _intersects(local, r)), None)
+                if clash is not None:
+                    raise OverlapError(f"region {p.key} overlaps another region inside unit {idx}")
+            if not self.rule.complete(self.unit_region(idx), {**extents, pid: local}) and (
+                    idx not in self._held or not isinstance(self._held[idx], CropBuffer)):
+                new_bytes += self.rule.new_bytes(self.unit_region(idx), local, block.itemsize)
+            takes.append((idx, local, source))
+        if self.policy == "error" and new_bytes and self._bytes + new_bytes > self.max_bytes:
+            raise BufferFullError(
+                f"buffering region {p.key} needs {new_bytes} more bytes; the assembly buffer holds "
+                f"{self._bytes} of max {self.max_bytes} (raise max_buffer_bytes, use "
+                "buffer_policy='spill', or send tiles in row-major order so units complete sooner)"
+            )
+        return takes
 
+    def _parts_in(self, box: Box) -> list[tuple[int, ...]]:
+        """Units inside ``box`` with parts held or spilled."""
+        return [idx for idx in {**self._held, **self._spilled}
+                if all(a <= i < b for i, a, b in zip(idx, *box, strict=True))]
+
+    # ---- parts out (fragments) and in (other writers' fragments) ----------------------------------
     def held(self, idx: tuple[int, ...]) -> dict[PartId, Part]:
         """The parts held for unit ``idx`` (empty when none); they stay held."""
-        return self._partials.get(idx, {})
+        buffer = self._held.get(idx)
+        return buffer.held() if buffer is not None else {}
 
     def release(self, idx: tuple[int, ...]) -> None:
-        """Stop holding unit ``idx`` (its parts are saved as a fragment)."""
-        if idx in self._partials:
-            self._pop(idx)
+        """Stop holding unit ``idx``: its parts are saved as a fragment."""
+        buffer = self._held.pop(idx, None)
+        if buffer is None:
+            return
+        self._bytes -= buffer.nbytes
+        self._spilled.setdefault(idx, {}).update(buffer.parts if isinstance(buffer, CropBuffer)
+                                                 else {k: p.local for k, p in buffer.parts.items()})
+        self.state[idx] = State.SPILLED
 
-    def _pop(self, idx: tuple[int, ...]) -> dict[PartId, Part]:
-        parts = self._partials.pop(idx)
-        dense = self._dense.pop(idx, None)
-        self._bytes -= dense.nbytes if dense is not None else sum(p.data.nbytes for p in parts.values())
-        spilled = self._spilled.setdefault(idx, {})
-        spilled.update({k: Part(k, p.local, _NO_DATA) for k, p in parts.items()})
-        return parts
+    def _drop(self, idx: tuple[int, ...]) -> None:
+        buffer = self._held.pop(idx, None)
+        if buffer is not None:
+            self._bytes -= buffer.nbytes
 
-    def _try_complete(self, idx: tuple[int, ...], parts: dict[PartId, Part]) -> Piece | None:
-        unit_region = self.unit_region(idx)
-        if not self.rule.complete(unit_region, parts):
+    def complete_with(self, idx: tuple[int, ...], parts: dict[PartId, Part]) -> Piece | None:
+        """Try to complete unit ``idx`` from parts gathered elsewhere (every writer's fragments).
+
+        Raises
+        ------
+        OverlapError
+            Crop mode: two different parts of the unit overlap (regions of another tiling
+            were saved for it, by another writer or an earlier run).
+        """
+        if self.state[idx] >= State.STORED:
+            return None  # stored already, here or elsewhere
+        mine = {**self._spilled.get(idx, {}), **(self._held[idx].parts if idx in self._held else {})}
+        everything = {**parts, **self.held(idx)}
+        if not self.rule.overlapping_parts:
+            ids = sorted(everything)
+            for a, b in itertools.combinations(ids, 2):
+                if _intersects(everything[a].local, everything[b].local):
+                    raise OverlapError(
+                        f"the saved parts {a} and {b} of unit {idx} overlap: fragments of another "
+                        "tiling were saved for it; `ngff-writer repair` drops them"
+                    )
+        return self._try_complete(idx, everything, found=not set(everything) <= set(mine))
+
+    def _try_complete(self, idx: tuple[int, ...], parts: dict[PartId, Part], found: bool) -> Piece | None:
+        region = self.unit_region(idx)
+        if not self.rule.complete(region, {k: p.local for k, p in parts.items()}):
             return None
-        dense = None
-        if self._partials.get(idx) is parts:
-            dense = self._dense.get(idx)  # crop: the parts already sit in place
-            self._pop(idx)
+        buffer = self._held.get(idx)
+        if isinstance(buffer, CropBuffer) and set(parts) <= set(buffer.parts):
+            data = buffer.array  # the parts already sit in place
+        else:
+            data = self.rule.combine(region, parts)
+        self._drop(idx)
         self._spilled.pop(idx, None)
-        self._mark(idx, _ASSEMBLED)
-        data = dense if dense is not None else self.rule.combine(unit_region, parts)
-        return Piece(unit_region, data, (tuple(idx), tuple(i + 1 for i in idx)))
+        self._set(idx, State.FOUND if found else State.STORED)
+        return Piece(region, data, (tuple(idx), tuple(i + 1 for i in idx)))
 
     def forget(self, box: Box) -> None:
         """A store of ``box`` failed: its units count as not stored, so a rewrite is taken."""
-        where = tuple(slice(a, b) for a, b in zip(*box, strict=True))
-        self._n_stored -= int(np.count_nonzero(self._stored[where] != _NONE))
-        self._stored[where] = _NONE
-        self._regions.clear()  # every region may be sent again, as new
-
-    def complete_with(self, idx: tuple[int, ...], parts: dict[PartId, Part]) -> Piece | None:
-        """Try to complete a unit from parts gathered elsewhere (fragments of every writer)."""
-        if self._stored[idx] != _NONE:
-            return None  # stored already, here or by an earlier run
-        return self._try_complete(idx, parts)
+        self._set(tuple(slice(a, b) for a, b in zip(*box, strict=True)), State.EMPTY)

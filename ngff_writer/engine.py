@@ -52,7 +52,7 @@ from zarr.abc.store import Store
 from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region
 from .errors import StoreError
 from .fragments import Fragments
-from .grid import Box, grid_shape
+from .grid import Box, grid_shape, neighbour_runs
 from .pyramid import downsample, target_region
 from .spec import ImageSpec
 from .stats import summarize
@@ -314,29 +314,16 @@ def _runs(batch: list[_Job]) -> list[tuple[zarr.AsyncArray[Any], Region, np.ndar
     for job in batch:
         by_array.setdefault(id(job.array), []).append(job)
     for jobs in by_array.values():
-        jobs.sort(key=lambda j: tuple(s.start for s in j.piece.region))
-        run, axis = [jobs[0]], None
-        for job in jobs[1:]:
-            a, b = run[-1].piece.region, job.piece.region
-            differ = [k for k, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
-            k = differ[0] if len(differ) == 1 else None
-            if k is not None and a[k].stop == b[k].start and axis in (None, k):
-                run.append(job)
-                axis = k
+        for group, axis in neighbour_runs(jobs, lambda j: j.piece.box):
+            first = group[0]
+            if axis is None:
+                out.append((first.array, first.piece.region, first.piece.data, group))
                 continue
-            out.append(_call(run, axis))
-            run, axis = [job], None
-        out.append(_call(run, axis))
+            region = tuple(slice(s.start, group[-1].piece.region[k].stop) if k == axis else s
+                           for k, s in enumerate(first.piece.region))
+            data = np.concatenate([j.piece.data for j in group], axis=axis)
+            out.append((first.array, region, data, group))
     return out
-
-
-def _call(run: list[_Job], axis: int | None) -> tuple[zarr.AsyncArray[Any], Region, np.ndarray, list[_Job]]:
-    first = run[0]
-    if axis is None:
-        return first.array, first.piece.region, first.piece.data, run
-    region = tuple(slice(s.start, run[-1].piece.region[k].stop) if k == axis else s
-                   for k, s in enumerate(first.piece.region))
-    return first.array, region, np.concatenate([j.piece.data for j in run], axis=axis), run
 
 
 def _one_error(errors: list[BaseException]) -> BaseException:

@@ -7,11 +7,11 @@ a single chunk are recorded by one mechanism.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Box", "box_key", "box_of_region", "coverage", "grid_shape", "parse_box_key"]
+__all__ = ["Box", "box_key", "box_of_region", "coverage", "grid_shape", "neighbour_runs", "parse_box_key"]
 
 #: A box of blocks: (start, stop) per axis, stop exclusive.
 Box = tuple[tuple[int, ...], tuple[int, ...]]
@@ -55,3 +55,25 @@ def coverage(boxes: Iterable[Box], grid: Sequence[int]) -> np.ndarray:
     for start, stop in boxes:
         covered[tuple(slice(a, b) for a, b in zip(start, stop))] = True
     return covered
+
+
+def neighbour_runs[T](items: Iterable[T], box_of: Callable[[T], Box]) -> list[tuple[list[T], int | None]]:
+    """Group items into runs of boxes that follow each other along one axis.
+
+    Boxes are sorted by their start; each run holds boxes equal on every axis but one,
+    along which each starts where the previous one stops. Returns ``(run, axis)`` pairs,
+    ``axis`` None for a box on its own. Linear after the sort.
+    """
+    ordered = sorted(items, key=lambda item: box_of(item)[0])
+    runs: list[tuple[list[T], int | None]] = []
+    for item in ordered:
+        if runs:
+            run, axis = runs[-1]
+            (a0, a1), (b0, b1) = box_of(run[-1]), box_of(item)
+            differ = [k for k in range(len(a0)) if (a0[k], a1[k]) != (b0[k], b1[k])]
+            if len(differ) == 1 and a1[differ[0]] == b0[differ[0]] and axis in (None, differ[0]):
+                run.append(item)
+                runs[-1] = (run, differ[0])
+                continue
+        runs.append(([item], None))
+    return runs

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,9 @@ from .storage import (
     open_store,
     write_group,
 )
+from .tiling import Tile
 from .track import Ledger, samples_done
-from .write import check_blend_tile, crop_tile, prepare_region, tile_start_of
+from .write import check_blend_tile, check_index, crop_tile, prepare_region, slot, tile_start_of
 
 __all__ = ["Image", "Output", "Progress", "open_output"]
 
@@ -112,6 +113,9 @@ class Image:
         self._ledger = Ledger(output.store, spec)
         self._writer: ImageWriter | None = None
         self._arrays: dict[int, zarr.Array] = {}
+        #: True when this handle wrote to the image before it became final: later writes
+        #: of the same stream (a resumed loop sending everything again) are skipped.
+        self._streamed = False
 
     def __repr__(self) -> str:
         return (f"Image({self.name!r}, axes={self.spec.axes!r}, shape={self.spec.shape}, "
@@ -177,8 +181,11 @@ class Image:
         ------
         SampleIndexError, ShapeMismatchError, LossyCastError
             Bad input; nothing is stored.
-        ImageFinalizedError, ClosedError, ReadOnlyError
-            The image or output no longer takes writes.
+        ImageFinalizedError
+            The image was final before this handle wrote to it. (Writes that come after this
+            handle's own writes completed it are retries of a resumed stream: skipped.)
+        ClosedError, ReadOnlyError
+            The output no longer takes writes.
         StoreError
             A store failed (this one, or one still in flight from an earlier call).
         """
@@ -237,7 +244,7 @@ class Image:
 
     def _check_can_write(self) -> None:
         self._output._check_writable()
-        if self._final:
+        if self._final and not self._streamed:
             raise ImageFinalizedError(f"image {self.name!r} is complete and final")
         self._check_format()
 
@@ -262,6 +269,8 @@ class Image:
                ) -> None:
         # The one write path (see ngff_writer.engine): whole units only, stored in the
         # background and recorded after their data; each level feeds the next.
+        if self._final:
+            return  # completed by this handle's own stream: what comes after is a retry
         writer = self._get_writer()
         writer.add(region, block, part_id)
         if writer.all_handed:  # every unit of level 0 stored or on its way: maybe complete
@@ -312,6 +321,7 @@ class Image:
         ledger.refresh()
         finalize_image(self._output.store, self.spec, ledger, self.level)
         self._final = True
+        self._streamed = self._writer is not None and self._writer.started
         return True
 
     # ---- track ---------------------------------------------------------------------
@@ -346,6 +356,34 @@ class Image:
     def pending_samples(self) -> list[int]:
         """Indices of samples not yet stored, for resuming: skip everything else."""
         return list(self.progress().pending)
+
+    def pending_tiles(self, index: int, tiles: Iterable[Tile]) -> list[Tile]:
+        """The tiles of sample ``index`` that still touch a chunk no writer has stored.
+
+        For resuming a tiled prediction without predicting every tile again::
+
+            for t in img.pending_tiles(i, ngff_writer.tiling.tiles(shape, (256, 256), (48, 48))):
+                img.write_tile(i, model(t), crop_start=t.crop_start, crop_size=t.crop_size,
+                               stitch_start=t.stitch_start)
+
+        A tile counts by its valid part (``stitch_start``, ``crop_size``) in crop mode and
+        as a whole (``start``, ``size``) in blend mode. Reads the log like :meth:`progress`
+        and writes nothing. Sending a tile that is not pending does no harm (a retry).
+        """
+        check_index(self.spec, index)
+        tiles = list(tiles)
+        if self.progress().complete:
+            return []
+        covered = self._ledger.coverage.grids[0]
+        unit = self.spec.write_unit
+        pending = []
+        for t in tiles:
+            start, size = (t.start, t.size) if self.spec.blend is not None else (t.stitch_start, t.crop_size)
+            region = slot(self.spec, index, start, size)
+            where = tuple(slice(r.start // u, -(-r.stop // u)) for r, u in zip(region, unit, strict=True))
+            if not covered[where].all():
+                pending.append(t)
+        return pending
 
     @property
     def complete(self) -> bool:

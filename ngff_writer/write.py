@@ -12,6 +12,7 @@ that keep every value (``uint8 → float32``, ``float32 → float64``) and raise
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from .spec import ImageSpec
 from .tiling import tile_starts
 
 __all__ = [
-    "check_blend_tile", "check_index", "crop_tile", "prepare_region", "stored_space", "tile_start_of",
+    "check_blend_tile", "check_index", "crop_tile", "prepare_region", "slot", "stored_space", "tile_start_of",
 ]
 
 
@@ -136,13 +137,19 @@ def prepare_region(
     for pos, name in enumerate(layout.axes):  # the sample's own position along its sample axes
         if name in layout.sample_axes:
             block = np.expand_dims(block, pos)
-    region = list(layout.sample_region(index))
-    offsets = dict(zip((_sample_letters(spec)[i] for i in spatial), start_t, strict=True))
-    for pos, axis_name in enumerate(layout.axes):
-        if axis_name in offsets:
-            a = offsets[axis_name]
-            region[pos] = slice(a, a + block.shape[pos])
-    return tuple(region), block
+    sizes = tuple(array.shape[axis] for axis in spatial)
+    return slot(spec, index, start_t, sizes), block
+
+
+def slot(spec: ImageSpec, index: int, start: Sequence[int], size: Sequence[int]) -> tuple[slice, ...]:
+    """The stored-array region of ``size`` at ``start`` (space axes, declared order) in sample ``index``."""
+    region = list(spec.layout.sample_region(index))
+    space = [a for a in _sample_letters(spec) if a in "zyx"]
+    extents = {a: (a0, a0 + n) for a, a0, n in zip(space, start, size, strict=True)}
+    for pos, axis_name in enumerate(spec.layout.axes):
+        if axis_name in extents:
+            region[pos] = slice(*extents[axis_name])
+    return tuple(region)
 
 
 def stored_space(spec: ImageSpec, values: Any) -> tuple[int, ...]:

@@ -241,16 +241,22 @@ def test_safe_casts_are_silent_and_opt_in_allows_lossy(tmp_path):
         np.testing.assert_array_equal(narrow.array[0], np.float32(0.1))
 
 
-def test_finalized_image_refuses_writes(tmp_path):
-    with nw.open_output(tmp_path / "o.zarr") as out:
+def test_finalized_image_refuses_writes_but_a_stream_that_completed_it_goes_on(tmp_path):
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
         img = out.create_image("p", (8, 8), "yx")
         img.write_sample(0, np.ones((8, 8), np.float32))
         assert img.complete
-        with pytest.raises(nw.ImageFinalizedError):
-            img.write_sample(0, np.ones((8, 8), np.float32))
-    with nw.open_output(tmp_path / "o.zarr", mode="a") as out:
-        with pytest.raises(nw.ImageFinalizedError):
+        before = _files(root)
+        # The rest of a resumed loop that completed the image: retries, skipped quietly.
+        img.write_sample(0, np.full((8, 8), 2, np.float32))
+        with pytest.raises(nw.ShapeMismatchError):  # bad input is still refused
+            img.write_sample(0, np.ones((8, 9), np.float32))
+        assert _files(root) == before
+    with nw.open_output(root, mode="a") as out:
+        with pytest.raises(nw.ImageFinalizedError):  # but a new writer is told
             out["p"].write_sample(0, np.ones((8, 8), np.float32))
+    np.testing.assert_array_equal(zarr.open_array(root / "p" / "0")[:], 1)
 
 
 def test_nan_and_inf_are_stored_and_ignored_by_windows(tmp_path, ngff_version):
