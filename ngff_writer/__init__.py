@@ -31,6 +31,7 @@ from .errors import (
     WriteError,
 )
 from .output import Image, Output, Progress, open_output
+from .repair import repair_output
 from .spec import Blend, ImageSpec, Pyramid
 
 __all__ = [
@@ -64,4 +65,5 @@ __all__ = [
     "WriteError",
     "__version__",
     "open_output",
+    "repair_output",
 ]

@@ -52,7 +52,7 @@ from .grid import Box, neighbour_runs
 
 __all__ = [
     "Assembler", "BlendBuffer", "BlendRule", "CropBuffer", "CropRule", "Part", "Piece", "Plan", "State",
-    "merge_pieces", "plan",
+    "merge_pieces", "plan", "unit_region",
 ]
 
 Region = tuple[slice, ...]
@@ -535,7 +535,9 @@ class Assembler:
             return None  # stored already, here or elsewhere
         mine = {**self._spilled.get(idx, {}), **(self._held[idx].parts if idx in self._held else {})}
         everything = {**parts, **self.held(idx)}
-        if not self.rule.overlapping_parts:
+        # Pyramid levels (not strict) may hold the same pixels under two ids: the reduction
+        # of a unit, and of a box of units that holds it. Same data, not another tiling.
+        if self.strict and not self.rule.overlapping_parts:
             ids = sorted(everything)
             for a, b in itertools.combinations(ids, 2):
                 if _intersects(everything[a].local, everything[b].local):

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import NgffWriterError
-from .output import open_output
+from .output import Progress, open_output
+from .repair import repair_output
 
 __all__ = ["main"]
 
@@ -28,19 +29,45 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    rows: list[Progress | tuple[str, NgffWriterError]] = []
     with open_output(args.out, mode="r") as out:
-        progress = out.status()
+        for name in out.images():
+            try:
+                rows.append(out[name].progress())
+            except NgffWriterError as exc:  # one damaged image must not hide the others
+                rows.append((name, exc))
+    failed = any(isinstance(r, tuple) for r in rows)
     if args.json:
-        print(json.dumps({"images": [p.to_json() for p in progress]}, indent=2))
-        return 0
+        entries = [r.to_json() if isinstance(r, Progress) else {"path": r[0], "error": str(r[1])}
+                   for r in rows]
+        print(json.dumps({"images": entries}, indent=2))
+        return int(failed)
     from rich.console import Console
     from rich.table import Table
 
     table = Table("image", "samples", "blocks", "levels", "status")
-    for p in progress:
-        table.add_row(p.name, f"{p.done}/{p.total}", f"{p.blocks_done}/{p.blocks_total}",
-                      str(p.levels), "complete" if p.complete else "in progress")
+    for r in rows:
+        if isinstance(r, tuple):
+            table.add_row(r[0], "", "", "", f"[red]{type(r[1]).__name__}: {r[1]}[/red]")
+            continue
+        table.add_row(r.name, f"{r.done}/{r.total}", f"{r.blocks_done}/{r.blocks_total}",
+                      str(r.levels), "complete" if r.complete else "in progress")
     Console().print(table)
+    if failed:
+        print("Some images cannot be read; `ngff-writer repair` fixes what it can.", file=sys.stderr)
+    return int(failed)
+
+
+def _repair(args: argparse.Namespace) -> int:
+    done = repair_output(args.out)
+    if not done:
+        print(f"{args.out}: nothing to repair")
+    for name, actions in done.items():
+        print(f"{name or '(root)'}:")
+        for action in actions:
+            print(f"  - {action}")
+    if done:
+        print("Resume the export (write what is pending again) to complete the images.")
     return 0
 
 
@@ -62,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("out", help="output directory or URL")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_status)
+
+    repair = sub.add_parser(
+        "repair", help="make damaged images resumable: rebuild unreadable metadata, drop unreadable "
+        "log segments and fragments, record stored data no record lists, delete temporary files")
+    repair.add_argument("out", help="output directory or URL (run it while no writer is running)")
+    repair.set_defaults(func=_repair)
     return parser
 
 

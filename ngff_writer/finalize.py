@@ -25,6 +25,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
+from .assemble import unit_region
 from .bookkeeping import ImageKeys
 from .errors import CorruptError
 from .ngff import STATUS_COMPLETE, image_attributes
@@ -32,8 +33,12 @@ from .pyramid import downsample, source_region
 from .spec import ImageSpec
 from .stats import Summary, windows
 from .storage import (
+    delete_keys,
     delete_tree,
     describe,
+    is_temporary,
+    leaves_temporary_files,
+    list_prefix,
     node_attributes,
     store_errors,
     write_group,
@@ -70,8 +75,7 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
         return 0
 
     def make(idx: tuple[int, ...]) -> None:
-        region = tuple(slice(i * u, min((i + 1) * u, n))
-                       for i, u, n in zip(idx, geometry.unit, geometry.shape, strict=True))
+        region = unit_region(idx, geometry.unit, geometry.shape)
         with store_errors(f"rebuilding unit {idx} of level {level} of image {spec.name!r}"):
             block = source[source_region(region, geometry.factors, source.shape)]
             target[region] = downsample(block, geometry.factors, spec.pyramid_method)
@@ -140,3 +144,6 @@ def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callabl
     # Everything under log/ and fragments/ is garbage now, whoever wrote it.
     delete_tree(store, ledger.keys.log)
     delete_tree(store, ledger.keys.fragments())
+    if leaves_temporary_files(store):  # what writers killed mid-write left in the arrays
+        delete_keys(store, [k for k in list_prefix(store, f"{spec.name}/" if spec.name else "")
+                            if is_temporary(k)])

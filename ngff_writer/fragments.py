@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 
 import numpy as np
 from zarr.abc.store import Store
@@ -88,7 +89,7 @@ class Fragments:
                         pid = tuple(m["id"])
                         local = tuple(slice(a, b) for a, b in m["local"])
                         parts.setdefault(pid, Part(pid, local, npz[f"d{i}"]))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
                 raise CorruptError(f"fragment {key} in {describe(self.store)} is unreadable ({exc}); "
                                    "run `ngff-writer repair` on the output", key=key) from exc
         return parts

@@ -25,6 +25,7 @@ from zarr.abc.store import Store
 from ._version import __version__
 from .allocate import allocate_image, declare, spec_of
 from .bookkeeping import FORMAT, GROUP, check_format
+from .discover import find_images
 from .engine import Engine, ImageWriter
 from .errors import (
     ClosedError,
@@ -679,27 +680,25 @@ class Output:
         return iter(self.images())
 
     def images(self) -> list[str]:
-        """Names of every image in the output, complete or not (read from the store)."""
+        """Names of every image in the output, complete or not (read from the store).
+
+        Images whose metadata is damaged are listed too; reading them raises
+        :class:`CorruptError` (``repair()`` fixes what it can).
+        """
         self._check_open()
-        found: list[str] = []
+        return find_images(self.store)
 
-        def walk(prefix: str) -> None:
-            for child in sorted(list_dir(self.store, prefix)):
-                path = f"{prefix}/{child}" if prefix else child
-                if child == GROUP:
-                    continue
-                node = node_attributes(self.store, path)
-                if node is None:
-                    continue  # an array or a non-zarr key
-                if read_writer_attrs(node[1]) is not None:
-                    found.append(path)
-                else:
-                    walk(path)
+    def repair(self) -> dict[str, list[str]]:
+        """Repair every image's damaged bookkeeping or metadata (see :mod:`ngff_writer.repair`).
 
-        if self._read_image("") is not None:
-            return [""]  # the root is the image (e.g. x.ome.zarr written as one image)
-        walk("")
-        return found
+        Returns what was done, per image. Afterwards a resumed run completes every image
+        (writing again what repair found missing).
+        """
+        self._check_writable()
+        from .repair import repair_output  # repair sits above this module
+
+        self._images.clear()
+        return repair_output(self.store)
 
     # ---- write / track / finalize ----------------------------------------------------
     def write_sample(self, name: str, index: int, data: Any) -> None:

@@ -41,8 +41,8 @@ from .errors import CorruptError, NgffWriterError, StoreError
 
 __all__ = [
     "Mode", "StoreLike", "atomic_create", "create_if_absent", "delete_keys", "delete_tree", "describe",
-    "get_bytes", "get_json", "get_many", "join", "list_dir", "list_prefix", "open_store", "put_bytes",
-    "put_json", "store_errors",
+    "get_bytes", "get_json", "get_many", "is_temporary", "join", "leaves_temporary_files", "list_dir",
+    "list_prefix", "open_store", "put_bytes", "put_json", "store_errors",
 ]
 
 Mode = Literal["w-", "w", "a", "r"]
@@ -225,6 +225,18 @@ def create_if_absent(store: Store, key: str, data: bytes) -> bytes:
 
 
 # ---- listings and deletes -----------------------------------------------------------------
+def is_temporary(key: str) -> bool:
+    """True for a store's temporary file: zarr's LocalStore writes ``<name>.<uuid>.partial``
+    and renames it into place, so a writer killed in between leaves one behind."""
+    return key.endswith(".partial")
+
+
+def leaves_temporary_files(store: Store) -> bool:
+    """True for stores that write through temporary files (see :func:`is_temporary`)."""
+    return isinstance(_base(store), LocalStore)
+
+
+
 def list_dir(store: Store, prefix: str) -> list[str]:
     """Names directly under ``prefix`` (files and sub-prefixes)."""
 

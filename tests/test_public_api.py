@@ -11,6 +11,7 @@ def test_public_names():
         "OutputExistsError", "OutputNotFoundError", "OverlapError", "Progress", "Pyramid", "ReadOnlyError",
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
         "UnknownImageError", "UnsupportedDtypeError", "WriteError", "__version__", "open_output",
+        "repair_output",
     ])
     for name in ngff_writer.__all__:
         assert hasattr(ngff_writer, name)

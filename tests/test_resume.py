@@ -1,0 +1,357 @@
+"""Resume that always works: after a crash in another order, after failed stores, after a
+full disk, after damaged bookkeeping or metadata.
+
+Writers here are in-process; a "crash" drops an output without closing it, after its
+stores have landed and (or not) its log was committed, so what it held in memory is
+lost exactly as a killed process loses it (tests/test_stores.py kills real processes).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stores import FaultyStore
+from tiling import tile_specs
+from zarr.storage import LocalStore
+
+import ngff_writer as nw
+from ngff_writer.tiling import tiles
+
+SHAPE = (2, 1, 100, 120)  # s c y x
+CHUNKS = (1, 1, 32, 32)
+PATCH, OVERLAP = (48, 56), (12, 16)
+BLEND = {"tile_size": PATCH, "overlap": OVERLAP, "ramp": "linear"}
+SPECS = list(tile_specs(SHAPE[2:], PATCH, OVERLAP))
+JOBS = [(s, k) for s in range(SHAPE[0]) for k in range(len(SPECS))]
+
+
+def truth() -> np.ndarray:
+    return np.random.default_rng(11).random(SHAPE, dtype=np.float32)
+
+
+def tile(s: int, k: int) -> np.ndarray:
+    t = SPECS[k]
+    region = tuple(slice(a, a + n) for a, n in zip(t.tile_start, t.tile_size, strict=True))
+    noise = np.random.default_rng(1000 * s + k).normal(0, 0.05, (1, *t.tile_size))
+    return (truth()[s][(Ellipsis, *region)] + noise).astype(np.float32)
+
+
+def send(img: nw.Image, jobs) -> None:
+    for s, k in jobs:
+        t = SPECS[k]
+        img.write_tile(s, tile(s, k), crop_start=t.crop_coords, crop_size=t.crop_size,
+                       stitch_start=t.stitch_coords)
+
+
+def declare(root, mode: str, **kw) -> None:
+    with nw.open_output(root, mode="w", **kw) as out:
+        out.create_image("p", SHAPE, "scyx", chunks=CHUNKS, blend=BLEND if mode == "blend" else None)
+
+
+def reference(tmp_path_factory, mode: str) -> list[np.ndarray]:
+    root = tmp_path_factory.mktemp(f"ref-{mode}") / "ref.zarr"
+    declare(root, mode)
+    with nw.open_output(root, mode="a") as out:
+        send(out["p"], JOBS)
+    return [zarr.open_array(root / "p" / str(k))[:] for k in range(3)]
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory) -> dict[str, list[np.ndarray]]:
+    return {mode: reference(tmp_path_factory, mode) for mode in ("crop", "blend")}
+
+
+def levels(root: Path) -> list[np.ndarray]:
+    return [zarr.open_array(root / "p" / str(k))[:] for k in range(3)]
+
+
+def assert_done(root: Path, ref: list[np.ndarray]) -> None:
+    with nw.open_output(root, mode="r") as out:
+        assert out["p"].progress().complete
+    for got, want in zip(levels(root), ref, strict=True):
+        assert got.tobytes() == want.tobytes()
+    assert sorted(p.name for p in (root / "p" / "ngff_writer").iterdir()) == ["zarr.json"]
+
+
+def crash(out: nw.Output, commit: bool = True) -> None:
+    """Drop ``out`` like a killed process: stores landed, log committed (or not), memory lost."""
+    for name in list(out._images):
+        out[name].progress()
+    if commit:
+        out.engine.commit_all()
+    out.engine._stop.set()  # no committer after the "death"
+
+
+# ---- crash, then resume in another order ----------------------------------------------------
+@pytest.mark.parametrize("mode", ["crop", "blend"])
+@pytest.mark.parametrize("seed", range(4))
+def test_crash_then_resume_in_another_order_with_spilled_fragments(tmp_path, refs, mode, seed):
+    root = tmp_path / "o.zarr"
+    declare(root, mode)
+    small = {"max_buffer_bytes": 16 * 1024, "commit_interval": 3600}  # partial chunks spill
+    out = nw.open_output(root, mode="a", **small)
+    order = np.random.default_rng(seed).permutation(len(JOBS))
+    send(out["p"], [JOBS[i] for i in order[: 2 * len(order) // 3]])
+    crash(out)
+    assert any((root / "p" / "ngff_writer" / "fragments").rglob("*.npz"))
+    with nw.open_output(root, mode="a", **small) as out:  # everything again, another order
+        send(out["p"], [JOBS[i] for i in np.random.default_rng(100 + seed).permutation(len(JOBS))])
+    assert_done(root, refs[mode])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_life_of_crashes_retries_and_spills_ends_in_the_stitch(tmp_path_factory, refs, data):
+    """Runs that each send some tiles (some twice) in a random order, spill, and die
+    (committed or not); a last run sends everything and closes: the image equals the
+    single-process result, bit for bit, at every level."""
+    mode = data.draw(st.sampled_from(["crop", "blend"]), label="mode")
+    root = tmp_path_factory.mktemp("life") / "o.zarr"
+    declare(root, mode)
+    for run in range(data.draw(st.integers(1, 3), label="runs")):
+        out = nw.open_output(root, mode="a", commit_interval=3600,
+                             max_buffer_bytes=data.draw(st.sampled_from([0, 8192, 1 << 30]), label="buf"))
+        picks = data.draw(st.lists(st.integers(0, len(JOBS) - 1), max_size=2 * len(JOBS)), label=f"run{run}")
+        send(out["p"], [JOBS[i] for i in picks])
+        if data.draw(st.booleans(), label="flush"):
+            out["p"].flush()
+        crash(out, commit=data.draw(st.booleans(), label="commit"))
+    with nw.open_output(root, mode="a") as out:
+        send(out["p"], [JOBS[i] for i in data.draw(st.permutations(range(len(JOBS))), label="last")])
+    assert_done(root, refs[mode])
+
+
+# ---- stores that fail ------------------------------------------------------------------------
+class BotoLikeError(Exception):
+    """What botocore raises when the endpoint is gone: not an OSError."""
+
+
+FAILURES = [
+    pytest.param("p/0/c/", OSError(errno.ENOSPC, "No space left on device"), id="chunk-ENOSPC"),
+    pytest.param("p/1/c/", PermissionError(errno.EACCES, "Permission denied"), id="pyramid-EACCES"),
+    pytest.param("ngff_writer/log/", BotoLikeError("Could not connect to the endpoint URL"), id="log-boto"),
+    pytest.param("ngff_writer/fragments/", OSError(errno.ENOSPC, "No space left on device"),
+                 id="fragment-ENOSPC"),
+]
+
+
+@pytest.mark.parametrize(("match", "error"), FAILURES)
+def test_a_failing_store_raises_store_errors_and_a_retry_in_the_same_process_completes(
+        tmp_path, refs, match, error):
+    FaultyStore.heal()
+    store = FaultyStore(LocalStore(tmp_path / "o.zarr"))
+    declare(store, "crop")
+    raised: list[BaseException] = []
+    out = nw.open_output(store, mode="a", max_buffer_bytes=16 * 1024, commit_interval=3600)
+    img = out["p"]
+    FaultyStore.fail(match, error, times=3)
+    for job in JOBS:
+        try:
+            send(img, [job])
+        except OSError as exc:  # what a user catches
+            raised.append(exc)
+    try:
+        img.flush()
+    except OSError as exc:
+        raised.append(exc)
+    assert 1 <= FaultyStore.failed <= 3
+    assert raised and all(isinstance(e, nw.StoreError) for e in raised)
+    cause = raised[0].__cause__
+    assert isinstance(cause, type(error)) or isinstance(cause.__cause__, type(error))
+    assert any(word in str(raised[0]) for word in ("storing region", "writing", match))
+    # Nothing claims data that is not stored: every unit the log lists holds the truth.
+    with nw.open_output(LocalStore(tmp_path / "o.zarr"), mode="r") as ro:
+        ro["p"].progress()
+        covered = ro["p"]._ledger.coverage.grids[0]
+    stored, want = levels(tmp_path / "o.zarr")[0], refs["crop"][0]
+    for idx in zip(*np.nonzero(covered), strict=True):
+        region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, CHUNKS, strict=True))
+        np.testing.assert_array_equal(stored[region], want[region])
+    FaultyStore.heal()
+    send(img, JOBS)  # the retry: everything again, in the same process
+    out.close()
+    assert_done(tmp_path / "o.zarr", refs["crop"])
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, check=False).returncode == 0
+
+
+def test_disk_full_then_resume_on_a_bigger_disk(tmp_path, refs):
+    disk = tmp_path / "small-disk"
+    if not _mount_tmpfs(disk, "160k"):
+        pytest.skip("this machine does not allow mounting a tmpfs (needs root and mount permission)")
+    try:
+        root = disk / "o.zarr"
+        declare(root, "crop")
+        out = nw.open_output(root, mode="a", max_buffer_bytes=16 * 1024)
+        with pytest.raises(nw.StoreError) as info:
+            send(out["p"], JOBS)
+            out.close()
+        assert isinstance(info.value, OSError)
+        cause = info.value.__cause__
+        assert "No space left" in str(info.value) or getattr(cause, "errno", None) == errno.ENOSPC
+        out.engine._stop.set()
+        big = tmp_path / "big-disk" / "o.zarr"
+        shutil.copytree(root, big)  # the bigger disk: the same files
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+    with nw.open_output(big, mode="a") as out:
+        send(out["p"], JOBS)
+    assert_done(big, refs["crop"])
+
+
+# ---- damaged bookkeeping and metadata -------------------------------------------------------------
+def _half_written(tmp_path: Path) -> Path:
+    """An image with half its samples stored and recorded, as a crashed export leaves it."""
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        img = out.create_image("s", (6, 64, 64), "syx", chunks=(1, 32, 32))
+        for i in range(3):
+            img.write_sample(i, np.full((64, 64), i + 1, np.float32))
+    return root
+
+
+def _resume_samples(root: Path) -> None:
+    with nw.open_output(root, mode="a") as out:
+        img = out["s"]
+        for i in img.pending_samples():
+            img.write_sample(i, np.full((64, 64), i + 1, np.float32))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ngff_writer.cli", *args], capture_output=True, text=True,
+                          check=False)
+
+
+def _check_samples(root: Path) -> None:
+    with nw.open_output(root, mode="r") as out:
+        assert out["s"].progress().complete
+    want = np.arange(1, 7, dtype=np.float32)[:, None, None] * np.ones((6, 64, 64), np.float32)
+    np.testing.assert_array_equal(zarr.open_array(root / "s" / "0")[:], want)
+
+
+def test_a_truncated_log_segment_is_reported_then_repaired(tmp_path):
+    root = _half_written(tmp_path)
+    (segment,) = (root / "s" / "ngff_writer" / "log").glob("*.json")
+    segment.write_bytes(b"")  # what a power loss without fsync can leave
+    with nw.open_output(root, mode="r") as out, pytest.raises(nw.CorruptError) as info:
+        out["s"].progress()
+    assert info.value.key.endswith(segment.name) and "repair" in str(info.value)
+    status = _cli("status", str(root), "--json")
+    assert status.returncode == 1
+    (entry,) = json.loads(status.stdout)["images"]
+    assert entry["path"] == "s" and segment.name in entry["error"]
+    assert "Traceback" not in status.stderr
+
+    repaired = _cli("repair", str(root))
+    assert repaired.returncode == 0, repaired.stderr
+    assert "deleted the unreadable log segment" in repaired.stdout
+    assert "recorded 12 stored unit(s)" in repaired.stdout  # 3 samples x 4 chunks, from their data
+    with nw.open_output(root, mode="r") as out:
+        assert out["s"].progress().done == 3
+    _resume_samples(root)
+    _check_samples(root)
+
+
+def test_a_truncated_image_document_is_reported_then_rebuilt_from_the_declaration(tmp_path):
+    root = _half_written(tmp_path)
+    (root / "s" / "zarr.json").write_bytes(b"")
+    with nw.open_output(root, mode="r") as out:
+        assert out.images() == ["s"]  # still found
+        with pytest.raises(nw.CorruptError) as info:
+            out["s"]
+    assert info.value.key == "s/zarr.json"
+    assert _cli("status", str(root)).returncode == 1
+    done = nw.repair_output(root)
+    assert any("rebuilt the image's attributes" in a for a in done["s"])
+    _resume_samples(root)
+    _check_samples(root)
+
+
+def test_a_truncated_declaration_is_rebuilt_from_the_image(tmp_path):
+    root = _half_written(tmp_path)
+    (root / "s" / "ngff_writer" / "zarr.json").write_bytes(b"{")
+    out = nw.open_output(root, mode="a")
+    with pytest.raises(nw.CorruptError, match="repair"):
+        for i in range(3, 6):
+            out["s"].write_sample(i, np.full((64, 64), i + 1, np.float32))  # finalizing reads it
+    with pytest.raises(nw.CorruptError):
+        out.close()  # it tries again, and says so again
+    with nw.open_output(root, mode="a") as out:
+        assert any("rebuilt the declaration" in a for a in out.repair()["s"])
+        assert out["s"].finalize()  # every sample is stored: the image completes now
+    _check_samples(root)
+
+
+def test_a_truncated_fragment_is_dropped_and_its_tiles_sent_again(tmp_path, refs):
+    root = tmp_path / "o.zarr"
+    declare(root, "crop")
+    out = nw.open_output(root, mode="a")
+    send(out["p"], JOBS[::2])
+    out["p"].flush()  # partial chunks become fragments
+    crash(out)
+    fragment = next((root / "p" / "ngff_writer" / "fragments").rglob("*.npz"))
+    fragment.write_bytes(fragment.read_bytes()[:10])
+    out = nw.open_output(root, mode="a")
+    with pytest.raises(nw.CorruptError) as info:
+        send(out["p"], JOBS[1::2])  # the other tiles: the saved parts are needed now
+        out["p"].flush()
+    assert fragment.name in info.value.key
+    crash(out)
+    assert any("unreadable fragment" in a for a in nw.repair_output(root)["p"])
+    with nw.open_output(root, mode="a") as out:
+        send(out["p"], JOBS)
+    assert_done(root, refs["crop"])
+
+
+def test_temporary_files_a_killed_writer_left_are_swept(tmp_path):
+    root = _half_written(tmp_path)
+    stray = [root / "s" / "0" / "c" / "5" / "0" / "0.3f2a.partial",
+             root / "s" / "ngff_writer" / "log" / "x.partial"]
+    for path in stray:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a chunk")
+    _resume_samples(root)  # the image completes and finalizing sweeps them
+    assert not any(p.exists() for p in stray)
+    assert not list(root.rglob("*.partial"))
+    _check_samples(root)
+
+
+def test_nothing_to_repair_says_so(tmp_path):
+    root = _half_written(tmp_path)
+    assert nw.repair_output(root) == {}
+    assert "nothing to repair" in _cli("repair", str(root)).stdout
+
+
+def test_pending_tiles_tell_a_resumed_loop_what_is_left(tmp_path, refs):
+    root = tmp_path / "o.zarr"
+    declare(root, "crop")
+    out = nw.open_output(root, mode="a", commit_interval=3600)
+    send(out["p"], JOBS[:-2])  # all but the last two tiles of the last sample
+    crash(out)
+    every = list(tiles(SHAPE[2:], PATCH, OVERLAP))
+    with nw.open_output(root, mode="a") as out:
+        img = out["p"]
+        assert img.pending_tiles(0, every) == []
+        for s in range(SHAPE[0]):
+            pending = img.pending_tiles(s, every)
+            assert len(pending) < len(every)
+            for t in pending:
+                k = every.index(t)
+                img.write_tile(s, tile(s, k), crop_start=t.crop_start, crop_size=t.crop_size,
+                               stitch_start=t.stitch_start)
+        assert img.pending_tiles(0, every) == []
+    assert_done(root, refs["crop"])
