@@ -1,0 +1,110 @@
+"""The engine's lifecycle: threads it owns and ends, fork, and reads that never write."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ngff_writer as nw
+
+
+def _ours() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("ngff-writer"))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_no_thread_outlives_close(tmp_path):
+    before = _ours()
+    with nw.open_output(tmp_path / "o.zarr", workers=3) as out:
+        img = out.create_image("p", (40, 32, 32), "syx", chunks=(1, 16, 16))
+        for i in range(40):
+            img.write_sample(i, np.full((32, 32), i, np.float32))
+        running = _ours()
+        assert any(n.startswith("ngff-writer-store") for n in running)
+        assert "ngff-writer-commit" in running
+        assert sum(n.startswith("ngff-writer-store") for n in running) <= 3  # workers=3
+    assert _ours() == before
+
+
+def test_an_output_dropped_without_close_lets_its_threads_go(tmp_path):
+    out = nw.open_output(tmp_path / "o.zarr", commit_interval=0.05)
+    out.create_image("p", (2, 8, 8), "syx").write_sample(0, np.ones((8, 8), np.float32))
+    committer = next(t for t in threading.enumerate() if t.name == "ngff-writer-commit")
+    del out
+    for _ in range(50):  # stores in flight finish, then the output and its images are collected
+        gc.collect()
+        committer.join(timeout=0.2)
+    assert not committer.is_alive()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_a_fork_after_use_works(tmp_path):
+    out = nw.open_output(tmp_path / "parent.zarr")
+    img = out.create_image("p", (4, 16, 16), "syx")
+    img.write_sample(0, np.ones((16, 16), np.float32))  # threads are running now
+    pid = os.fork()
+    if pid == 0:  # the child: its own output, written and closed, then exit without cleanup
+        code = 1
+        try:
+            with nw.open_output(tmp_path / "child.zarr") as child:
+                c = child.create_image("c", (2, 16, 16), "syx")
+                for i in range(2):
+                    c.write_sample(i, np.full((16, 16), i + 1, np.float32))
+                code = 0 if c.progress().complete else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    for i in range(1, 4):  # the parent goes on
+        img.write_sample(i, np.ones((16, 16), np.float32))
+    out.close()
+    for root, name in ((tmp_path / "parent.zarr", "p"), (tmp_path / "child.zarr", "c")):
+        with nw.open_output(root, mode="r") as ro:
+            assert ro[name].progress().complete
+
+
+def test_reads_never_write(tmp_path):
+    """An image every sample of which is stored and recorded, by writers that died before
+    finalizing it: reading its progress, in every way, changes no byte."""
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("p", (4, 16, 16), "syx")
+    # Two writers, each knowing only its own half, both die before anyone finalizes.
+    writers = [nw.open_output(root, mode="a", commit_interval=3600) for _ in range(2)]
+    for out, half in zip(writers, ((0, 1), (2, 3)), strict=True):
+        for i in half:
+            out["p"].write_sample(i, np.full((16, 16), i + 1, np.float32))
+    for out in writers:
+        out["p"].progress()
+        out.engine.commit_all()
+        out.engine._stop.set()  # dies here
+    del writers, out
+    before = _files(root)
+    with nw.open_output(root, mode="r") as ro:
+        img = ro["p"]
+        progress = img.progress()
+        assert (progress.done, progress.total, progress.complete) == (4, 4, False)
+        assert not img.complete and not img.is_final and img.pending_samples() == []
+        assert [p.done for p in ro.status()] == [4]
+    with nw.open_output(root, mode="a") as out:  # a writable handle's reads do not write either
+        img = out["p"]
+        assert img.progress().done == 4 and not img.complete
+        assert _files(root) == before
+    cli = subprocess.run([sys.executable, "-m", "ngff_writer.cli", "status", str(root)], check=False,
+                         capture_output=True, text=True)
+    assert cli.returncode == 0 and "in progress" in cli.stdout
+    assert _files(root) == before
+    with nw.open_output(root, mode="a") as out:
+        assert out["p"].finalize()  # finalizing is a verb
+    assert _files(root) != before
