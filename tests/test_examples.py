@@ -59,6 +59,23 @@ def test_tiled_prediction(tmp_path):
         assert levels == [(700, 900), (350, 450), (175, 225)]
 
 
+def test_tiled_prediction_crashes_and_resumes(tmp_path):
+    import subprocess
+
+    out = tmp_path / "tiles.zarr"
+    crashed = subprocess.run([sys.executable, str(EXAMPLES / "tiled_prediction.py"), str(out),
+                              "--crash-after", "20"], capture_output=True, text=True, check=False)
+    assert crashed.returncode == 3, crashed.stderr
+    with nw.open_output(out, mode="r") as o:
+        assert not o["prediction"].progress().complete
+    assert run_example("tiled_prediction.py", str(out), "--resume") == 0
+    with nw.open_output(out, mode="r") as o:
+        assert o["prediction"].progress().complete
+    stored = zarr.open_array(out / "prediction" / "0", mode="r")[:]
+    np.testing.assert_array_equal(
+        stored, np.tanh(np.random.default_rng(0).normal(size=(2, 1, 700, 900)).astype(np.float32)))
+
+
 def test_careamics_swap(tmp_path):
     from careamics_standin import blend, stitch
 
