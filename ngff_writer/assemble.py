@@ -48,7 +48,7 @@ import numpy as np
 
 from .blend import count_tiles, tile_weights
 from .errors import BufferFullError, OverlapError
-from .grid import Box, neighbour_runs
+from .grid import Box, box_slices, neighbour_runs
 
 __all__ = [
     "Assembler", "BlendBuffer", "BlendRule", "CropBuffer", "CropRule", "Part", "Piece", "Plan", "State",
@@ -423,7 +423,7 @@ class Assembler:
         ready: list[Piece] = []
         to_spill: list[tuple[int, ...]] = []
         if p.inner is not None:
-            where = tuple(slice(a, b) for a, b in zip(*p.inner, strict=True))
+            where = box_slices(p.inner)
             # Whole units: stored again even when stored before (a region re-sent after a
             # crash rewrites what it covers whole); a unit with parts in memory is dropped.
             for idx in self._parts_in(p.inner):
@@ -463,7 +463,7 @@ class Assembler:
                ) -> list[tuple[tuple[int, ...], Region, Region]]:
         """The parts to take (every check made, nothing changed): OverlapError, BufferFullError."""
         if p.inner is not None and not retry:
-            where = tuple(slice(a, b) for a, b in zip(*p.inner, strict=True))
+            where = box_slices(p.inner)
             if (self.state[where] == State.STORED).any():
                 raise OverlapError(f"region {p.key} overlaps units stored from another region")
             for idx in self._parts_in(p.inner):
@@ -563,4 +563,4 @@ class Assembler:
 
     def forget(self, box: Box) -> None:
         """A store of ``box`` failed: its units count as not stored, so a rewrite is taken."""
-        self._set(tuple(slice(a, b) for a, b in zip(*box, strict=True)), State.EMPTY)
+        self._set(box_slices(box), State.EMPTY)

@@ -52,7 +52,7 @@ from zarr.abc.store import Store
 from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region
 from .errors import StoreError
 from .fragments import Fragments
-from .grid import Box, grid_shape, neighbour_runs
+from .grid import box_slices, grid_shape, neighbour_runs
 from .pyramid import downsample, target_region
 from .spec import ImageSpec
 from .stats import summarize
@@ -372,10 +372,6 @@ os.register_at_fork(after_in_child=_after_fork)
 getattr(threading, "_register_atexit", atexit.register)(_at_exit)
 
 
-def _where(box: Box) -> tuple[slice, ...]:
-    return tuple(slice(a, b) for a, b in zip(*box, strict=True))
-
-
 class LevelWriter:
     """One resolution level as this writer fills it: assembler, array and fragments.
 
@@ -515,7 +511,7 @@ class ImageWriter:
     def _submit(self, lw: LevelWriter, pieces: list[Piece], after: Callable[[], None] | None = None) -> None:
         array = lw.array().async_array  # opened here, not raced for by the workers
         for piece in pieces:
-            where = _where(piece.box)
+            where = box_slices(piece.box)
             # A unit written again (a retry) must land after its earlier store, never
             # race it: wait for the jobs in flight that touch the same units.
             if lw.inflight[where].any():
@@ -525,7 +521,7 @@ class ImageWriter:
 
     def landed(self, job: _Job) -> None:
         """The engine took ``job`` out of flight (stored or failed)."""
-        self.levels[job.level].inflight[_where(job.piece.box)] -= 1
+        self.levels[job.level].inflight[box_slices(job.piece.box)] -= 1
 
     # ---- called by the engine ---------------------------------------------------------------
     def stored(self, job: _Job, summary: list[Any] | None) -> Derived | None:

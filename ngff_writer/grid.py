@@ -1,4 +1,4 @@
-"""Block-grid arithmetic: regions of an array ↔ boxes of its write units.
+"""Block-grid arithmetic: the grid of write units, boxes of them, and runs of neighbours.
 
 A *write unit* is the block zarr stores atomically (the shard when sharded, else the
 chunk). Completion is tracked in boxes of write units, so a sample, a row of tiles and
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-import numpy as np
-
-__all__ = ["Box", "box_key", "box_of_region", "coverage", "grid_shape", "neighbour_runs", "parse_box_key"]
+__all__ = ["Box", "box_slices", "grid_shape", "neighbour_runs"]
 
 #: A box of blocks: (start, stop) per axis, stop exclusive.
 Box = tuple[tuple[int, ...], tuple[int, ...]]
@@ -22,39 +20,9 @@ def grid_shape(shape: Sequence[int], unit: Sequence[int]) -> tuple[int, ...]:
     return tuple(-(-n // u) for n, u in zip(shape, unit, strict=True))
 
 
-def box_of_region(region: Sequence[slice], shape: Sequence[int], unit: Sequence[int]) -> Box:
-    """Return the box of blocks a block-aligned region covers.
-
-    Raises ValueError when the region does not start and end on block edges (the end of
-    the array counts as an edge).
-    """
-    start, stop = [], []
-    for sl, n, u in zip(region, shape, unit, strict=True):
-        if sl.start % u or (sl.stop % u and sl.stop != n):
-            raise ValueError(f"region {region} is not aligned to blocks of {tuple(unit)}")
-        start.append(sl.start // u)
-        stop.append(-(-sl.stop // u))
-    return tuple(start), tuple(stop)
-
-
-def box_key(box: Box) -> str:
-    """Encode a box as a store-safe name, e.g. ``"3.0.0.0-4.1.2.2"``."""
-    start, stop = box
-    return ".".join(map(str, start)) + "-" + ".".join(map(str, stop))
-
-
-def parse_box_key(key: str) -> Box:
-    """Inverse of :func:`box_key`."""
-    a, b = key.split("-")
-    return tuple(int(v) for v in a.split(".")), tuple(int(v) for v in b.split("."))
-
-
-def coverage(boxes: Iterable[Box], grid: Sequence[int]) -> np.ndarray:
-    """Boolean grid, True where some box covers the block."""
-    covered = np.zeros(tuple(grid), dtype=bool)
-    for start, stop in boxes:
-        covered[tuple(slice(a, b) for a, b in zip(start, stop))] = True
-    return covered
+def box_slices(box: Box) -> tuple[slice, ...]:
+    """The box as an index into a grid of blocks."""
+    return tuple(slice(a, b) for a, b in zip(*box, strict=True))
 
 
 def neighbour_runs[T](items: Iterable[T], box_of: Callable[[T], Box]) -> list[tuple[list[T], int | None]]:

@@ -47,7 +47,7 @@ from zarr.abc.store import Store
 
 from .bookkeeping import FORMAT, ImageKeys
 from .errors import CorruptError, StoreError
-from .grid import Box, grid_shape
+from .grid import Box, box_slices, grid_shape
 from .spec import ImageSpec, Layout
 from .stats import Summary, merge_channels
 from .storage import delete_keys, describe, get_many, list_prefix, put_json
@@ -73,13 +73,9 @@ class Coverage:
         self.grids = [np.zeros(grid_shape(g.shape, g.unit), bool) for g in spec.levels]
         self.counts = [0] * len(self.grids)
 
-    @staticmethod
-    def _where(box: Box) -> tuple[slice, ...]:
-        return tuple(slice(a, b) for a, b in zip(*box, strict=True))
-
     def add(self, level: int, box: Box) -> bool:
         """Mark ``box`` stored; True if it held a unit not known stored before."""
-        view = self.grids[level][self._where(box)]
+        view = self.grids[level][box_slices(box)]
         new = view.size - int(np.count_nonzero(view))
         if new:
             view[...] = True
@@ -88,7 +84,7 @@ class Coverage:
 
     def covers(self, level: int, box: Box) -> bool:
         """True when every unit of ``box`` is known stored."""
-        return bool(self.grids[level][self._where(box)].all())
+        return bool(self.grids[level][box_slices(box)].all())
 
     def complete(self, level: int) -> bool:
         """True when every unit of the level is known stored."""
