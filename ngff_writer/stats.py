@@ -160,9 +160,17 @@ def _channel(values: np.ndarray, rng: np.random.Generator) -> Summary:
             sub = values[np.unravel_index(picks, values.shape)]
     else:
         sub = values.reshape(-1)
-    dense = np.bincount(_keys(sub), minlength=N_BINS)
-    bins = np.flatnonzero(dense)
-    return Summary(int(n), int(nonfinite), float(lo), float(hi), bins, dense[bins])
+    # Sorting the keys beats a 65,536-bin bincount up to about 16k values (measured 7x on
+    # a 64x64 block); past that the dense count is cheaper.
+    keys = _keys(sub)
+    if keys.size < N_BINS // 4:
+        bins, counts = np.unique(keys, return_counts=True)
+    else:
+        dense = np.bincount(keys, minlength=N_BINS)
+        bins = np.flatnonzero(dense)
+        counts = dense[bins]
+    return Summary(int(n), int(nonfinite), float(lo), float(hi), bins.astype(np.int64),
+                   counts.astype(np.int64))
 
 
 def summarize(data: np.ndarray, channel_axis: int | None) -> list[Summary]:
