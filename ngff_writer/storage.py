@@ -33,8 +33,8 @@ from typing import Any, Literal
 
 import zarr
 from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
+from zarr.buffer import default_buffer_prototype
+from zarr.core.sync import sync  # the one internal name: see run()
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore
 
 from .errors import CorruptError, NgffWriterError, StoreError
@@ -110,7 +110,12 @@ def store_errors(what: str, store: Store | None = None) -> Iterator[None]:
 
 
 def run[T](coro: Coroutine[Any, Any, T]) -> T:
-    """Run a store coroutine on zarr's own event loop (the loop its sync API uses)."""
+    """Run a store coroutine on zarr's own event loop (the loop its sync API uses).
+
+    zarr has no public way to do this, and it must be that loop: an fsspec store's async
+    client (s3fs's aiohttp session) is bound to the loop zarr first used it on. So this is
+    the one place ngff-writer uses a name from ``zarr.core``.
+    """
     return sync(coro)
 
 
@@ -349,15 +354,22 @@ def write_group(store: Store, path: str, zarr_format: int, attributes: dict[str,
         put_json(store, f"{prefix}.zgroup", {"zarr_format": 2})
 
 
-def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array:
-    """Open an array for ngff-writer's writes, with the fused codec pipeline.
+_DEFAULT_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
+_FUSED_PIPELINE = "zarr.core.codec_pipeline.FusedCodecPipeline"
 
-    The fused pipeline encodes whole chunks 1.3-2.5x faster than zarr's default on
-    these machines (``benchmarks/``). The pipeline is fixed when the array object is
-    created, so the setting is only needed during this call; it is restored afterwards
-    (zarr's config is process-wide, so another thread opening an array at that very
-    moment would get the fused pipeline too, which is harmless).
+
+def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array:
+    """Open an array for ngff-writer's writes, with zarr's fused codec pipeline by default.
+
+    The fused pipeline encodes whole chunks 1.3-2.5x faster than zarr's default on these
+    machines (``benchmarks/``). A pipeline the user chose (``zarr.config`` set to zarrs,
+    say) is kept. The pipeline is fixed when the array object is created, so the setting
+    is only needed during this call and restored afterwards; zarr's config is
+    process-wide, so another thread opening an array at that very moment gets the fused
+    pipeline too, which is harmless.
     """
+    chosen = zarr.config.get("codec_pipeline.path")
+    pipeline = _FUSED_PIPELINE if chosen == _DEFAULT_PIPELINE else chosen
     with store_errors(f"opening the array {path}", store), \
-            zarr.config.set({"codec_pipeline.path": "zarr.core.codec_pipeline.FusedCodecPipeline"}):
+            zarr.config.set({"codec_pipeline.path": pipeline}):
         return zarr.open_array(store, path=path, mode=mode)
