@@ -82,6 +82,16 @@ class Coverage:
             self.counts[level] += new
         return bool(new)
 
+    def add_rows(self, level: int, rows: np.ndarray) -> None:
+        """Mark many boxes stored at once (rows of start then stop, as the log stores them)."""
+        n = rows.shape[1] // 2
+        grid = self.grids[level]
+        single = (rows[:, n:] - rows[:, :n] == 1).all(axis=1)
+        grid[tuple(rows[single, :n].T)] = True  # one unit each: set them all in one go
+        for row in rows[~single].tolist():
+            grid[tuple(slice(a, b) for a, b in zip(row[:n], row[n:], strict=True))] = True
+        self.counts[level] = int(np.count_nonzero(grid))
+
     def covers(self, level: int, box: Box) -> bool:
         """True when every unit of ``box`` is known stored."""
         return bool(self.grids[level][box_slices(box)].all())
@@ -352,8 +362,8 @@ class Ledger:
     def _apply(self, segment: Segment) -> None:
         self._read[segment.name] = segment
         with self._lock:
-            for level, box in segment.boxes():
-                self.coverage.add(level, box)
+            for level, rows in segment.records.items():
+                self.coverage.add_rows(level, rows)
 
     def complete(self, level: int = 0) -> bool:
         """True when every unit of ``level`` is known stored (own records and those read)."""
