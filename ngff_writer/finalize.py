@@ -141,6 +141,7 @@ def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callabl
     write_group(store, spec.name, spec.zarr_format,
                 image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"]))
     ledger.coverage.fill()
+    ledger.seal()  # records of this image are moot now: none may land after the log is gone
     # Everything under log/ and fragments/ is garbage now, whoever wrote it.
     delete_tree(store, ledger.keys.log)
     delete_tree(store, ledger.keys.fragments())

@@ -147,7 +147,7 @@ def repair_image(store: Store, name: str) -> list[str]:
         actions.append(f"rebuilt the image's attributes from its declaration ({attributes[GROUP]['status']})")
         block = attributes[GROUP]
     if block.get("status") == STATUS_COMPLETE:
-        return actions + _sweep(store, keys)
+        return actions + _leftovers(store, keys) + _sweep(store, keys)
 
     actions += _drop_unreadable_segments(store, keys, spec)
     actions += _drop_unreadable_fragments(store, keys, spec)
@@ -186,6 +186,13 @@ def _drop_unreadable_fragments(store: Store, keys: ImageKeys, spec: ImageSpec) -
                 bad.append(exc.key)
     delete_keys(store, bad)
     return [f"deleted the unreadable fragment {key} (its parts are pending again)" for key in bad]
+
+
+def _leftovers(store: Store, keys: ImageKeys) -> list[str]:
+    """Log objects or fragments in a final image: a writer that died after it was finalized."""
+    left = list_prefix(store, keys.log + "/") + list_prefix(store, keys.fragments() + "/")
+    delete_keys(store, left)
+    return [f"deleted {len(left)} log object(s) or fragment(s) left in the final image"] if left else []
 
 
 def _sweep(store: Store, keys: ImageKeys) -> list[str]:

@@ -222,6 +222,7 @@ class Ledger:
         #: True once a segment read before disappeared with nothing replacing it: the
         #: image was finalized (its log deleted) meanwhile.
         self.vanished = False
+        self._sealed = False
 
     # ---- writing -----------------------------------------------------------------------
     def record(self, level: int, box: Box, stats: list[Summary] | None = None) -> bool:
@@ -243,6 +244,12 @@ class Ledger:
         if full:
             self.commit()
         return True
+
+    def seal(self) -> None:
+        """The image is final: drop pending records and never commit again (its log is gone)."""
+        with self._commit_lock, self._lock:
+            self._sealed = True
+            self._pending, self._pending_stats, self._n_pending, self._since = {}, [], 0, None
 
     def due(self, interval: float) -> bool:
         """True when records have waited ``interval`` seconds or more."""
@@ -268,7 +275,7 @@ class Ledger:
         """
         with self._commit_lock:
             with self._lock:
-                if not self._n_pending:
+                if not self._n_pending or self._sealed:
                     return
                 pending, stats = self._pending, self._pending_stats
                 self._pending, self._pending_stats, self._n_pending, self._since = {}, [], 0, None

@@ -355,3 +355,14 @@ def test_pending_tiles_tell_a_resumed_loop_what_is_left(tmp_path, refs):
                                stitch_start=t.stitch_start)
         assert img.pending_tiles(0, every) == []
     assert_done(root, refs["crop"])
+
+
+def test_log_objects_left_in_a_final_image_are_swept_by_repair(tmp_path):
+    root = _half_written(tmp_path)
+    _resume_samples(root)
+    late = root / "s" / "ngff_writer" / "log" / "0123456789abcdef-000007.json"
+    late.parent.mkdir(parents=True)
+    late.write_text("{}")  # a writer that committed after the image was finalized, then died
+    assert any("left in the final image" in a for a in nw.repair_output(root)["s"])
+    assert sorted(p.name for p in (root / "s" / "ngff_writer").rglob("*") if p.is_file()) == ["zarr.json"]
+    _check_samples(root)
