@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import dataclasses
+import itertools
 import os
 import threading
 import warnings
@@ -69,6 +70,7 @@ _BATCH_JOBS, _BATCH_BYTES = 64, 64 << 20
 
 Derived = tuple[Region, np.ndarray]
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+_NUMBERS = itertools.count(1)
 
 
 @dataclasses.dataclass(eq=False)
@@ -115,6 +117,8 @@ class Engine:
         self._committer: threading.Thread | None = None
         self._warned = False
         self._closed = False
+        #: Prefix of this engine's thread names.
+        self.name = f"ngff-writer-{next(_NUMBERS)}"
         _ENGINES.add(self)
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -123,8 +127,8 @@ class Engine:
             raise RuntimeError("the engine is closed")
         if self._pools is None:
             self._pools = (
-                ThreadPoolExecutor(self.workers, thread_name_prefix="ngff-writer-store"),
-                ThreadPoolExecutor(1, thread_name_prefix="ngff-writer-stats"),
+                ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self.name}-store"),
+                ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-stats"),
             )
         return self._pools
 
@@ -135,7 +139,7 @@ class Engine:
             # The thread holds the engine only while it commits, so an output dropped
             # without close() is still collected (and its thread ends).
             self._committer = threading.Thread(target=_commit_loop, args=(weakref.ref(self),),
-                                               name="ngff-writer-commit", daemon=True)
+                                               name=f"{self.name}-commit", daemon=True)
             self._committer.start()
 
     def commit_due(self) -> None:
