@@ -60,7 +60,16 @@ from .storage import (
 )
 from .tiling import Tile
 from .track import Ledger, samples_done
-from .write import check_blend_tile, check_index, crop_tile, prepare_region, slot, tile_start_of
+from .write import (
+    block_regions,
+    check_blend_tile,
+    check_index,
+    crop_tile,
+    prepare_block,
+    prepare_region,
+    slot,
+    tile_start_of,
+)
 
 __all__ = ["Image", "Output", "Progress", "open_output"]
 
@@ -206,6 +215,26 @@ class Image:
         self._check_can_write()
         self._check_not_blend("write_region")
         self._write(*prepare_region(self.spec, index, data, start))
+
+    def write_block(self, data: Any, start: Sequence[int]) -> None:
+        """Store a block of the whole image: ``data`` lands at ``start``, one value per declared axis.
+
+        Unlike :meth:`write_region`, a block may span several samples and any part of every
+        axis (``s``, ``t`` and ``c`` included), as the chunks of a dask array do (see
+        :mod:`ngff_writer.dask`). Chunks it covers entirely are stored at once, parts of the
+        others assembled as for tiles; a block written again is a retry.
+
+        Raises
+        ------
+        ShapeMismatchError, LossyCastError
+            Bad input; nothing is stored.
+        WriteError
+            The image blends tiles (write it with :meth:`write_tile`).
+        """
+        self._check_can_write()
+        self._check_not_blend("write_block")
+        for region, block in prepare_block(self.spec, data, start):
+            self._write(region, block)
 
     def write_tile(self, index: int, tile: Any, *, crop_start: Sequence[int] | None = None,
                    crop_size: Sequence[int] | None = None, stitch_start: Sequence[int] | None = None,
@@ -373,18 +402,33 @@ class Image:
         """
         check_index(self.spec, index)
         tiles = list(tiles)
-        if self.progress().complete:
-            return []
+        blend = self.spec.blend is not None
+        regions = [[slot(self.spec, index, *((t.start, t.size) if blend else (t.stitch_start, t.crop_size)))]
+                   for t in tiles]
+        return [t for t, stored in zip(tiles, self._stored(regions), strict=True) if not stored]
+
+    def pending_blocks(self, blocks: Iterable[tuple[Sequence[int], Sequence[int]]]
+                       ) -> list[tuple[Sequence[int], Sequence[int]]]:
+        """The blocks ``(start, shape)`` of the image (every declared axis) not stored yet.
+
+        A block counts as stored when every chunk it touches is. Reads like :meth:`progress`
+        and writes nothing; :mod:`ngff_writer.dask` uses it to compute only what is missing.
+        """
+        blocks = list(blocks)
+        regions = [block_regions(self.spec, start, shape) for start, shape in blocks]
+        return [b for b, stored in zip(blocks, self._stored(regions), strict=True) if not stored]
+
+    def _stored(self, regions: list[list[tuple[slice, ...]]]) -> list[bool]:
+        """For each list of stored-array regions: is every unit they touch stored?"""
+        if self.progress().complete:  # reads the log once
+            return [True] * len(regions)
         covered = self._ledger.coverage.grids[0]
         unit = self.spec.write_unit
-        pending = []
-        for t in tiles:
-            start, size = (t.start, t.size) if self.spec.blend is not None else (t.stitch_start, t.crop_size)
-            region = slot(self.spec, index, start, size)
-            where = tuple(slice(r.start // u, -(-r.stop // u)) for r, u in zip(region, unit, strict=True))
-            if not covered[where].all():
-                pending.append(t)
-        return pending
+
+        def units(region: tuple[slice, ...]) -> tuple[slice, ...]:
+            return tuple(slice(r.start // u, -(-r.stop // u)) for r, u in zip(region, unit, strict=True))
+
+        return [all(covered[units(region)].all() for region in group) for group in regions]
 
     @property
     def complete(self) -> bool:

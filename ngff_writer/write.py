@@ -22,7 +22,8 @@ from .spec import ImageSpec
 from .tiling import tile_starts
 
 __all__ = [
-    "check_blend_tile", "check_index", "crop_tile", "prepare_region", "slot", "stored_space", "tile_start_of",
+    "block_regions", "check_blend_tile", "check_index", "crop_tile", "prepare_block", "prepare_region",
+    "slot", "stored_space", "tile_start_of",
 ]
 
 
@@ -150,6 +151,71 @@ def slot(spec: ImageSpec, index: int, start: Sequence[int], size: Sequence[int])
         if axis_name in extents:
             region[pos] = slice(*extents[axis_name])
     return tuple(region)
+
+
+def block_regions(spec: ImageSpec, start: Sequence[int], shape: Sequence[int]) -> list[tuple[slice, ...]]:
+    """The stored-array regions a block of the image covers (declared axes, ``s`` included).
+
+    One region, except when ``s`` is merged into ``t`` and the block does not span whole
+    samples along ``t``: then one region per sample (each a contiguous run of the merged ``t``).
+    """
+    layout = spec.layout
+    extents = dict(zip(spec.axes, zip(start, shape, strict=True), strict=True))
+
+    def region(t_slice: slice | None) -> tuple[slice, ...]:
+        out = []
+        for axis in layout.axes:
+            if axis == "t" and t_slice is not None:
+                out.append(t_slice)
+            else:
+                a, n = extents[axis]
+                out.append(slice(a, a + n))
+        return tuple(out)
+
+    if not layout.merged:
+        return [region(None)]
+    n_t = spec.shape[spec.axes.index("t")]
+    (s0, ns), (t0, nt) = extents["s"], extents["t"]
+    if t0 == 0 and nt == n_t:  # whole samples: one run of the merged t
+        return [region(slice(s0 * n_t, (s0 + ns) * n_t))]
+    return [region(slice(s * n_t + t0, s * n_t + t0 + nt)) for s in range(s0, s0 + ns)]
+
+
+def prepare_block(spec: ImageSpec, data: Any, start: Any) -> list[tuple[tuple[slice, ...], np.ndarray]]:
+    """Validate a block of the image at ``start`` (every declared axis); return ``(region, block)``
+    pairs in stored order, ready to store (see :func:`block_regions`)."""
+    array = np.asarray(data)
+    if array.ndim != len(spec.axes):
+        raise ShapeMismatchError(
+            f"image {spec.name!r}: a block needs {len(spec.axes)} dimensions (axes {spec.axes!r}), "
+            f"got shape {array.shape}"
+        )
+    try:
+        start_t = tuple(int(v) for v in start)
+    except (TypeError, ValueError) as exc:
+        raise ShapeMismatchError(f"image {spec.name!r}: start must be {len(spec.axes)} ints, "
+                                 f"got {start!r}") from exc
+    fits = len(start_t) == len(spec.axes) and all(
+        a >= 0 and n >= 1 and a + n <= size
+        for a, n, size in zip(start_t, array.shape, spec.shape, strict=True))
+    if not fits:
+        raise ShapeMismatchError(
+            f"image {spec.name!r}: a block of shape {array.shape} at {start_t} does not fit in the "
+            f"image of shape {spec.shape} (axes {spec.axes!r})"
+        )
+    array = cast_to(spec, array)
+    layout = spec.layout
+    if layout.merged:  # t c z y x with t = s * T + t: s and t next to each other, s first
+        order = [spec.axes.index("s"), *(spec.axes.index(a) for a in layout.axes)]
+    else:
+        order = [spec.axes.index(a) for a in layout.axes]
+    stored = array.transpose(order)
+    regions = block_regions(spec, start_t, array.shape)
+    if not layout.merged:
+        return [(regions[0], stored)]
+    if len(regions) == 1:  # whole samples: fold s into t
+        return [(regions[0], stored.reshape(-1, *stored.shape[2:]))]
+    return [(r, stored[k]) for k, r in enumerate(regions)]
 
 
 def stored_space(spec: ImageSpec, values: Any) -> tuple[int, ...]:
