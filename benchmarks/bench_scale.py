@@ -619,14 +619,14 @@ def verdict(table: list[dict], results: list[dict]) -> list[str]:
 COLORS = {"ngff-writer": "tab:blue", "zarr": "tab:orange", "tensorstore": "tab:green"}
 
 
-def plot(table: list[dict], results: list[dict], out: str) -> None:
+def plot(table: list[dict], results: list[dict], out: str, note: str = "") -> None:
     """ms/write against S (log x) per engine; ngff-writer's bookkeeping files during each run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5.6))
     for engine in LOCAL_ENGINES:
         rows = sorted((r for r in table if r["engine"] == engine), key=lambda r: r["size"])
         if not rows:
@@ -642,7 +642,7 @@ def plot(table: list[dict], results: list[dict], out: str) -> None:
     ax.set_ylabel("ms per write (median of repeats)")
     ax.set_title("Per-write time against S")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=1)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     for r in results:
         if r.get("repeat") != 0 or "bk_trace" not in r:
             continue
@@ -657,10 +657,18 @@ def plot(table: list[dict], results: list[dict], out: str) -> None:
     bx.set_ylabel("files under img/ngff_writer/")
     bx.set_title("ngff-writer bookkeeping files during the run (repeat 0)")
     bx.grid(True, which="both", alpha=0.3)
-    bx.legend(fontsize=7)
+    bx.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13))
+    if note:
+        fig.suptitle(note, fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"plot saved to {out}")
+
+
+def plot_note(args: dict, results: list[dict]) -> str:
+    libs = sorted({r["lib_hash"] for r in results})
+    return (f"codec {args['codec']}, {args['repeats']} repeat(s), outputs under "
+            f"{args['tmpdir'] or tempfile.gettempdir()}, ngff_writer sources {', '.join(libs)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -693,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json = None
         report(args, results, table, lambda: print_tables(table, args), verdict(table, results))
         if args.plot:
-            plot(table, results, args.plot)
+            plot(table, results, args.plot, plot_note(saved["args"], results))
         return 0
     tasks = tasks_of(args, engines)
     local = [e for e in engines if e in LOCAL_ENGINES]
@@ -718,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     table = summarize(results, engines)
     report(args, results, table, lambda: print_tables(table, args), verdict(table, results))
     if args.plot:
-        plot(table, results, args.plot)
+        plot(table, results, args.plot, plot_note(vars(args), results))
     return 0
 
 

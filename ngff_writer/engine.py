@@ -530,16 +530,8 @@ class ImageWriter:
     # ---- called by the engine ---------------------------------------------------------------
     def stored(self, job: _Job, summary: list[Any] | None) -> Derived | None:
         """A worker stored ``job``: record it (after its data) and reduce it for the level below."""
-        self.ledger.record(job.level, job.piece.box, summary)
-        if job.after is not None:
-            try:
-                job.after()
-            except StoreError as exc:
-                # The unit is stored and recorded; what is left is scratch data that
-                # finalizing sweeps, so this must not fail the write.
-                warnings.warn(f"ngff-writer: could not delete the fragments of a stored unit of "
-                              f"image {self.spec.name!r} ({exc}); finalizing removes them",
-                              RuntimeWarning, stacklevel=1)
+        # A completed unit's fragments go only once its record is committed (see Ledger.record).
+        self.ledger.record(job.level, job.piece.box, summary, then=job.after)
         if job.level + 1 == len(self.levels):
             return None
         factors = self.levels[job.level + 1].geometry.factors
@@ -554,7 +546,7 @@ class ImageWriter:
     def _spill(self, lw: LevelWriter, units: list[tuple[int, ...]]) -> None:
         # Save partial units as fragments (released from memory only once saved), then
         # complete any unit whose fragments from every writer now cover it; its fragments
-        # are deleted after the unit is stored and recorded.
+        # are deleted once the unit is stored and its record committed.
         assembler = lw.assembler
         for idx in units:
             parts = assembler.held(idx)
@@ -565,19 +557,21 @@ class ImageWriter:
             if piece is not None:
                 self._submit(lw, [piece], after=partial(lw.fragments.delete, idx))
 
-    def flush(self, start: int = 0) -> None:
-        """Save partly covered units as fragments and complete what can be, level by level.
+    def flush(self, start: int = 0, sweep: bool = False) -> None:
+        """Save this writer's partly covered units as fragments and complete what can be.
 
         Levels go in order: the stores that complete units of one level feed the next,
         so after every writer has flushed, every unit all of them together covered, at
-        every level, is stored. Fragments left by other writers or by a crashed run are
-        completed too.
+        every level, is stored (the writer that saves a unit's last part completes it).
+        ``sweep`` also tries every unit that has fragments, whoever saved them: what a
+        crashed run left, complete but never stored. That costs a read per such unit, so
+        it is for finalizing, not for every flush.
         """
         for lw in self.levels[start:]:
             self.engine.drain(0, 0)
-            units = set(lw.fragments.units())
-            if lw.started:
-                units |= set(lw.assembler.pending_units)
+            units = set(lw.assembler.pending_units) if lw.started else set()
+            if sweep:
+                units |= set(lw.fragments.units())
             if units:
                 self._spill(lw, sorted(units))
         self.engine.drain(0, 0)

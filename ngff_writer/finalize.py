@@ -33,12 +33,8 @@ from .pyramid import downsample, source_region
 from .spec import ImageSpec
 from .stats import Summary, windows
 from .storage import (
-    delete_keys,
     delete_tree,
     describe,
-    is_temporary,
-    leaves_temporary_files,
-    list_prefix,
     node_attributes,
     store_errors,
     write_group,
@@ -145,6 +141,3 @@ def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callabl
     # Everything under log/ and fragments/ is garbage now, whoever wrote it.
     delete_tree(store, ledger.keys.log)
     delete_tree(store, ledger.keys.fragments())
-    if leaves_temporary_files(store):  # what writers killed mid-write left in the arrays
-        delete_keys(store, [k for k in list_prefix(store, f"{spec.name}/" if spec.name else "")
-                            if is_temporary(k)])

@@ -42,7 +42,7 @@ from .errors import (
     UnknownImageError,
     WriteError,
 )
-from .finalize import finalize_image
+from .finalize import finalize_image, read_checkpoint
 from .ngff import STATUS_COMPLETE, WRITER_KEY, read_writer_attrs
 from .spec import Blend, ImageSpec, Pyramid, parse_image_spec, parse_name
 from .storage import (
@@ -56,6 +56,7 @@ from .storage import (
     node_attributes,
     open_array,
     open_store,
+    sweep_temporary,
     write_group,
 )
 from .tiling import Tile
@@ -342,13 +343,17 @@ class Image:
         ledger.commit()
         ledger.refresh()
         if not ledger.complete(0):
-            return False
-        # Level 0 is stored, so pyramid units this writer holds in part can only be
-        # completed with other writers' parts: hand them over (fragments), then
-        # finalizing builds whatever is still missing from the level above.
-        self._get_writer().flush(start=1)
-        ledger.commit()
-        ledger.refresh()
+            # Another writer may have finalized it meanwhile (and deleted the log this view
+            # missed): then adopt that, which also sweeps what this writer committed since.
+            if read_checkpoint(self._output.store, self.spec) is None:
+                return False
+        else:
+            # Level 0 is stored, so pyramid units this writer holds in part can only be
+            # completed with other writers' parts: hand them over (fragments), then
+            # finalizing builds whatever is still missing from the level above.
+            self._get_writer().flush(start=1)
+            ledger.commit()
+            ledger.refresh()
         finalize_image(self._output.store, self.spec, ledger, self.level)
         self._final = True
         self._streamed = self._writer is not None and self._writer.started
@@ -444,6 +449,11 @@ class Image:
     def finalize(self) -> bool:
         """Finalize now if every block is stored (idempotent).
 
+        Also completes every chunk that saved fragments cover, whoever saved them (a
+        crashed writer may have left a chunk's last parts without storing it), and, once
+        the image is final, deletes the temporary files writers killed mid-write left in
+        a local directory (the one step that walks every chunk file).
+
         Returns
         -------
         bool
@@ -451,10 +461,14 @@ class Image:
             stays "in_progress" with its progress intact).
         """
         self._output._check_writable()
+        if not self._final:
+            self._check_format()
+            self._output.engine.drain(0, 0)
+            self._get_writer().flush(sweep=True)
+            self._finalize_if_complete()
         if self._final:
-            return True
-        self._check_format()
-        return self._finalize_if_complete()
+            sweep_temporary(self._output.store, self.name)
+        return self._final
 
 
 def _same_spec(image: Image, spec: ImageSpec, how: str) -> Image:

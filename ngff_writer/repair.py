@@ -42,11 +42,11 @@ from .storage import (
     delete_keys,
     describe,
     get_bytes,
-    is_temporary,
     list_prefix,
     node_attributes,
     open_store,
     store_errors,
+    sweep_temporary,
     write_group,
 )
 from .track import Ledger
@@ -196,9 +196,8 @@ def _leftovers(store: Store, keys: ImageKeys) -> list[str]:
 
 
 def _sweep(store: Store, keys: ImageKeys) -> list[str]:
-    temporary = [k for k in list_prefix(store, keys.image + "/" if keys.image else "") if is_temporary(k)]
-    delete_keys(store, temporary)
-    return [f"deleted {len(temporary)} temporary file(s) a killed writer left"] if temporary else []
+    gone = sweep_temporary(store, keys.image)
+    return [f"deleted {gone} temporary file(s) a killed writer left"] if gone else []
 
 
 def _record_stored_units(store: Store, spec: ImageSpec) -> list[str]:

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -41,8 +42,8 @@ from .errors import CorruptError, NgffWriterError, StoreError
 
 __all__ = [
     "Mode", "StoreLike", "atomic_create", "create_if_absent", "delete_keys", "delete_tree", "describe",
-    "get_bytes", "get_json", "get_many", "is_temporary", "join", "leaves_temporary_files", "list_dir",
-    "list_prefix", "open_store", "put_bytes", "put_json", "store_errors",
+    "get_bytes", "get_json", "get_many", "is_temporary", "join", "list_dir", "list_prefix", "open_store",
+    "put_bytes", "put_json", "store_errors", "sweep_temporary",
 ]
 
 Mode = Literal["w-", "w", "a", "r"]
@@ -236,9 +237,23 @@ def is_temporary(key: str) -> bool:
     return key.endswith(".partial")
 
 
-def leaves_temporary_files(store: Store) -> bool:
-    """True for stores that write through temporary files (see :func:`is_temporary`)."""
-    return isinstance(_base(store), LocalStore)
+def sweep_temporary(store: Store, prefix: str) -> int:
+    """Delete the temporary files (see :func:`is_temporary`) under ``prefix``; return how many.
+
+    Only local directories have them (object stores write whole objects), so this walks
+    the directory itself: zarr's own listing of a large image takes seconds.
+    """
+    base = _base(store)
+    if not isinstance(base, LocalStore):
+        return 0
+    gone = 0
+    with store_errors(f"sweeping temporary files under {prefix or '/'}", store):
+        for folder, _, files in os.walk(Path(base.root) / prefix):
+            for name in files:
+                if is_temporary(name):
+                    Path(folder, name).unlink(missing_ok=True)
+                    gone += 1
+    return gone
 
 
 

@@ -39,7 +39,7 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -212,6 +212,7 @@ class Ledger:
         self._commit_lock = threading.Lock()  # one commit (and compaction) at a time
         self._pending: dict[int, list[list[int]]] = {}
         self._pending_stats: list[list[Summary]] = []
+        self._then: list[Callable[[], None]] = []  # to run once the pending records are committed
         self._n_pending = 0
         self._since: float | None = None
         self._seq = 0
@@ -225,13 +226,21 @@ class Ledger:
         self._sealed = False
 
     # ---- writing -----------------------------------------------------------------------
-    def record(self, level: int, box: Box, stats: list[Summary] | None = None) -> bool:
+    def record(self, level: int, box: Box, stats: list[Summary] | None = None,
+               then: Callable[[], None] | None = None) -> bool:
         """Add a record of ``box`` (stored) to the next commit; call after the data is stored.
 
+        ``then`` runs once the record is committed (and not before): deleting the fragments
+        a unit was completed from must wait until the log says the unit is stored, or a
+        writer killed in between would leave a stored but unrecorded unit whose parts are gone.
+
         Returns False, recording nothing, when every unit of the box is already known
-        stored (a retry): its statistics are then not counted twice.
+        stored (a retry): its statistics are then not counted twice (``then`` still waits
+        for the next commit).
         """
         with self._lock:
+            if then is not None:
+                self._then.append(then)
             if not self.coverage.add(level, box):
                 return False
             self._pending.setdefault(level, []).append([*box[0], *box[1]])
@@ -250,11 +259,12 @@ class Ledger:
         with self._commit_lock, self._lock:
             self._sealed = True
             self._pending, self._pending_stats, self._n_pending, self._since = {}, [], 0, None
+            self._then = []
 
     def due(self, interval: float) -> bool:
         """True when records have waited ``interval`` seconds or more."""
         since = self._since
-        return since is not None and time.monotonic() - since >= interval
+        return (since is not None and time.monotonic() - since >= interval) or bool(self._then)
 
     @property
     def pending(self) -> int:
@@ -275,7 +285,11 @@ class Ledger:
         """
         with self._commit_lock:
             with self._lock:
-                if not self._n_pending or self._sealed:
+                if self._sealed:
+                    return
+                then, self._then = self._then, []
+                if not self._n_pending:
+                    self._run(then)  # their records were committed already (or by others)
                     return
                 pending, stats = self._pending, self._pending_stats
                 self._pending, self._pending_stats, self._n_pending, self._since = {}, [], 0, None
@@ -290,11 +304,22 @@ class Ledger:
                     for level, rows in pending.items():
                         self._pending.setdefault(level, [])[:0] = rows
                     self._pending_stats[:0] = stats
+                    self._then[:0] = then
                     self._n_pending += sum(len(r) for r in pending.values())
                     self._since = self._since or time.monotonic()
                 raise
             self._own.append(segment)
+            self._run(then)
             self._compact()
+
+    def _run(self, actions: list[Callable[[], None]]) -> None:
+        for action in actions:
+            try:
+                action()
+            except StoreError as exc:
+                # What is left is scratch data (fragments) that finalizing sweeps.
+                warnings.warn(f"ngff-writer: cleaning up after a commit failed ({exc}); finalizing "
+                              "removes what is left", RuntimeWarning, stacklevel=3)
 
     def _compact(self) -> None:
         while True:

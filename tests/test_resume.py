@@ -324,7 +324,9 @@ def test_temporary_files_a_killed_writer_left_are_swept(tmp_path):
     for path in stray:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half a chunk")
-    _resume_samples(root)  # the image completes and finalizing sweeps them
+    _resume_samples(root)  # the image completes (finalizing on the way walks no chunk)
+    with nw.open_output(root, mode="a") as out:
+        assert out["s"].finalize()  # the verb sweeps them
     assert not any(p.exists() for p in stray)
     assert not list(root.rglob("*.partial"))
     _check_samples(root)
@@ -366,3 +368,37 @@ def test_log_objects_left_in_a_final_image_are_swept_by_repair(tmp_path):
     assert any("left in the final image" in a for a in nw.repair_output(root)["s"])
     assert sorted(p.name for p in (root / "s" / "ngff_writer").rglob("*") if p.is_file()) == ["zarr.json"]
     _check_samples(root)
+
+
+def test_a_writer_killed_after_completing_a_chunk_from_fragments_loses_no_part(tmp_path):
+    """Writer A saves its half of a chunk as a fragment; writer B sends the other half,
+    completes the chunk from A's fragment at its flush, stores it, and dies before its log
+    record is committed (here: the commit fails, then the process is gone). A's fragment
+    must still be there: only B's task is done again (as dask does with the tasks of a dead
+    worker), and the chunk completes."""
+    root = tmp_path / "o.zarr"
+    data = np.random.default_rng(5).random((1, 32, 32), dtype=np.float32)
+    with nw.open_output(root) as out:
+        out.create_image("p", (1, 32, 32), "syx", chunks=(1, 32, 32), pyramid=None)
+    left, right = (0, 0, 0), (0, 0, 16)
+    a = nw.open_output(root, mode="a")
+    a["p"].write_block(data[:, :, :16], left)
+    a["p"].flush()  # A's half is a fragment now
+    crash(a)
+    FaultyStore.heal()
+    b = nw.open_output(FaultyStore(LocalStore(root)), mode="a", commit_interval=3600)
+    b["p"].write_block(data[:, :, 16:], right)
+    FaultyStore.fail("ngff_writer/log/", OSError(errno.EIO, "I/O error"))
+    with pytest.raises(nw.StoreError):
+        b["p"].flush()  # completes and stores the chunk with A's fragment; the commit fails
+    crash(b, commit=False)  # and B is gone
+    FaultyStore.heal()
+    assert (root / "p" / "0" / "c" / "0" / "0" / "0").exists()  # the chunk is stored...
+    with nw.open_output(root, mode="r") as ro:
+        assert ro["p"].progress().blocks_done == 0  # ...but the log does not list it
+    assert list((root / "p" / "ngff_writer" / "fragments").rglob("*.npz"))  # and A's part survives
+    with nw.open_output(root, mode="a") as c:  # B's task again, nothing else
+        c["p"].write_block(data[:, :, 16:], right)
+    with nw.open_output(root, mode="r") as ro:
+        assert ro["p"].progress().complete
+    np.testing.assert_array_equal(zarr.open_array(root / "p" / "0")[:], data)
