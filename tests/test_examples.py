@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
 import ngff_writer as nw
@@ -74,6 +75,27 @@ def test_tiled_prediction_crashes_and_resumes(tmp_path):
     stored = zarr.open_array(out / "prediction" / "0", mode="r")[:]
     np.testing.assert_array_equal(
         stored, np.tanh(np.random.default_rng(0).normal(size=(2, 1, 700, 900)).astype(np.float32)))
+
+
+def test_dask_cluster_fails_then_resumes_computing_only_what_is_missing(tmp_path):
+    import subprocess
+
+    pytest.importorskip("distributed")
+    out, calls = tmp_path / "out.zarr", tmp_path / "calls.txt"
+    command = [sys.executable, str(EXAMPLES / "dask_cluster.py"), str(out), "--calls", str(calls)]
+    failed = subprocess.run([*command, "--fail-from", "5"], capture_output=True, text=True, check=False)
+    assert failed.returncode == 1 and "run it again" in failed.stderr
+    with nw.open_output(out, mode="r") as o:
+        pending = set(o["embryo"].progress().pending)
+    assert {5, 6, 7} <= pending
+    calls.unlink(missing_ok=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "8/8 samples, complete" in done.stdout
+    assert set(map(int, calls.read_text().split())) == pending  # nothing stored was computed again
+    stored = zarr.open_array(out / "embryo" / "0", mode="r")[:]
+    np.testing.assert_array_equal(
+        stored, np.tanh(np.random.default_rng(0).normal(size=(8, 2, 16, 256, 256)).astype(np.float32)))
 
 
 def test_careamics_swap(tmp_path):
