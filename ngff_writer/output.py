@@ -790,6 +790,8 @@ def open_output(
     buffer_policy: str = "spill",
     workers: int = 2,
     commit_interval: float = 1.0,
+    timeout: float = 60.0,
+    retries: int = 3,
 ) -> Output:
     """Open an output: a directory (or any zarr store) that holds OME-Zarr images.
 
@@ -818,6 +820,11 @@ def open_output(
     commit_interval
         Seconds at most between a chunk being stored and its record being committed to
         the image's log: what a killed writer can lose (writing it again resumes).
+    timeout, retries
+        For remote stores (URLs, obstore): seconds one store call may take, and further
+        attempts after a timeout or a lost connection (0.5 s, 1 s, 2 s... apart), before a
+        :class:`StoreError` is raised; a store that stops answering never blocks a writer
+        longer than that. Local directories are not affected.
 
     Raises
     ------
@@ -836,6 +843,10 @@ def open_output(
         raise SpecError(f"buffer_policy must be 'spill' or 'error', got {buffer_policy!r}")
     if not isinstance(max_buffer_bytes, int) or max_buffer_bytes < 0:
         raise SpecError(f"max_buffer_bytes must be an int >= 0, got {max_buffer_bytes!r}")
+    if not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise SpecError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise SpecError(f"retries must be an int >= 0, got {retries!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SpecError(f"workers must be an int >= 1, got {workers!r}")
     if not isinstance(commit_interval, (int, float)) or not commit_interval > 0:
@@ -843,7 +854,7 @@ def open_output(
     if mode == "r" and isinstance(root, (str, Path)) and "://" not in str(root):
         if not Path(root).exists():
             raise OutputNotFoundError(f"no output at {root}")
-    store = open_store(root, mode, storage_options)
+    store = open_store(root, mode, storage_options, timeout=float(timeout), retries=retries)
     empty = is_empty(store)
     where = describe(store)
     if mode == "w-" and not empty:

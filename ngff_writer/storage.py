@@ -39,6 +39,7 @@ from zarr.core.sync import sync  # the one internal name: see run()
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore
 
 from .errors import CorruptError, NgffWriterError, StoreError
+from .guard import GuardedStore
 
 __all__ = [
     "Mode", "StoreLike", "atomic_create", "create_if_absent", "delete_keys", "delete_tree", "describe",
@@ -50,7 +51,8 @@ Mode = Literal["w-", "w", "a", "r"]
 StoreLike = str | Path | Store
 
 
-def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | None = None) -> Store:
+def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | None = None, *,
+               timeout: float = 60.0, retries: int = 3) -> Store:
     """Return a zarr store for ``root`` (a path, a URL such as ``s3://b/x.zarr``, or a store).
 
     Parameters
@@ -62,22 +64,37 @@ def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | No
     storage_options
         Passed to fsspec for URLs (credentials, ``endpoint_url``...). The listings cache
         is off unless these options turn it on (see the module docstring).
+    timeout, retries
+        For remote stores: seconds one store call may take, and further attempts after a
+        timeout or a lost connection (:mod:`ngff_writer.guard`).
     """
     read_only = mode == "r"
     if isinstance(root, Store):
         if not read_only and root.read_only:
             raise StoreError(f"store {root} is read-only but mode={mode!r} needs writes")
-        return root
-    if isinstance(root, str) and "://" in root and not root.startswith("file://"):
+        store = root
+    elif isinstance(root, str) and "://" in root and not root.startswith("file://"):
         options = {"use_listings_cache": False, **(storage_options or {})}
         try:
-            return FsspecStore.from_url(root, storage_options=options, read_only=read_only)
+            store = FsspecStore.from_url(root, storage_options=options, read_only=read_only)
         except (ImportError, ValueError, OSError) as exc:
             raise StoreError(f"cannot open {root!r}: {exc}") from exc
-    path = Path(str(root).removeprefix("file://")).expanduser()
-    if path.exists() and not path.is_dir():
-        raise StoreError(f"{path} exists and is not a directory")
-    return LocalStore(path, read_only=read_only)
+    else:
+        path = Path(str(root).removeprefix("file://")).expanduser()
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"{path} exists and is not a directory")
+        return LocalStore(path, read_only=read_only)
+    if isinstance(_base(store), (LocalStore, MemoryStore)) or _guard_of(store) is not None:
+        return store
+    return GuardedStore(store, timeout, retries)
+
+
+def _guard_of(store: Store) -> GuardedStore | None:
+    while isinstance(store, WrapperStore):
+        if isinstance(store, GuardedStore):
+            return store
+        store = store._store
+    return None
 
 
 def join(*parts: str) -> str:
@@ -218,8 +235,12 @@ def create_if_absent(store: Store, key: str, data: bytes) -> bytes:
     with store_errors(f"creating {key}", store):
         if isinstance(base, FsspecStore) and "s3" in _protocols(base):
             # zarr's FsspecStore checks, then writes; s3fs offers S3's conditional PUT.
+            def put() -> Coroutine[Any, Any, Any]:
+                return base.fs._pipe_file(f"{base.path.rstrip('/')}/{key}", data, mode="create")
+
+            guard = _guard_of(store)
             try:
-                run(base.fs._pipe_file(f"{base.path.rstrip('/')}/{key}", data, mode="create"))
+                run(guard.call(put) if guard is not None else put())
             except FileExistsError:
                 pass
         else:
