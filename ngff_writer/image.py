@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import zarr
+from zarr.abc.store import Store
 
 from .bookkeeping import FORMAT
-from .engine import ImageWriter
+from .engine import Engine, ImageWriter
 from .errors import (
     FormatVersionError,
     ImageFinalizedError,
@@ -41,10 +42,21 @@ from .write import (
     tile_start_of,
 )
 
-if TYPE_CHECKING:
-    from .output import Output
-
 __all__ = ["Image", "Progress"]
+
+
+class Owner(Protocol):
+    """What an image needs of the output it belongs to (:class:`ngff_writer.Output`)."""
+
+    store: Store
+    engine: Engine
+    mode: str
+    max_buffer_bytes: int
+    buffer_policy: str
+
+    def _check_open(self) -> None: ...
+
+    def _check_writable(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +100,7 @@ class Progress:
 class Image:
     """One OME-Zarr image of an output, from :meth:`Output.create_image` or ``output[name]``."""
 
-    def __init__(self, output: Output, spec: ImageSpec, final: bool, fmt: int = FORMAT) -> None:
+    def __init__(self, output: Owner, spec: ImageSpec, final: bool, fmt: int = FORMAT) -> None:
         self._output = output
         self.spec = spec
         self._final = final
