@@ -434,7 +434,7 @@ class LevelWriter:
     def array(self) -> zarr.Array:
         """The level's array, opened for writing on first use."""
         if self._array is None:
-            self._array = open_array(self.store, join(self.spec.name, self.geometry.path), "r+")
+            self._array = open_array(self.store, join(self.ledger.keys.image, self.geometry.path), "r+")
         return self._array
 
 

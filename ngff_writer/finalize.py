@@ -86,9 +86,8 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
     return len(missing)
 
 
-def read_checkpoint(store: Store, spec: ImageSpec) -> dict[str, Any] | None:
-    """The checkpoint a finalizer left in the bookkeeping group, or None."""
-    keys = ImageKeys(spec.name, spec.zarr_format)
+def read_checkpoint(store: Store, keys: ImageKeys) -> dict[str, Any] | None:
+    """The checkpoint a finalizer left in the image's bookkeeping group, or None."""
     node = node_attributes(store, keys.group)
     final = node[1].get("final") if node else None
     if final is None:
@@ -117,27 +116,28 @@ def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callabl
     array
         Opens level ``k``'s array for writing.
     """
-    checkpoint = read_checkpoint(store, spec)
+    keys = ledger.keys
+    checkpoint = read_checkpoint(store, keys)
     if checkpoint is None:
         for level in range(1, len(spec.levels)):
             build_missing(spec, level, array(level - 1), array(level), ledger)
         ledger.commit()
         summaries = ledger.summaries()
         if ledger.vanished:  # a finalizer deleted the log under our feet: use its checkpoint
-            checkpoint = read_checkpoint(store, spec)
+            checkpoint = read_checkpoint(store, keys)
         if checkpoint is None:
             # The time is the one part two processes finishing together may write differently.
             checkpoint = {"finalized_at": datetime.now(UTC).isoformat(timespec="microseconds"),
                           "stats": [s.to_json() for s in summaries]}
-            declaration = node_attributes(store, ledger.keys.group)
+            declaration = node_attributes(store, keys.group)
             attributes = {**(declaration[1] if declaration else {}), "final": checkpoint}
-            write_group(store, ledger.keys.group, spec.zarr_format, attributes)
+            write_group(store, keys.group, spec.zarr_format, attributes)
     stats = [Summary.from_json(s) for s in checkpoint["stats"]]
     final = windows(stats, spec.window_percentiles, spec.np_dtype)
-    write_group(store, spec.name, spec.zarr_format,
+    write_group(store, keys.image, spec.zarr_format,
                 image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"]))
     ledger.coverage.fill()
     ledger.seal()  # records of this image are moot now: none may land after the log is gone
     # Everything under log/ and fragments/ is garbage now, whoever wrote it.
-    delete_tree(store, ledger.keys.log)
-    delete_tree(store, ledger.keys.fragments())
+    delete_tree(store, keys.log)
+    delete_tree(store, keys.fragments())

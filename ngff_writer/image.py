@@ -100,12 +100,15 @@ class Progress:
 class Image:
     """One OME-Zarr image of an output, from :meth:`Output.create_image` or ``output[name]``."""
 
-    def __init__(self, output: Owner, spec: ImageSpec, final: bool, fmt: int = FORMAT) -> None:
+    def __init__(self, output: Owner, spec: ImageSpec, final: bool, fmt: int = FORMAT,
+                 path: str | None = None) -> None:
         self._output = output
         self.spec = spec
         self._final = final
         self._format = fmt
-        self._ledger = Ledger(output.store, spec)
+        # Where it is in this store: the name it was declared under, or "" when its own
+        # directory was opened as the output.
+        self._ledger = Ledger(output.store, spec, path)
         self._writer: ImageWriter | None = None
         self._arrays: dict[int, zarr.Array] = {}
         #: True when this handle wrote to the image before it became final: later writes
@@ -118,8 +121,8 @@ class Image:
 
     @property
     def name(self) -> str:
-        """Path of the image inside the output."""
-        return self.spec.name
+        """Path of the image inside the output ("" when the output is the image itself)."""
+        return self._ledger.keys.image
 
     @property
     def n_samples(self) -> int:
@@ -329,7 +332,7 @@ class Image:
         if not ledger.complete(0):
             # Another writer may have finalized it meanwhile (and deleted the log this view
             # missed): then adopt that, which also sweeps what this writer committed since.
-            if read_checkpoint(self._output.store, self.spec) is None:
+            if read_checkpoint(self._output.store, self._ledger.keys) is None:
                 return False
         else:
             # Level 0 is stored, so pyramid units this writer holds in part can only be

@@ -56,9 +56,15 @@ __all__ = ["Image", "Output", "Progress", "open_output"]
 
 
 def _same_spec(image: Image, spec: ImageSpec, how: str) -> Image:
-    """``image`` if it was declared as ``spec`` says; SpecMismatchError if not."""
+    """``image`` if it was declared as ``spec`` says; SpecMismatchError if not.
+
+    The name is not compared: an image's own directory opened as an output has it at "",
+    whatever name it was declared under.
+    """
     # Compared as JSON: a NaN fill value equals itself there.
     mine, theirs = spec.to_json(), image.spec.to_json()
+    mine.pop("name")
+    theirs.pop("name")
     if mine != theirs:
         diff = [k for k in mine if mine[k] != theirs.get(k)]
         raise SpecMismatchError(f"image {spec.name!r} {how} with other settings ({', '.join(diff)})")
@@ -301,7 +307,7 @@ class Output:
         where = f"image {name!r} in {describe(self.store)}"
         fmt = check_format(block, where)
         image = Image(self, spec_of(block, where, describe(self.store)),
-                      final=block.get("status") == STATUS_COMPLETE, fmt=fmt)
+                      final=block.get("status") == STATUS_COMPLETE, fmt=fmt, path=name)
         self._images[name] = image
         return image
 

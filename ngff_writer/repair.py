@@ -124,13 +124,13 @@ def repair_image(store: Store, name: str) -> list[str]:
         raise CorruptError(f"image {name!r} in {describe(store)}: neither its attributes ({image_error}) "
                            f"nor its declaration ({declared_error}) can be read; nothing tells what it is",
                            key=name)
-    keys = ImageKeys(spec.name, spec.zarr_format)
+    keys = ImageKeys(name, spec.zarr_format)  # where it is in this store, whatever it was declared as
     declaration = {"format": FORMAT, "spec": spec.to_json(), "version": __version__}
     if _spec(declared) is None:
         write_group(store, keys.group, spec.zarr_format, declaration)
         actions.append(f"rebuilt the declaration {keys.declaration} from the image's attributes")
     try:
-        checkpoint = read_checkpoint(store, spec)
+        checkpoint = read_checkpoint(store, keys)
     except CorruptError:
         write_group(store, keys.group, spec.zarr_format, declaration)
         checkpoint = None
@@ -143,7 +143,7 @@ def repair_image(store: Store, name: str) -> list[str]:
             attributes = image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"])
         else:
             attributes = image_attributes(spec, STATUS_IN_PROGRESS)
-        write_group(store, spec.name, spec.zarr_format, attributes)
+        write_group(store, keys.image, spec.zarr_format, attributes)
         actions.append(f"rebuilt the image's attributes from its declaration ({attributes[GROUP]['status']})")
         block = attributes[GROUP]
     if block.get("status") == STATUS_COMPLETE:
@@ -152,7 +152,7 @@ def repair_image(store: Store, name: str) -> list[str]:
     actions += _drop_unreadable_segments(store, keys, spec)
     actions += _drop_unreadable_fragments(store, keys, spec)
     actions += _sweep(store, keys)
-    actions += _record_stored_units(store, spec)
+    actions += _record_stored_units(store, spec, keys)
     return actions
 
 
@@ -200,13 +200,14 @@ def _sweep(store: Store, keys: ImageKeys) -> list[str]:
     return [f"deleted {gone} temporary file(s) a killed writer left"] if gone else []
 
 
-def _record_stored_units(store: Store, spec: ImageSpec) -> list[str]:
+def _record_stored_units(store: Store, spec: ImageSpec, keys: ImageKeys) -> list[str]:
     """Record every level-0 unit whose object exists but no record lists (reads it back)."""
-    ledger = Ledger(store, spec)
+    ledger = Ledger(store, spec, keys.image)
     ledger.refresh()
-    with store_errors(f"opening the level-0 array of {spec.name!r}", store):
-        array = zarr.open_array(store, path=f"{spec.name}/0" if spec.name else "0", mode="r")
-    prefix = f"{spec.name}/0/" if spec.name else "0/"
+    path = f"{keys.image}/0" if keys.image else "0"
+    with store_errors(f"opening the level-0 array of {keys.image!r}", store):
+        array = zarr.open_array(store, path=path, mode="r")
+    prefix = path + "/"
     present = set(list_prefix(store, prefix))
     channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
     covered = ledger.coverage.grids[0]

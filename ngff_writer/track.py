@@ -195,14 +195,18 @@ class Ledger:
         The output store.
     spec
         The image.
+    path
+        Where the image is in this store (default: the name it was declared under; an
+        image's own directory opened as a store has it at "").
     batch, fanout
         Records per commit at most, and segments merged at once (see the module docstring).
     """
 
-    def __init__(self, store: Store, spec: ImageSpec, *, batch: int = BATCH, fanout: int = FANOUT) -> None:
+    def __init__(self, store: Store, spec: ImageSpec, path: str | None = None, *, batch: int = BATCH,
+                 fanout: int = FANOUT) -> None:
         self.store = store
         self.spec = spec
-        self.keys = ImageKeys(spec.name, spec.zarr_format)
+        self.keys = ImageKeys(spec.name if path is None else path, spec.zarr_format)
         self.coverage = Coverage(spec)
         self.writer = uuid.uuid4().hex[:16]
         self._batch = batch

@@ -468,3 +468,28 @@ def test_codec_of_the_other_zarr_format_is_refused(tmp_path):
         with pytest.raises(nw.SpecError, match="zarr v3"):
             out.create_image("b", (8, 8), "yx", compressor=ZstdCodec(level=1), ngff_version="0.4")
         assert out.images() == []
+
+
+def test_an_image_opened_as_its_own_output_is_read_and_resumed_where_it_is(tmp_path):
+    """The path napari is given (one image inside an output) opened as an output: the
+    image is at "" there, its progress is right, and writing there resumes it."""
+    root = tmp_path / "o.zarr"
+    data = np.random.default_rng(2).random((4, 16, 16), dtype=np.float32)
+    with nw.open_output(root) as out:
+        img = out.create_image("run1/embryo", data.shape, "syx", chunks=(1, 8, 8))
+        for i in (0, 1):
+            img.write_sample(i, data[i])
+    with nw.open_output(root / "run1" / "embryo", mode="r") as direct:
+        assert direct.images() == [""]
+        progress = direct[""].progress()
+        assert (progress.done, progress.total, progress.pending) == (2, 4, (2, 3))
+    with nw.open_output(root / "run1" / "embryo", mode="a") as direct:
+        img = direct.create_image("", data.shape, "syx", chunks=(1, 8, 8),
+                                  channel_names=["embryo"], exist_ok=True)  # the same declaration
+        for i in img.pending_samples():
+            img.write_sample(i, data[i])
+    with nw.open_output(root, mode="r") as out:
+        assert out["run1/embryo"].progress().complete
+    np.testing.assert_array_equal(zarr.open_array(root / "run1" / "embryo" / "0")[:], data)
+    multiscale = _attrs(root / "run1" / "embryo", "0.5")["ome"]["multiscales"][0]
+    assert multiscale["name"] == "embryo"  # its declared name, wherever it was finalized from
