@@ -74,7 +74,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import (
+from _common import (  # noqa: E402  (after the path that finds it)
     CHUNKS,
     MB,
     SAMPLE_SHAPE,
@@ -281,9 +281,10 @@ def run_procs(t: Target, n: int, codec: str, noise: float, timer: Timer, nprocs:
 def warm(noise: float) -> dict:
     """On a dask worker before the timed part: the imports and the sample generator a long-lived
     worker would have; returns which ngff_writer it imported."""
-    import ngff_writer  # noqa: F401
-    import ngff_writer.dask  # noqa: F401
     import zarr  # noqa: F401
+
+    import ngff_writer
+    import ngff_writer.dask  # noqa: F401
 
     process_source(noise)
     return library_fingerprint()
@@ -499,7 +500,8 @@ def print_table(table: list[dict], args: argparse.Namespace) -> None:
         print(f"{r['store']:<6}{r['engine']:<16}{r['mb_s_median']:>9.1f}{rng:>12}"
               f"{_f(statistics.median(ps) if ps else None, '.2f', 8)}{_f(r['store_mb_s'], '.1f', 11)}"
               f"{r['peak_rss_mb_median']:>9.0f}{_f(r['others_peak_mb'], '.0f', 8)}{_f(others_over, '.0f', 8)}"
-              f"{r['compression_ratio']:>7.2f}{r['foreign_cpu_s_max']:>10.1f}{'y' if r['verified'] else 'N':>3}")
+              f"{r['compression_ratio']:>7.2f}{r['foreign_cpu_s_max']:>10.1f}"
+              f"{'y' if r['verified'] else 'N':>3}")
 
 
 def verdict(table: list[dict], results: list[dict], args: argparse.Namespace) -> list[str]:
@@ -526,9 +528,9 @@ def verdict(table: list[dict], results: list[dict], args: argparse.Namespace) ->
             lines.append(f"  store only: {REFERENCE} / tensorstore = {fmt(ps)}")
         gens = [r["gen_s"] / r["samples"] for r in results if r["store"] == store and r.get("gen_s")]
         if gens:
-            lines.append(f"  generating one sample: {statistics.median(gens) * 1e3:.0f} ms on one core "
-                         f"(median over the one-process runs), {statistics.median(gens) * args.samples:.1f} s "
-                         f"for S={args.samples}")
+            g = statistics.median(gens)
+            lines.append(f"  generating one sample: {g * 1e3:.0f} ms on one core "
+                         f"(median over the one-process runs), {g * args.samples:.1f} s for S={args.samples}")
         starts = [r["startup_s"] for r in results if r["store"] == store and r.get("startup_s")]
         if starts:
             lines.append(f"  ngff-procs-2: child processes ready (interpreter + imports) after "
@@ -540,7 +542,8 @@ def verdict(table: list[dict], results: list[dict], args: argparse.Namespace) ->
                      "only the worker running the finishing task closes its own)")
     bk = [r["bk_files"] for r in results if r.get("bk_files")]
     if bk and max(bk) > 1:
-        lines.append(f"note: files left under img/ngff_writer/ after a local run: up to {max(bk)} (1 expected)")
+        lines.append(f"note: files left under img/ngff_writer/ after a local run: up to {max(bk)} "
+                     "(1 expected)")
     busy = [r for r in results if r["foreign_cpu_s"] > 0.1 * r["run_s"] * (os.cpu_count() or 1)]
     if busy:
         lines.append(f"WARNING: {len(busy)} run(s) shared the machine with other work (foreign CPU > 10% "
@@ -579,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             extra = f"  store {r['store_mb_s']:6.1f} MB/s" if r.get("store_mb_s") else ""
             others = f"  others {r['others_peak_mb']:5.0f} MB" if r.get("others_peak_mb") else ""
-            print(f"  repeat {rep} {store:<5} {engine:<15} {r['mb_s']:7.1f} MB/s  {r['write_s']:6.1f} s{extra}"
+            print(f"  repeat {rep} {store:<5} {engine:<15} {r['mb_s']:7.1f} MB/s  "
+                  f"{r['write_s']:6.1f} s{extra}"
                   f"  peak RSS {r['peak_rss_mb']:5.0f} MB{others}  foreign {r['foreign_cpu_s']:4.1f} s"
                   f"  ok={r['verified']}", flush=True)
     finally:
