@@ -1,57 +1,100 @@
-"""Finding the images of an output: a walk of its groups, tolerant of damaged ones.
+"""Finding the images under a path: one walk of groups and plain directories.
 
-An image is a group whose attributes hold an ``ngff_writer`` block with a spec, or, when
-its attributes cannot be read, a group holding ngff-writer's bookkeeping group (so a
-damaged image is still found, reported and repaired rather than silently skipped).
+An output is usually one store holding images at any depth (``out.zarr/embryo``,
+``out.zarr/run1/embryo``), but users also point at one image (the path napari is given),
+a single-image store (``x.ome.zarr``), or a plain directory holding any number of those
+(CAREamics writes ``dirpath/<dir>/<stem>.ome.zarr``). One walk serves all of them: it
+descends through groups and through prefixes that are no zarr node at all, and stops at
+images and arrays.
+
+An ngff-writer image is a group whose attributes hold an ``ngff_writer`` block with a
+spec, or, when its attributes cannot be read, a group holding ngff-writer's bookkeeping
+group (so a damaged image is still found, reported and repaired rather than skipped).
+A group with OME multiscales but no such block is an image another tool wrote: read-only
+commands describe it as far as they can.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 from zarr.abc.store import Store
 
 from .bookkeeping import GROUP
 from .errors import CorruptError
 from .ngff import read_writer_attrs
-from .storage import list_dir, node_attributes
+from .storage import get_json, list_dir, node_attributes
 
-__all__ = ["find_images", "is_image"]
+__all__ = ["Found", "find_images", "scan"]
+
+Kind = Literal["image", "foreign", "group", "array", "directory"]
 
 
-def is_image(store: Store, path: str) -> bool | None:
-    """True for an image, False for another group, None for no group (an array, a file).
+@dataclass(frozen=True)
+class Found:
+    """An image found under a root.
 
-    Raises
-    ------
-    CorruptError
-        The group's attributes cannot be read and it holds no bookkeeping group either.
+    Attributes
+    ----------
+    path
+        Its path relative to the root (``""`` when the root is the image).
+    ngff_writer
+        True for an image written (or being written) by ngff-writer; False for an
+        OME-Zarr image written by another tool.
     """
+
+    path: str
+    ngff_writer: bool = True
+
+
+def _has_multiscales(attributes: dict) -> bool:
+    ome = attributes.get("ome", attributes)
+    return isinstance(ome, dict) and isinstance(ome.get("multiscales"), list)
+
+
+def _kind(store: Store, path: str) -> Kind:
+    """What is at ``path``; raises CorruptError for a group that cannot be read."""
     try:
         node = node_attributes(store, path)
     except CorruptError:
         if GROUP in list_dir(store, path):
-            return True  # a damaged image: its readers report the damage
+            return "image"  # a damaged image: its readers report the damage
         raise
-    if node is None:
-        return None
-    return read_writer_attrs(node[1]) is not None
+    if node is not None:
+        attributes = node[1]
+        if read_writer_attrs(attributes) is not None:
+            return "image"
+        return "foreign" if _has_multiscales(attributes) else "group"
+    prefix = f"{path}/" if path else ""
+    if get_json(store, f"{prefix}zarr.json") is not None or get_json(store, f"{prefix}.zarray"):
+        return "array"
+    return "directory"
+
+
+def scan(store: Store) -> list[Found]:
+    """Every image under the store's root, ours and other tools', sorted by path.
+
+    Hidden entries (``.name``), arrays and the inside of images are not visited.
+    """
+    found: list[Found] = []
+
+    def walk(path: str) -> None:
+        kind = _kind(store, path)
+        if kind in ("image", "foreign"):
+            found.append(Found(path, kind == "image"))
+            return
+        if kind == "array":
+            return
+        for child in sorted(list_dir(store, path)):
+            if child.startswith(".") or child == GROUP or child == "zarr.json":
+                continue
+            walk(f"{path}/{child}" if path else child)
+
+    walk("")
+    return sorted(found, key=lambda f: f.path)
 
 
 def find_images(store: Store) -> list[str]:
-    """Paths of every image in the store ("" when the root itself is the image), sorted."""
-    if is_image(store, ""):
-        return [""]  # one image per store, e.g. x.ome.zarr
-    found: list[str] = []
-
-    def walk(prefix: str) -> None:
-        for child in sorted(list_dir(store, prefix)):
-            path = f"{prefix}/{child}" if prefix else child
-            if child == GROUP:
-                continue
-            kind = is_image(store, path)
-            if kind:
-                found.append(path)
-            elif kind is False:
-                walk(path)
-
-    walk("")
-    return found
+    """Paths of every ngff-writer image in the store ("" when the root itself is one)."""
+    return [f.path for f in scan(store) if f.ngff_writer]

@@ -45,6 +45,7 @@ __all__ = [
     "InvalidChunksError",
     "LossyCastError",
     "NgffWriterError",
+    "NotAnOutputError",
     "OutputExistsError",
     "OutputNotFoundError",
     "OverlapError",
@@ -92,6 +93,10 @@ class OutputExistsError(StoreError, FileExistsError):
 
 class OutputNotFoundError(StoreError, FileNotFoundError):
     """Reopening (``mode="a"`` or ``"r"``) an output that does not exist."""
+
+
+class NotAnOutputError(StoreError):
+    """Opening a store that holds data but no ngff-writer image (``mode="a"`` or ``"r"``)."""
 
 
 class ReadOnlyError(StoreError, PermissionError):

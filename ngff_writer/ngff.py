@@ -44,18 +44,30 @@ def _multiscale(spec: ImageSpec) -> dict[str, Any]:
             for level in spec.levels
         ],
     }
+    # Written with one level too: NGFF's strict schema requires both keys.
     if spec.pyramid is not None:
         ms["type"] = spec.pyramid.method
         ms["metadata"] = {"method": "ngff_writer.pyramid.downsample", "version": __version__,
                           "kwargs": {"factors": list(spec.pyramid.factors)}}
+    else:
+        ms["type"] = "none"
+        ms["metadata"] = {"description": "one resolution level, no downsampling",
+                          "version": __version__}
     if spec.ngff_version == "0.4":
         ms["version"] = "0.4"
     return ms
 
 
+def _middle_z(spec: ImageSpec) -> int:
+    axes = spec.layout.axes
+    return spec.levels[0].shape[axes.index("z")] // 2 if "z" in axes else 0
+
+
 def _omero(spec: ImageSpec, windows: Sequence[Window]) -> dict[str, Any]:
     omero: dict[str, Any] = {
-        "rdefs": {"model": "color" if spec.n_channels > 1 else "greyscale"},
+        # defaultT/defaultZ: the plane a viewer shows first (iohub requires them).
+        "rdefs": {"model": "color" if spec.n_channels > 1 else "greyscale", "defaultT": 0,
+                  "defaultZ": _middle_z(spec)},
         "channels": [
             {"label": label, "color": color, "active": True, "window": w.to_json()}
             for label, color, w in zip(spec.channel_names, spec.channel_colors, windows)

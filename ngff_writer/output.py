@@ -29,6 +29,7 @@ from .engine import Engine
 from .errors import (
     ClosedError,
     DuplicateImageError,
+    NotAnOutputError,
     OutputExistsError,
     OutputNotFoundError,
     ReadOnlyError,
@@ -422,8 +423,13 @@ def open_output(
         ``mode="w-"`` and the store holds data.
     OutputNotFoundError
         ``mode="r"`` and there is no output.
+    NotAnOutputError
+        The store holds data but no ngff-writer image (``"a"``, ``"r"``). The root may be
+        an output, one image in it, a single-image store, or any directory or group with
+        images below it (a plain directory of ``*.ome.zarr`` stores, say): ``images()``
+        lists them by their paths relative to ``root``.
     StoreError
-        The store holds data that is not an ngff-writer output (``"a"``, ``"r"``).
+        The store cannot be reached or read.
     """
     if mode not in ("w-", "w", "a", "r"):
         raise SpecError(f"mode must be 'w-', 'w', 'a' or 'r', got {mode!r}")
@@ -460,8 +466,11 @@ def open_output(
         fmt = 3 if str(ngff_version) == "0.5" else 2
         write_group(store, "", fmt, {WRITER_KEY: {"output": 1, "version": __version__}})
     else:
+        # An output root, one image, or any directory or group holding images (the
+        # CAREamics layout: a plain directory of single-image stores).
         root_node = node_attributes(store, "")
-        if root_node is None or WRITER_KEY not in root_node[1]:
-            raise StoreError(f"{where} holds data that is not an ngff-writer output")
+        if (root_node is None or WRITER_KEY not in root_node[1]) and not find_images(store):
+            raise NotAnOutputError(f"{where} holds data that is not an ngff-writer output "
+                                   "(no ngff-writer image was found in it)")
     engine = Engine(workers=workers, commit_interval=float(commit_interval))
     return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy, engine)

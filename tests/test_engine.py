@@ -103,6 +103,9 @@ def test_reads_never_write(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "ngff_writer.cli", "status", str(root)], check=False,
                          capture_output=True, text=True)
     assert cli.returncode == 0 and "in progress" in cli.stdout
+    for command in ("validate", "info"):  # nor do the other reading commands
+        subprocess.run([sys.executable, "-m", "ngff_writer.cli", command, str(root)], check=False,
+                       capture_output=True)
     assert _files(root) == before
     with nw.open_output(root, mode="a") as out:
         assert out["p"].finalize()  # finalizing is a verb

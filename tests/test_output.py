@@ -363,8 +363,8 @@ def test_status_json_lists_every_image(tmp_path, rng):
 def test_status_of_missing_output_is_an_error(tmp_path, capsys):
     from ngff_writer.cli import main
 
-    assert main(["status", os.fspath(tmp_path / "nothing")]) == 1
-    assert "no output" in capsys.readouterr().err
+    assert main(["status", os.fspath(tmp_path / "nothing")]) == 2
+    assert "no such path" in capsys.readouterr().err
 
 
 def test_blosc_codec_instance_keeps_shuffle_effective(tmp_path):

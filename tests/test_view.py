@@ -1,0 +1,98 @@
+"""`ngff-writer view`: the output served on 127.0.0.1 and drawn by neuroglancer in Chromium.
+
+The page is loaded in headless Chromium (Debian's package, which `.ci/run` installs) and a
+screenshot tells whether the image is drawn: the middle of the view must hold the image's
+texture, not a flat colour. An image declared but never written is the control: the same
+check must find it flat.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ngff_writer as nw
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCRIPT = str(Path(sys.executable).with_name("ngff-writer"))
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+# The flags a closed network and a root user need (see the machine's notes).
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--enable-unsafe-swiftshader"]
+
+
+def screenshot(url: str, wait_s: float = 8.0) -> np.ndarray:
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 700})
+            page.goto(url)
+            page.wait_for_timeout(wait_s * 1000)
+            png = page.screenshot()
+        finally:
+            browser.close()
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+
+
+def drawn_levels(shot: np.ndarray) -> int:
+    """Distinct grey levels in the middle of the view, where the image is centred."""
+    h, w = shot.shape
+    middle = shot[h // 2 - 60: h // 2 + 60, w // 2 - 60: w // 2 + 60]
+    return len(np.unique(middle))
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``ngff-writer view`` running on an output; yields a function of the image to show."""
+    root = tmp_path / "o.zarr"
+    rng = np.random.default_rng(0)
+    with nw.open_output(root) as out:
+        img = out.create_image("cells", (2, 256, 256), "syx", chunks=(1, 128, 128),
+                               scale={"y": 0.5, "x": 0.5}, units="micrometer")
+        for i in range(2):
+            img.write_sample(i, rng.random((256, 256), dtype=np.float32))
+        out.create_image("empty", (2, 256, 256), "syx", chunks=(1, 128, 128))
+    procs = []
+
+    def start(image: str) -> str:
+        proc = subprocess.Popen([SCRIPT, "view", str(root), "--image", image, "--no-browser"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        line = proc.stdout.readline()
+        assert line.startswith("neuroglancer: http://127.0.0.1:"), (line, proc.stderr.read())
+        return line.split(" ", 1)[1].strip()
+
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, proc.stderr.read()
+
+
+def test_view_draws_the_image_in_a_browser(served):
+    shot = screenshot(served("cells"))
+    assert drawn_levels(shot) > 100  # random data through a contrast window: many greys
+    control = screenshot(served("empty"))
+    assert drawn_levels(control) < 10  # nothing stored: a flat square
+
+
+def test_view_refuses_what_it_cannot_show(tmp_path):
+    missing = subprocess.run([SCRIPT, "view", str(tmp_path / "nothing"), "--no-browser"],
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("a", (1, 8, 8), "syx")
+    unknown = subprocess.run([SCRIPT, "view", str(root), "--image", "b", "--no-browser"],
+                             capture_output=True, text=True, check=False)
+    assert unknown.returncode == 2 and "no image 'b'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
