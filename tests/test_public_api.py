@@ -7,7 +7,8 @@ def test_public_names():
     assert sorted(ngff_writer.__all__) == sorted([
         "Blend", "BufferFullError", "ClosedError", "CorruptError", "DuplicateImageError",
         "FormatVersionError", "Image", "ImageFinalizedError", "ImageSpec",
-        "InvalidAxesError", "InvalidChunksError", "LossyCastError", "NgffWriterError", "Output",
+        "InvalidAxesError", "InvalidChunksError", "LossyCastError", "NgffWriterError",
+        "NotAnOutputError", "Output",
         "OutputExistsError", "OutputNotFoundError", "OverlapError", "Progress", "Pyramid", "ReadOnlyError",
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
         "UnknownImageError", "UnsupportedDtypeError", "WriteError", "__version__", "open_output",
@@ -26,6 +27,7 @@ def test_errors_share_one_base_and_builtin_mixins():
     assert issubclass(ngff_writer.UnknownImageError, KeyError)
     assert issubclass(ngff_writer.CorruptError, ngff_writer.StoreError)
     assert issubclass(ngff_writer.FormatVersionError, OSError)
+    assert issubclass(ngff_writer.NotAnOutputError, ngff_writer.StoreError)
 
 
 def test_core_imports_no_edge_module():
