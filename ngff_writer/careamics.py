@@ -19,8 +19,13 @@ What it does with each prediction
 - Nothing is cached per image: memory holds at most the partial chunks of tiles.
 - Pyramid levels (``pyramid="auto"`` by default) are built as predictions arrive, so
   napari can zoom out of an image while it is still being predicted.
-- Existing outputs are never overwritten silently: an in-progress image with the same
-  settings is resumed; a complete or different one raises, unless ``overwrite=True``.
+- Existing outputs are never overwritten silently, and never silently kept: an
+  in-progress image with the same settings is resumed (a crashed run); a complete one,
+  one with other settings, or one this strategy wrote in an earlier run (``predict()``
+  called again with the same strategy) raises :class:`~ngff_writer.OutputExistsError`
+  before anything is written, unless ``overwrite=True``, which replaces it.
+- Runs: CAREamics calls ``set_source_base`` when each prediction starts, which begins a
+  new run (so does :meth:`OmeZarrWriteStrategy.start_run`); :meth:`finalize` ends one.
 
 Call :meth:`OmeZarrWriteStrategy.finalize` when prediction ends (CAREamics' callback has
 no such hook; :mod:`ngff_writer.lightning` adds one, DDP-safe).
@@ -39,7 +44,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import ImageFinalizedError, OutputExistsError, SpecError
+from .errors import ImageFinalizedError, OutputExistsError, SpecError, SpecMismatchError
 from .output import Image, Output, open_output
 
 __all__ = ["ImageRegionData", "OmeZarrWriteStrategy", "output_path"]
@@ -105,6 +110,30 @@ class _Target:
     output: Output
     image: Image
     channels_in_data: bool  # the output has a c axis
+    record: tuple[str, tuple[int, ...], tuple[int, ...]]  # axes, data_shape, original shape
+
+
+_REQUIRED = ("data", "source", "data_shape", "axes", "original_data_shape", "region_spec")
+
+
+def _check_record(pred: Any) -> None:
+    """Refuse a record CAREamics could not have meant, before anything is written."""
+    missing = [f for f in _REQUIRED if not hasattr(pred, f)]
+    if missing:
+        raise SpecError(f"a prediction record lacks {', '.join(missing)}: expected CAREamics' "
+                        "ImageRegionData fields")
+    spec = pred.region_spec
+    if not isinstance(spec, Mapping):
+        raise SpecError(f"{pred.source}: region_spec must be a mapping, got {type(spec).__name__}")
+    lacking = [k for k in ("data_idx", "sample_idx") if k not in spec]
+    if "crop_coords" in spec:
+        lacking += [k for k in ("crop_size", "stitch_coords") if k not in spec]
+    if lacking:
+        raise SpecError(f"{pred.source}: region_spec lacks {', '.join(lacking)} (has "
+                        f"{', '.join(sorted(map(str, spec)))})")
+    axes = str(pred.axes).upper()
+    if not axes or set(axes) - set("STCZYX") or len(set(axes)) != len(axes):
+        raise SpecError(f"{pred.source}: axes {pred.axes!r} must be distinct letters of STCZYX")
 
 
 class OmeZarrWriteStrategy:
@@ -179,11 +208,34 @@ class OmeZarrWriteStrategy:
         self._targets: dict[Path, _Target] = {}
         self._owners: dict[Path, tuple[str, int]] = {}
         self._cleared: set[Path] = set()
+        #: Outputs this object wrote in its earlier runs: results, not crashed work to resume.
+        self._earlier: set[Path] = set()
 
     # ---- CAREamics' strategy protocol ---------------------------------------------------
     def set_source_base(self, source_base: Path | str | None) -> None:
-        """Keep output folders relative to this common base of the sources."""
+        """Keep output folders relative to this common base of the sources.
+
+        CAREamics calls it when each prediction starts, so it also starts a new run
+        (:meth:`start_run`).
+        """
+        self.start_run()
         self._source_base = None if source_base is None else Path(source_base)
+
+    def start_run(self) -> None:
+        """Begin a new prediction run with this strategy.
+
+        Outputs it wrote in earlier runs are results now: writing to them again raises
+        :class:`~ngff_writer.OutputExistsError` before anything is written, unless
+        ``overwrite=True`` (then they are replaced). Outputs left open by a run that was
+        not finalized are flushed and closed first (their progress is kept).
+        """
+        for target in self._targets.values():
+            if not target.output.closed:
+                target.output.close()
+        self._earlier |= set(self._targets)
+        self._targets.clear()
+        self._owners.clear()
+        self._cleared.clear()
 
     def write_batch(self, dirpath: Path | str, predictions: Sequence[Any]) -> None:
         """Store every prediction of a decollated batch into its image."""
@@ -213,8 +265,10 @@ class OmeZarrWriteStrategy:
             if not target.image.finalize():
                 incomplete.append(str(path))
             target.output.close()
+        self._earlier |= set(self._targets)  # the run is over: its outputs are results
         self._targets.clear()
         self._owners.clear()
+        self._cleared.clear()
         if incomplete:
             warnings.warn(
                 f"{len(incomplete)} prediction image(s) are incomplete (in progress, resumable): "
@@ -225,6 +279,7 @@ class OmeZarrWriteStrategy:
 
     # ---- one prediction ----------------------------------------------------------------
     def _write(self, dirpath: Path, pred: Any) -> None:
+        _check_record(pred)
         spec = pred.region_spec
         data_idx = int(np.asarray(spec["data_idx"]))
         data = np.asarray(pred.data)
@@ -258,12 +313,21 @@ class OmeZarrWriteStrategy:
         path = output_path(dirpath, pred.source, data_idx, self._source_base)
         owner = (str(pred.source), data_idx)
         target = self._targets.get(path)
+        record = (str(pred.axes).upper(), tuple(int(v) for v in pred.data_shape),
+                  tuple(int(v) for v in pred.original_data_shape))
         if target is not None:
             if self._owners[path] != owner:
                 raise OutputExistsError(
                     f"{owner[0]} (data_idx {data_idx}) and {self._owners[path][0]} (data_idx "
                     f"{self._owners[path][1]}) both map to {path}; call set_source_base() with "
                     "their common folder so their relative folders keep them apart"
+                )
+            if target.record != record:
+                raise SpecMismatchError(
+                    f"{path}: a prediction with axes {record[0]!r}, data_shape {record[1]} and "
+                    f"original shape {record[2]} for an image allocated with axes "
+                    f"{target.record[0]!r}, data_shape {target.record[1]} and original shape "
+                    f"{target.record[2]}"
                 )
             return target
         axes = str(pred.axes).upper()
@@ -294,8 +358,14 @@ class OmeZarrWriteStrategy:
             blend = {"tile_size": tile, "overlap": overlap, "ramp": self.blend_ramp}
         dtype = np.dtype(self.dtype) if self.dtype is not None else data.dtype
 
-        if self.overwrite and path not in self._cleared and path.exists():
-            shutil.rmtree(path)
+        if path not in self._cleared and path.exists():
+            if self.overwrite:
+                shutil.rmtree(path)
+            elif path in self._earlier:
+                raise OutputExistsError(
+                    f"{path} holds this strategy's prediction from an earlier run; pass "
+                    "overwrite=True to replace it, or another dirpath"
+                )
         self._cleared.add(path)
         output = open_output(path, mode="a", ngff_version=self.ngff_version,
                              max_buffer_bytes=self.max_buffer_bytes)
@@ -316,7 +386,7 @@ class OmeZarrWriteStrategy:
                 f"{path} is a complete prediction from an earlier run; pass overwrite=True or "
                 "another dirpath"
             )
-        target = _Target(output, image, keep_c)
+        target = _Target(output, image, keep_c, record)
         self._targets[path] = target
         self._owners[path] = owner
         return target

@@ -40,6 +40,7 @@ from .write import (
     prepare_region,
     slot,
     tile_start_of,
+    unpad_tile,
 )
 
 __all__ = ["Image", "Progress"]
@@ -249,6 +250,7 @@ class Image:
             self._write(*prepare_region(self.spec, index, data, stitch_start))
             return
         start = tile_start_of(self.spec, tile_start, crop_start, stitch_start)
+        tile, start = unpad_tile(self.spec, tile, start)
         region, block = prepare_region(self.spec, index, tile, start)
         check_blend_tile(self.spec, region)
         spatial = [i for i, a in enumerate(self.spec.layout.axes) if a in "zyx"]

@@ -72,6 +72,9 @@ class OmeZarrPredictionWriter(BasePredictionWriter):
         self.dirpath = Path(dirpath)
         self.strategy = strategy or OmeZarrWriteStrategy()
 
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        self.strategy.start_run()  # a second Trainer.predict is a new run, not a resume
+
     def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any,
                            batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.strategy.write_batch(self.dirpath, list(prediction))

@@ -23,7 +23,7 @@ from .tiling import tile_starts
 
 __all__ = [
     "block_regions", "check_blend_tile", "check_index", "crop_tile", "prepare_block", "prepare_region",
-    "slot", "stored_space", "tile_start_of",
+    "slot", "stored_space", "tile_start_of", "unpad_tile",
 ]
 
 
@@ -235,6 +235,29 @@ def tile_start_of(spec: ImageSpec, tile_start: Any, crop_start: Any, stitch_star
     crop = _ints(spec, "crop_start", crop_start, n)
     stitch = _ints(spec, "stitch_start", stitch_start, n)
     return tuple(s - c for s, c in zip(stitch, crop, strict=True))
+
+
+def unpad_tile(spec: ImageSpec, tile: Any, start: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Cut off the padding of a tile wider than the image along a space axis.
+
+    CAREamics zero-pads the tiles of an image smaller than the tile (data 16 x 32 x 32 for
+    a Z = 12 image): along an axis where the tile covers the whole image, only the image's
+    extent is kept, so the tile is the blend grid's single tile there. Other axes are left
+    for the usual checks.
+    """
+    array = np.asarray(tile)
+    sizes = dict(zip(spec.axes, spec.shape, strict=True))
+    letters = _sample_letters(spec)
+    if array.ndim != len(letters):
+        return array, tuple(start)  # the shape check that follows names the problem
+    index: list[slice] = [slice(None)] * array.ndim
+    new_start = list(start)
+    for k, (axis, a) in enumerate(zip(_spatial(spec), start, strict=True)):
+        n = sizes[letters[axis]]
+        if a <= 0 and a + array.shape[axis] >= n and array.shape[axis] > n:
+            index[axis] = slice(-a, -a + n)
+            new_start[k] = 0
+    return array[tuple(index)], tuple(new_start)
 
 
 def check_blend_tile(spec: ImageSpec, region: tuple[slice, ...]) -> None:

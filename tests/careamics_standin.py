@@ -158,6 +158,7 @@ def predictions(
     noise: float = 0.0,
     seed: int = 0,
     mixed_types: bool = True,
+    pad: str | None = None,
 ) -> list[ImageRegionData]:
     """Every prediction of ``src`` in CAREamics' order: sample, then tiles row-major.
 
@@ -171,6 +172,10 @@ def predictions(
         Standard deviation of a per-tile perturbation, so that overlaps disagree (blend).
     mixed_types
         Give some predictions as :class:`ArrayLike` data and int64-array coordinates.
+    pad
+        As CAREamics 0.3.5 does for an image smaller than the patch along an axis: tiles
+        zero-padded to the patch size there, ``"end"`` (after the data) or ``"both"``
+        (split around it), the crop coordinates pointing at the data inside.
     """
     data = src.data
     axes = src.axes.upper()
@@ -203,11 +208,18 @@ def predictions(
                 pred = model(data[(sample, slice(None), *box)], src.c_out, dtype)
                 if noise:
                     pred = (pred + rng.normal(0, noise, pred.shape)).astype(dtype)
+                before = [0] * len(spatial)
+                if pad:
+                    extra = [max(0, q - t) for q, t in zip(patch, tile.tile_size, strict=True)]
+                    before = [e // 2 if pad == "both" else 0 for e in extra]
+                    pred = np.pad(pred, [(0, 0)] + [(b, e - b) for b, e in zip(before, extra, strict=True)])
                 spec = {
                     "data_idx": src.data_idx, "sample_idx": sample,
-                    "coords": _region_ints(tile.tile_start, as_array),
-                    "patch_size": _region_ints(tile.tile_size, as_array),
-                    "crop_coords": _region_ints(tile.crop_coords, as_array),
+                    "coords": _region_ints([a - b for a, b in zip(tile.tile_start, before, strict=True)],
+                                           as_array),
+                    "patch_size": _region_ints(pred.shape[1:], as_array),
+                    "crop_coords": _region_ints(
+                        [a + b for a, b in zip(tile.crop_coords, before, strict=True)], as_array),
                     "crop_size": _region_ints(tile.crop_size, as_array),
                     "stitch_coords": _region_ints(tile.stitch_coords, as_array),
                     "total_tiles": len(tiles) * data.shape[0],

@@ -307,6 +307,57 @@ def test_complete_output_is_never_overwritten_unless_asked(tmp_path):
     assert not np.array_equal(stored(out / EXPECTED_NAMES[0]), before[EXPECTED_NAMES[0]])
 
 
+@pytest.mark.parametrize("finalized", [True, False])
+def test_a_reused_strategy_never_keeps_the_first_prediction_silently(tmp_path, finalized):
+    """One strategy kept on CAREamics' writer callback, predict() twice on different data of
+    the same shape: CAREamics calls set_source_base at each start, which starts a run."""
+    first = streams_for(make_sources(tmp_path, "SYX", n_images=1), tiled=True)[0]
+    second_srcs = make_sources(tmp_path, "SYX", n_images=1, scale=0.5)
+    second = streams_for(second_srcs, tiled=True)[0]
+    out = tmp_path / "out"
+    path = output_path(out, second_srcs[0].source, 0, tmp_path / "raw")
+
+    strategy = OmeZarrWriteStrategy()
+    strategy.set_source_base(tmp_path / "raw")
+    write_stream(strategy, out, first, 0)
+    if finalized:  # the Lightning callbacks finalize; CAREamics' own callback does not
+        assert finalize_quietly(strategy) == []
+    kept = stored(path)
+    strategy.set_source_base(tmp_path / "raw")  # the second predict() starts
+    with pytest.raises(nw.OutputExistsError, match=r"earlier run.*overwrite=True"):
+        strategy.write_batch(out, second[:1])
+    np.testing.assert_array_equal(stored(path), kept)  # refused before writing anything
+
+    replacing = OmeZarrWriteStrategy(overwrite=True)
+    replacing.set_source_base(tmp_path / "raw")
+    write_stream(replacing, out, first, 0)
+    assert finalize_quietly(replacing) == []
+    replacing.set_source_base(tmp_path / "raw")  # reused, with overwrite: the new run wins
+    write_stream(replacing, out, second, 1)
+    assert finalize_quietly(replacing) == []
+    want = expected_output(stitch(second), "SYX", second_srcs[0].array.shape)
+    check_image(path, want, "SYX", 1, None)
+    assert not np.array_equal(stored(path), kept)
+
+
+def test_records_careamics_could_not_mean_are_refused_before_writing(tmp_path):
+    srcs = make_sources(tmp_path, "SYX", n_images=1)
+    stream = predictions(srcs[0], mixed_types=False)
+    strategy = OmeZarrWriteStrategy()
+    no_idx = stream[0]._replace(region_spec={k: v for k, v in stream[0].region_spec.items()
+                                             if k != "data_idx"})
+    with pytest.raises(nw.SpecError, match="region_spec lacks data_idx"):
+        strategy.write_batch(tmp_path / "out", [no_idx])
+    with pytest.raises(nw.SpecError, match="axes 'SQX'"):
+        strategy.write_batch(tmp_path / "out", [stream[0]._replace(axes="SQX")])
+    assert not (tmp_path / "out").exists()  # nothing written
+    strategy.write_batch(tmp_path / "out", stream[:1])
+    with pytest.raises(nw.SpecMismatchError, match="allocated with axes 'SYX'"):
+        strategy.write_batch(tmp_path / "out", [stream[1]._replace(axes="SXY")])
+    with pytest.raises(nw.SpecError, match="lacks"):
+        strategy.write_batch(tmp_path / "out", [object()])
+
+
 def test_in_progress_output_with_other_settings_is_refused(tmp_path):
     srcs = make_sources(tmp_path, "SYX", n_images=1)
     stream = predictions(srcs[0])
@@ -431,6 +482,31 @@ def test_blend_with_an_axis_that_fits_in_one_tile(tmp_path):
     write_stream(strategy, tmp_path, interleave([stream], 0), 0)
     assert finalize_quietly(strategy) == []
     expected = expected_output(blend(stream, (4, 4, 4)), "ZYX", src.array.shape)
+    np.testing.assert_allclose(stored(tmp_path / "array_0.ome.zarr"), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["crop", "blend"])
+@pytest.mark.parametrize("pad", ["end", "both"])
+@pytest.mark.parametrize(("shape", "patch", "overlap"), [
+    ((12, 40, 36), (16, 16, 16), (4, 4, 4)),   # z smaller than the patch (CAREamics' Z = 12 case)
+    ((20, 10, 36), (8, 16, 16), (2, 4, 4)),    # y
+    ((20, 30, 12), (8, 16, 16), (2, 4, 4)),    # x
+    ((10, 12), (16, 16), (4, 4)),              # 2-D, both axes
+])
+def test_tiles_padded_beyond_a_small_image(tmp_path, mode, pad, shape, patch, overlap):
+    """CAREamics zero-pads the tiles of an image smaller than the patch (data 16 x 32 x 32
+    for a Z = 12 image, crop_size 12 along z): both modes store the image, not the padding."""
+    rng = np.random.default_rng(1)
+    axes = "ZYX" if len(shape) == 3 else "YX"
+    src = Source(rng.random(shape).astype(np.float32), axes, "array", data_idx=0, c_out=1)
+    padded = predictions(src, patch=patch, overlap=overlap, noise=0.05, pad=pad, mixed_types=False)
+    plain = predictions(src, patch=patch, overlap=overlap, noise=0.05, mixed_types=False)
+    assert {np.asarray(p.data).shape[1:] for p in padded} == {tuple(patch)}  # padded for real
+    strategy = OmeZarrWriteStrategy(tile_mode=mode, tile_overlap=overlap if mode == "blend" else None)
+    write_stream(strategy, tmp_path, interleave([padded], 0), 0)
+    assert finalize_quietly(strategy) == []
+    reference = blend(plain, overlap) if mode == "blend" else stitch(plain)
+    expected = expected_output(reference, axes, src.array.shape)
     np.testing.assert_allclose(stored(tmp_path / "array_0.ome.zarr"), expected, rtol=1e-6, atol=1e-6)
 
 
