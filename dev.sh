@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: sets up .venv (Python >= 3.12) and runs a job.
 #   bash dev.sh demo [OUT]   write a demo export (default OUT: ./demo-output)
-#   bash dev.sh test         ruff + the test suite
+#   bash dev.sh test         ruff + the test suite (CAREamics and torch included)
 #   bash dev.sh bench [samples|tiles|pyramid|careamics|scale|distributed] [ARGS]
 #                            one benchmark (minutes; see benchmarks/README.md)
 set -euo pipefail
@@ -46,7 +46,7 @@ case "$job" in
         .venv/bin/ngff-writer demo "${2:-demo-output}" --overwrite
         ;;
     test)
-        setup test
+        setup "test,careamics"
         .venv/bin/ruff check ngff_writer tests examples benchmarks
         .venv/bin/python -m pytest -q -p no:cacheprovider
         ;;

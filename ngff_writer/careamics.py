@@ -47,7 +47,7 @@ import numpy as np
 from .errors import ImageFinalizedError, OutputExistsError, SpecError, SpecMismatchError
 from .output import Image, Output, open_output
 
-__all__ = ["ImageRegionData", "OmeZarrWriteStrategy", "output_path"]
+__all__ = ["ImageRegionData", "OmeZarrWriteStrategy", "attach", "output_path", "predict_to_ome_zarr"]
 
 _IMAGE = ""  # each output store is one image, at its root
 
@@ -210,8 +210,14 @@ class OmeZarrWriteStrategy:
         self._cleared: set[Path] = set()
         #: Outputs this object wrote in its earlier runs: results, not crashed work to resume.
         self._earlier: set[Path] = set()
+        self._last_run: set[Path] = set()
 
     # ---- CAREamics' strategy protocol ---------------------------------------------------
+    @property
+    def written(self) -> list[Path]:
+        """Outputs of the current run, or of the last one once it ended, sorted."""
+        return sorted(self._targets or self._last_run)
+
     def set_source_base(self, source_base: Path | str | None) -> None:
         """Keep output folders relative to this common base of the sources.
 
@@ -232,7 +238,11 @@ class OmeZarrWriteStrategy:
         for target in self._targets.values():
             if not target.output.closed:
                 target.output.close()
-        self._earlier |= set(self._targets)
+        self._end_run()
+
+    def _end_run(self) -> None:
+        self._last_run = set(self._targets)
+        self._earlier |= self._last_run  # the run is over: its outputs are results
         self._targets.clear()
         self._owners.clear()
         self._cleared.clear()
@@ -265,10 +275,7 @@ class OmeZarrWriteStrategy:
             if not target.image.finalize():
                 incomplete.append(str(path))
             target.output.close()
-        self._earlier |= set(self._targets)  # the run is over: its outputs are results
-        self._targets.clear()
-        self._owners.clear()
-        self._cleared.clear()
+        self._end_run()
         if incomplete:
             warnings.warn(
                 f"{len(incomplete)} prediction image(s) are incomplete (in progress, resumable): "
@@ -390,3 +397,85 @@ class OmeZarrWriteStrategy:
         self._targets[path] = target
         self._owners[path] = owner
         return target
+
+
+# ---- CAREamist -----------------------------------------------------------------------------------
+def attach(careamist: Any, dirpath: Path | str, strategy: OmeZarrWriteStrategy | None = None,
+           **options: Any) -> OmeZarrWriteStrategy:
+    """Make ``careamist.predict(...)`` stream its predictions into OME-Zarr under ``dirpath``.
+
+    A ``CAREamist`` builds its own writer callback with writing off and accepts no strategy
+    object; this sets that callback's public ``write_strategy`` and ``dirpath``, enables
+    writing, and adds :class:`~ngff_writer.lightning.FinalizePredictions` to its trainer's
+    callbacks (once). Every later ``predict()`` is a new run (see the module docstring).
+
+    Parameters
+    ----------
+    careamist
+        A ``careamics.CAREamist``.
+    dirpath
+        Where the ``.ome.zarr`` outputs go.
+    strategy
+        The strategy to use; by default one made from ``options``.
+    **options
+        Passed to :class:`OmeZarrWriteStrategy` (``tile_mode``, ``overwrite``, ``pyramid``...).
+
+    Returns
+    -------
+    OmeZarrWriteStrategy
+        The strategy; its ``written`` lists the outputs of the last run.
+    """
+    from .lightning import FinalizePredictions  # needs lightning, which CAREamics brings
+
+    if strategy is None:
+        strategy = OmeZarrWriteStrategy(**options)
+    elif options:
+        raise SpecError("pass either a strategy or its options, not both")
+    writer = careamist.prediction_writer
+    writer.write_strategy = strategy
+    writer.dirpath = Path(dirpath).resolve()
+    writer.enable_writing(True)
+    callbacks = careamist.trainer.callbacks
+    callbacks[:] = [c for c in callbacks if not isinstance(c, FinalizePredictions)]
+    callbacks.append(FinalizePredictions(strategy))
+    return strategy
+
+
+def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
+                        predict: Mapping[str, Any] | None = None, **options: Any) -> list[Path]:
+    """Predict ``source`` with a trained ``CAREamist`` into OME-Zarr; return the outputs.
+
+    Parameters
+    ----------
+    careamist
+        A trained ``careamics.CAREamist``.
+    source
+        What ``careamist.predict`` takes: an array, a path, or a list of them.
+    dirpath
+        Where the ``.ome.zarr`` outputs go (``<source stem>.ome.zarr``, see the module
+        docstring).
+    predict
+        Keyword arguments of ``careamist.predict`` (``tile_size``, ``tile_overlap``,
+        ``axes``, ``data_type``, ``batch_size``...).
+    **options
+        Passed to :class:`OmeZarrWriteStrategy`. For ``tile_mode="blend"`` the
+        ``tile_overlap`` defaults to ``predict["tile_overlap"]``.
+
+    Returns
+    -------
+    list of Path
+        The images written, sorted. The CAREamist's writer is left as it was.
+    """
+    predict = dict(predict or {})
+    if options.get("tile_mode") == "blend" and "tile_overlap" not in options:
+        options["tile_overlap"] = predict.get("tile_overlap", (48, 48))
+    writer = careamist.prediction_writer
+    saved = (writer.write_strategy, getattr(writer, "dirpath", None), writer.is_enabled,
+             list(careamist.trainer.callbacks))
+    strategy = attach(careamist, dirpath, **options)
+    try:
+        careamist.predict(source, **predict)
+    finally:
+        writer.write_strategy, writer.dirpath, _, careamist.trainer.callbacks[:] = saved
+        writer.enable_writing(saved[2])
+    return strategy.written

@@ -118,3 +118,14 @@ def test_careamics_swap(tmp_path):
                 np.testing.assert_allclose(stored, blend(preds, (32, 32)), rtol=1e-6, atol=1e-6)
             else:
                 np.testing.assert_array_equal(stored, stitch(preds))
+
+
+def test_careamist_to_ome_zarr(tmp_path):
+    pytest.importorskip("careamics", reason="needs the careamics extra")
+    out = tmp_path / "out"
+    assert run_example("careamist_to_ome_zarr.py", str(out)) == 0
+    with nw.open_output(out, mode="r") as o:
+        status = o.status()
+    assert [(p.name, p.done, p.complete) for p in status] == [
+        ("array_0.ome.zarr", 3, True), ("array_1.ome.zarr", 3, True)]
+    assert zarr.open_array(out / "array_1.ome.zarr" / "0", mode="r").shape == (3, 96, 128)

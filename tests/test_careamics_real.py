@@ -1,0 +1,115 @@
+"""The drop-in against CAREamics itself (0.3.5, torch on the CPU), not a stand-in.
+
+A tiny N2V model is trained for a few steps on synthetic data; then ``CAREamist.predict``
+runs with its writer callback streaming into OME-Zarr (``ngff_writer.careamics.attach`` /
+``predict_to_ome_zarr``) and level 0 must equal the prediction CAREamics returns in memory:
+exactly when tiles are cropped, within float32 rounding when they are blended. These tests
+need the ``careamics`` extra (``pip install -e '.[test,careamics]'``, which ``.ci/run`` uses);
+without it they skip.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+careamics = pytest.importorskip("careamics", reason="needs the careamics extra")
+
+import ngff_writer as nw  # noqa: E402  (after the skip: nothing to import without careamics)
+from ngff_writer.careamics import OmeZarrWriteStrategy, attach, predict_to_ome_zarr  # noqa: E402
+
+
+def _careamist(tmp_path: Path, axes: str, patch: tuple[int, ...], data: np.ndarray):
+    from careamics import CAREamist
+    from careamics.config import create_n2v_config
+
+    config = create_n2v_config(experiment_name="tiny", data_type="array", axes=axes, patch_size=patch,
+                               batch_size=8, num_epochs=1, num_steps=2, n_val_patches=2)
+    config.training_config.trainer_params.update(accelerator="cpu", devices=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        careamist = CAREamist(config, work_dir=tmp_path / "work", enable_progress_bar=False)
+        careamist.train(train_data=data)
+    return careamist
+
+
+@pytest.fixture(scope="module")
+def trained_2d(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    train = rng.random((4, 64, 64), dtype=np.float32)
+    return _careamist(tmp_path_factory.mktemp("n2v2d"), "SYX", (32, 32), train)
+
+
+@pytest.fixture(scope="module")
+def trained_3d(tmp_path_factory):
+    rng = np.random.default_rng(1)
+    train = rng.random((16, 64, 64), dtype=np.float32)
+    return _careamist(tmp_path_factory.mktemp("n2v3d"), "ZYX", (8, 32, 32), train)
+
+
+def _in_memory(careamist, data, **predict) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predictions, _ = careamist.predict(data, **predict)
+    return np.asarray(predictions[0])
+
+
+def _level0(path: Path) -> np.ndarray:
+    with nw.open_output(path, mode="r") as out:
+        assert out[""].progress().complete
+    return zarr.open_array(path / "0", mode="r")[:]
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_predict_to_ome_zarr_equals_careamics_in_memory_2d(tmp_path, trained_2d, tiled):
+    data = np.random.default_rng(5).random((3, 96, 80), dtype=np.float32)
+    predict = {"axes": "SYX", "data_type": "array", "batch_size": 2}
+    if tiled:
+        predict.update(tile_size=(32, 32), tile_overlap=(8, 8))
+    want = _in_memory(trained_2d, data, **predict)
+    written = predict_to_ome_zarr(trained_2d, data, tmp_path / "out", predict=predict)
+    assert [p.name for p in written] == ["array_0.ome.zarr"]
+    got = _level0(written[0])
+    assert got.shape == (3, 96, 80)
+    np.testing.assert_array_equal(got, want.reshape(got.shape))
+    # the CAREamist's own writer is left as it was
+    assert not trained_2d.prediction_writer.is_enabled
+
+
+def test_zero_padded_3d_tiles_crop_and_blend(tmp_path, trained_3d):
+    """Z = 12 is smaller than the tile's 16: CAREamics zero-pads those tiles."""
+    data = np.random.default_rng(6).random((12, 64, 72), dtype=np.float32)
+    predict = {"axes": "ZYX", "data_type": "array", "batch_size": 2,
+               "tile_size": (16, 32, 32), "tile_overlap": (4, 8, 8)}
+    want = _in_memory(trained_3d, data, **predict).reshape(12, 64, 72)
+    crop = predict_to_ome_zarr(trained_3d, data, tmp_path / "crop", predict=predict)
+    np.testing.assert_array_equal(_level0(crop[0]), want)
+    blend = predict_to_ome_zarr(trained_3d, data, tmp_path / "blend", predict=predict, tile_mode="blend")
+    got = _level0(blend[0])
+    # blending averages the overlaps, where CAREamics crops: equal away from them, close in them
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=0.5 * float(np.ptp(want)))
+    assert np.mean(np.isclose(got, want, atol=1e-6)) > 0.3
+
+
+def test_attach_then_predict_twice_is_two_runs(tmp_path, trained_2d):
+    first = np.random.default_rng(7).random((2, 64, 64), dtype=np.float32)
+    second = first[::-1].copy()
+    predict = {"axes": "SYX", "data_type": "array"}
+    strategy = attach(trained_2d, tmp_path / "out")
+    try:
+        want = _in_memory(trained_2d, first, **predict)
+        path = strategy.written[0]
+        np.testing.assert_array_equal(_level0(path), want.reshape(2, 64, 64))
+        with pytest.raises(nw.OutputExistsError, match="earlier run"):
+            trained_2d.predict(second, **predict)
+        np.testing.assert_array_equal(_level0(path), want.reshape(2, 64, 64))  # untouched
+        attach(trained_2d, tmp_path / "out", OmeZarrWriteStrategy(overwrite=True))
+        want2 = _in_memory(trained_2d, second, **predict)
+        np.testing.assert_array_equal(_level0(path), want2.reshape(2, 64, 64))
+    finally:
+        trained_2d.prediction_writer.enable_writing(False)
