@@ -2,7 +2,7 @@
 # One entry point for a fresh machine: sets up .venv (Python >= 3.12) and runs a job.
 #   bash dev.sh demo [OUT]   write a demo export (default OUT: ./demo-output)
 #   bash dev.sh test         ruff + the test suite (CAREamics and torch included)
-#   bash dev.sh bench [samples|tiles|pyramid|careamics|scale|distributed] [ARGS]
+#   bash dev.sh bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed] [ARGS]
 #                            one benchmark (minutes; see benchmarks/README.md)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -53,11 +53,11 @@ case "$job" in
     bench)
         setup "test,bench"
         name=samples
-        case "${2:-}" in samples|tiles|pyramid|careamics|scale|distributed) name=$2; shift ;; esac
+        case "${2:-}" in samples|tiles|pyramid|careamics|careamics_real|scale|distributed) name=$2; shift ;; esac
         .venv/bin/python "benchmarks/bench_$name.py" "${@:2}"
         ;;
     *)
-        echo "usage: bash dev.sh demo [OUT] | test | bench [samples|tiles|pyramid|careamics|scale|distributed] [ARGS]" >&2
+        echo "usage: bash dev.sh demo [OUT] | test | bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed] [ARGS]" >&2
         exit 2
         ;;
 esac

@@ -442,8 +442,13 @@ def attach(careamist: Any, dirpath: Path | str, strategy: OmeZarrWriteStrategy |
 
 
 def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
-                        predict: Mapping[str, Any] | None = None, **options: Any) -> list[Path]:
+                        predict: Mapping[str, Any] | None = None, checkpoint: str | None = None,
+                        **options: Any) -> list[Path]:
     """Predict ``source`` with a trained ``CAREamist`` into OME-Zarr; return the outputs.
+
+    Runs the CAREamist's own trainer and model on CAREamics' own prediction datamodule,
+    with its writer callback streaming into OME-Zarr and nothing kept in memory: unlike
+    ``careamist.predict``, which returns (so holds) every prediction.
 
     Parameters
     ----------
@@ -455,8 +460,12 @@ def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
         Where the ``.ome.zarr`` outputs go (``<source stem>.ome.zarr``, see the module
         docstring).
     predict
-        Keyword arguments of ``careamist.predict`` (``tile_size``, ``tile_overlap``,
-        ``axes``, ``data_type``, ``batch_size``...).
+        What ``careamist.predict`` would take besides the data: ``tile_size``,
+        ``tile_overlap``, ``axes``, ``data_type``, ``batch_size``, ``output_axes``,
+        ``channels``, ``in_memory``, ``num_workers``.
+    checkpoint
+        A checkpoint path to load first; by default the model as it is in memory (after
+        ``train()``: its last weights).
     **options
         Passed to :class:`OmeZarrWriteStrategy`. For ``tile_mode="blend"`` the
         ``tile_overlap`` defaults to ``predict["tile_overlap"]``.
@@ -466,15 +475,33 @@ def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
     list of Path
         The images written, sorted. The CAREamist's writer is left as it was.
     """
+    from careamics.lightning.data import CareamicsDataModule
+    from careamics.models import get_model_constraints
+
     predict = dict(predict or {})
     if options.get("tile_mode") == "blend" and "tile_overlap" not in options:
         options["tile_overlap"] = predict.get("tile_overlap", (48, 48))
+    config = careamist.config
+    loader = {"num_workers": predict.pop("num_workers")} if "num_workers" in predict else None
+    # The same conversion CAREamist.predict makes, through CAREamics' public config API.
+    data_config = config.data_config.convert_mode(
+        new_mode="predicting", new_patch_size=predict.pop("tile_size", None),
+        overlap_size=predict.pop("tile_overlap", (48, 48)), new_batch_size=predict.pop("batch_size", None),
+        new_data_type=predict.pop("data_type", None), new_dataloader_params=loader,
+        new_axes=predict.pop("axes", None), new_target_axes=predict.pop("output_axes", None),
+        new_channels=predict.pop("channels", None), new_in_memory=predict.pop("in_memory", None))
+    if predict:
+        raise SpecError(f"predict options not understood: {', '.join(sorted(predict))}")
+    datamodule = CareamicsDataModule(
+        data_config=data_config, pred_data=source,
+        model_constraints=get_model_constraints(config.algorithm_config.model))
     writer = careamist.prediction_writer
     saved = (writer.write_strategy, getattr(writer, "dirpath", None), writer.is_enabled,
              list(careamist.trainer.callbacks))
     strategy = attach(careamist, dirpath, **options)
     try:
-        careamist.predict(source, **predict)
+        careamist.trainer.predict(model=careamist.model, datamodule=datamodule,
+                                  ckpt_path=checkpoint, return_predictions=False)
     finally:
         writer.write_strategy, writer.dirpath, _, careamist.trainer.callbacks[:] = saved
         writer.enable_writing(saved[2])

@@ -1,8 +1,9 @@
 """The drop-in against CAREamics itself (0.3.5, torch on the CPU), not a stand-in.
 
-A tiny N2V model is trained for a few steps on synthetic data; then ``CAREamist.predict``
-runs with its writer callback streaming into OME-Zarr (``ngff_writer.careamics.attach`` /
-``predict_to_ome_zarr``) and level 0 must equal the prediction CAREamics returns in memory:
+A tiny N2V model is trained for a few steps on synthetic data; then CAREamics predicts
+with its writer callback streaming into OME-Zarr (``ngff_writer.careamics.attach`` then
+``CAREamist.predict``, ``predict_to_ome_zarr``, or a user-built ``Trainer``) and level 0
+must equal the prediction ``CAREamist.predict`` returns in memory:
 exactly when tiles are cropped, within float32 rounding when they are blended. These tests
 need the ``careamics`` extra (``pip install -e '.[test,careamics]'``, which ``.ci/run`` uses);
 without it they skip.
@@ -23,12 +24,14 @@ import ngff_writer as nw  # noqa: E402  (after the skip: nothing to import witho
 from ngff_writer.careamics import OmeZarrWriteStrategy, attach, predict_to_ome_zarr  # noqa: E402
 
 
-def _careamist(tmp_path: Path, axes: str, patch: tuple[int, ...], data: np.ndarray):
+def _careamist(tmp_path: Path, axes: str, patch: tuple[int, ...], data: np.ndarray,
+               n_channels: int | None = None):
     from careamics import CAREamist
     from careamics.config import create_n2v_config
 
     config = create_n2v_config(experiment_name="tiny", data_type="array", axes=axes, patch_size=patch,
-                               batch_size=8, num_epochs=1, num_steps=2, n_val_patches=2)
+                               batch_size=8, num_epochs=1, num_steps=2, n_val_patches=2,
+                               n_channels=n_channels)
     config.training_config.trainer_params.update(accelerator="cpu", devices=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -113,3 +116,91 @@ def test_attach_then_predict_twice_is_two_runs(tmp_path, trained_2d):
         np.testing.assert_array_equal(_level0(path), want2.reshape(2, 64, 64))
     finally:
         trained_2d.prediction_writer.enable_writing(False)
+
+
+@pytest.mark.parametrize(("axes", "shape", "tiled"), [
+    ("YX", (96, 80), True),
+    ("TYX", (3, 64, 72), True),
+    ("YXS", (64, 72, 2), False),
+])
+def test_other_axes_equal_careamics_in_memory(tmp_path, trained_2d, axes, shape, tiled):
+    data = np.random.default_rng(8).random(shape, dtype=np.float32)
+    predict = {"axes": axes, "data_type": "array", "batch_size": 2}
+    if tiled:
+        predict.update(tile_size=(32, 32), tile_overlap=(8, 8))
+    want = _in_memory(trained_2d, data, **predict)
+    (path,) = predict_to_ome_zarr(trained_2d, data, tmp_path / "out", predict=predict)
+    got = _level0(path)
+    want = np.squeeze(want)
+    if axes == "YXS" and want.shape == shape:  # CAREamics answers in the input's order
+        want = np.moveaxis(want, -1, 0)
+    np.testing.assert_array_equal(got, want.reshape(got.shape))
+
+
+def test_tiff_sources_keep_their_names_and_equal_careamics(tmp_path, trained_2d):
+    tifffile = pytest.importorskip("tifffile")
+    raw = tmp_path / "raw"
+    (raw / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(9)
+    images = {raw / "a.tif": rng.random((2, 64, 64), dtype=np.float32),
+              raw / "sub" / "b.tif": rng.random((2, 80, 64), dtype=np.float32)}
+    for path, data in images.items():
+        tifffile.imwrite(path, data)
+    predict = {"axes": "SYX", "data_type": "tiff", "tile_size": (32, 32), "tile_overlap": (8, 8)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wants, sources = trained_2d.predict(sorted(images), **predict)
+    written = predict_to_ome_zarr(trained_2d, sorted(images), tmp_path / "out", predict=predict)
+    names = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
+    assert names == ["a.ome.zarr", "sub/b.ome.zarr"]
+    for want, source in zip(wants, sources, strict=True):
+        stem = Path(source).relative_to(raw).with_suffix(".ome.zarr")
+        got = _level0(tmp_path / "out" / stem)
+        np.testing.assert_array_equal(got.reshape(-1), np.asarray(want).reshape(-1))
+
+
+def test_channels_stay_channels(tmp_path_factory, tmp_path):
+    rng = np.random.default_rng(10)
+    careamist = _careamist(tmp_path_factory.mktemp("n2vc"), "SCYX", (32, 32),
+                           rng.random((4, 2, 64, 64), dtype=np.float32), n_channels=2)
+    data = rng.random((2, 2, 64, 80), dtype=np.float32)
+    predict = {"axes": "SCYX", "data_type": "array", "tile_size": (32, 32), "tile_overlap": (8, 8)}
+    want = _in_memory(careamist, data, **predict)
+    (path,) = predict_to_ome_zarr(careamist, data, tmp_path / "out", predict=predict)
+    got = _level0(path)
+    assert got.shape == (2, 2, 64, 80)  # s, c, y, x
+    np.testing.assert_array_equal(got, want.reshape(got.shape))
+    with nw.open_output(path, mode="r") as out:
+        assert out[""].spec.axes == "scyx"
+
+
+def test_the_lightning_trainer_route_with_careamics_datamodule(tmp_path, trained_2d):
+    """A user-built Trainer: CAREamics' datamodule and writer callback, our strategy and
+    finalize callback, nothing kept in memory (return_predictions=False)."""
+    from careamics.lightning.callbacks import PredictionWriterCallback
+    from careamics.lightning.data import CareamicsDataModule
+    from careamics.models import get_model_constraints
+    from lightning.pytorch import Trainer
+
+    from ngff_writer.lightning import FinalizePredictions
+
+    data = np.random.default_rng(11).random((3, 96, 80), dtype=np.float32)
+    tiles = {"tile_size": (32, 32), "tile_overlap": (8, 8)}
+    want = _in_memory(trained_2d, data, axes="SYX", data_type="array", **tiles)
+    config = trained_2d.config
+    data_config = config.data_config.convert_mode(
+        new_mode="predicting", new_patch_size=tiles["tile_size"], overlap_size=tiles["tile_overlap"],
+        new_data_type="array", new_axes="SYX", new_batch_size=4)
+    datamodule = CareamicsDataModule(data_config=data_config, pred_data=data,
+                                     model_constraints=get_model_constraints(config.algorithm_config.model))
+    strategy = OmeZarrWriteStrategy()
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                      callbacks=[PredictionWriterCallback(tmp_path / "out", write_strategy=strategy),
+                                 FinalizePredictions(strategy)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert trainer.predict(model=trained_2d.model, datamodule=datamodule,
+                               return_predictions=False) is None
+    (path,) = strategy.written
+    got = _level0(path)
+    np.testing.assert_array_equal(got, want.reshape(got.shape))
