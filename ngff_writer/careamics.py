@@ -483,13 +483,17 @@ def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
         options["tile_overlap"] = predict.get("tile_overlap", (48, 48))
     config = careamist.config
     loader = {"num_workers": predict.pop("num_workers")} if "num_workers" in predict else None
+    data_type = predict.pop("data_type", None)
+    in_memory = predict.pop("in_memory", None)
+    if in_memory is None and (data_type or config.data_config.data_type) in ("zarr", "czi"):
+        in_memory = False  # as CAREamist.predict: these are never loaded whole
     # The same conversion CAREamist.predict makes, through CAREamics' public config API.
     data_config = config.data_config.convert_mode(
         new_mode="predicting", new_patch_size=predict.pop("tile_size", None),
         overlap_size=predict.pop("tile_overlap", (48, 48)), new_batch_size=predict.pop("batch_size", None),
-        new_data_type=predict.pop("data_type", None), new_dataloader_params=loader,
+        new_data_type=data_type, new_dataloader_params=loader,
         new_axes=predict.pop("axes", None), new_target_axes=predict.pop("output_axes", None),
-        new_channels=predict.pop("channels", None), new_in_memory=predict.pop("in_memory", None))
+        new_channels=predict.pop("channels", None), new_in_memory=in_memory)
     if predict:
         raise SpecError(f"predict options not understood: {', '.join(sorted(predict))}")
     datamodule = CareamicsDataModule(
