@@ -15,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -300,6 +301,32 @@ def interleaved(tasks: list[Any], repeats: int) -> Iterator[tuple[int, Any]]:
         k = rep % len(tasks)
         for task in tasks[k:] + tasks[:k]:
             yield rep, task
+
+
+def run_repeats(tasks: list[Any], args: Any, name: str, run: Callable[[Any, Path], dict],
+                line: Callable[[int, Any, dict], str] | None = None,
+                announce_root: bool = False) -> list[dict]:
+    """Run every task ``args.repeats`` times, :func:`interleaved`, and return the results.
+
+    Each run is ``run(task, root)`` under one temporary root (``args.tmpdir``), deleted at
+    the end whatever happens; the page cache settles after each run (``args.settle``), the
+    result gets its ``"repeat"``, and ``line(repeat, task, result)`` is printed.
+    """
+    results: list[dict] = []
+    root = Path(tempfile.mkdtemp(prefix=f"ngff-bench-{name}-", dir=args.tmpdir))
+    if announce_root:
+        print(f"outputs under {root} (deleted after each run)", flush=True)
+    try:
+        for rep, task in interleaved(tasks, args.repeats):
+            r = run(task, root)
+            settle(args.settle)
+            r["repeat"] = rep
+            results.append(r)
+            if line is not None:
+                print(line(rep, task, r), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return results
 
 
 def settle(seconds: float) -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -47,12 +46,11 @@ from _common import (
     MB,
     Timer,
     current_rss,
-    interleaved,
     library_fingerprint,
     library_lines,
     peak_rss,
+    run_repeats,
     run_worker,
-    settle,
     zarr_codec,
 )
 from _common import median as _median
@@ -264,18 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"choose variants from {VARIANTS} and engines from {ENGINES}")
     tasks = [(e, v, n) for v in variants for n in samples for e in engines]
     print(f"{len(tasks)} runs x {args.repeats} repeats", flush=True)
-    results = []
-    root = Path(tempfile.mkdtemp(prefix="ngff-bench-careamics-", dir=args.tmpdir))
-    try:
-        for rep, (engine, variant, n) in interleaved(tasks, args.repeats):
-            r = run_one(engine, variant, n, root)
-            settle(args.settle)
-            r["repeat"] = rep
-            results.append(r)
-            print(f"  repeat {rep} {variant:<8} {engine:<16} S={n:<3} {r['write_s']:6.2f} s  "
-                  f"peak RSS {r['peak_rss_mb']:6.0f} MB (base {r['baseline_rss_mb']:.0f})", flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    results = run_repeats(
+        tasks, args, "careamics", lambda t, root: run_one(*t, root),
+        lambda rep, t, r: (f"  repeat {rep} {t[1]:<8} {t[0]:<16} S={t[2]:<3} {r['write_s']:6.2f} s  "
+                           f"peak RSS {r['peak_rss_mb']:6.0f} MB (base {r['baseline_rss_mb']:.0f})"))
     table = summarize(results)
     print_table(table, args.repeats)
     print()

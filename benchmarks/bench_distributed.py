@@ -63,7 +63,6 @@ import json
 import logging
 import os
 import resource
-import shutil
 import statistics
 import sys
 import tempfile
@@ -81,15 +80,14 @@ from _common import (  # noqa: E402  (after the path that finds it)
     Timer,
     arguments,
     current_rss,
-    interleaved,
     library_fingerprint,
     measure,
     paired,
     parse,
     peak_rss,
     report,
+    run_repeats,
     run_worker,
-    settle,
     summary_row,
     tensorstore_spec,
     zarr_codec,
@@ -571,23 +569,17 @@ def main(argv: list[str] | None = None) -> int:
     gb = args.samples * 4 * 32 * 512 * 512 / 2**30
     print(f"{len(tasks)} runs x {args.repeats} repeats; {gb:.2f} GiB per run (S={args.samples}); "
           f"stores: {', '.join(stores)}", flush=True)
-    results = []
-    root = Path(tempfile.mkdtemp(prefix="ngff-bench-distributed-", dir=args.tmpdir))
-    print(f"outputs under {root} (deleted after each run)", flush=True)
-    try:
-        for rep, (engine, store) in interleaved(tasks, args.repeats):
-            r = run_one(engine, store, args, root)
-            settle(args.settle)
-            r["repeat"] = rep
-            results.append(r)
-            extra = f"  store {r['store_mb_s']:6.1f} MB/s" if r.get("store_mb_s") else ""
-            others = f"  others {r['others_peak_mb']:5.0f} MB" if r.get("others_peak_mb") else ""
-            print(f"  repeat {rep} {store:<5} {engine:<15} {r['mb_s']:7.1f} MB/s  "
-                  f"{r['write_s']:6.1f} s{extra}"
-                  f"  peak RSS {r['peak_rss_mb']:5.0f} MB{others}  foreign {r['foreign_cpu_s']:4.1f} s"
-                  f"  ok={r['verified']}", flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    def line(rep: int, task: tuple[str, str], r: dict) -> str:
+        engine, store = task
+        extra = f"  store {r['store_mb_s']:6.1f} MB/s" if r.get("store_mb_s") else ""
+        others = f"  others {r['others_peak_mb']:5.0f} MB" if r.get("others_peak_mb") else ""
+        return (f"  repeat {rep} {store:<5} {engine:<15} {r['mb_s']:7.1f} MB/s  "
+                f"{r['write_s']:6.1f} s{extra}"
+                f"  peak RSS {r['peak_rss_mb']:5.0f} MB{others}  foreign {r['foreign_cpu_s']:4.1f} s"
+                f"  ok={r['verified']}")
+
+    results = run_repeats(tasks, args, "distributed", lambda t, root: run_one(*t, args, root), line,
+                          announce_root=True)
     table = summarize(results, engines, stores)
     report(args, results, table, lambda: print_table(table, args), verdict(table, results, args))
     return 0

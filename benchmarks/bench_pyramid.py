@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -46,14 +45,13 @@ from _common import (
     SAMPLE_SHAPE,
     Timer,
     arguments,
-    interleaved,
     measure,
     paired,
     parse,
     report,
     resident_source,
+    run_repeats,
     run_worker,
-    settle,
     summary_row,
     tensorstore_spec,
     zarr_codec,
@@ -299,19 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     n = args.samples
     print(f"{len(engines)} engines x {args.repeats} repeats; "
           f"{n * 4 * 32 * 512 * 512 / 2**30:.1f} GiB of level 0 per run", flush=True)
-    results = []
-    root = Path(tempfile.mkdtemp(prefix="ngff-bench-pyramid-", dir=args.tmpdir))
-    try:
-        for rep, engine in interleaved(engines, args.repeats):
-            r = run_one(engine, n, args, root)
-            settle(args.settle)
-            r["repeat"] = rep
-            results.append(r)
-            print(f"  repeat {rep} {engine:<18} {r['mb_s']:7.1f} MB/s  peak RSS "
-                  f"{r['peak_rss_mb']:6.0f} MB  {r['write_s']:.1f} s  "
-                  f"{'ok' if r['verified'] else 'NOT VERIFIED'}", flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    results = run_repeats(
+        engines, args, "pyramid", lambda e, root: run_one(e, n, args, root),
+        lambda rep, e, r: (f"  repeat {rep} {e:<18} {r['mb_s']:7.1f} MB/s  peak RSS "
+                           f"{r['peak_rss_mb']:6.0f} MB  {r['write_s']:.1f} s  "
+                           f"{'ok' if r['verified'] else 'NOT VERIFIED'}"))
     table = summarize(results, engines)
     report(args, results, table, lambda: print_table(table, args), verdict(results, engines))
     return 0

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -44,14 +43,13 @@ from _common import (
     SAMPLE_SHAPE,
     Timer,
     arguments,
-    interleaved,
     measure,
     paired,
     parse,
     report,
     resident_source,
+    run_repeats,
     run_worker,
-    settle,
     summary_row,
     tensorstore_spec,
     zarr_codec,
@@ -247,21 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     gb = n * 4 * 32 * 512 * 512 / 2**30
     print(f"{len(tasks)} runs x {args.repeats} repeats; {gb:.1f} GiB per run at S={n}",
           flush=True)
-    results = []
-    root = Path(tempfile.mkdtemp(prefix="ngff-bench-", dir=args.tmpdir))
-    try:
-        # Interleaved (A B C, A B C, ...) and rotated by one each repeat (A B C, B C A,
-        # ...) so that no engine always follows the same one (e.g. the 9 GB cache run).
-        for rep, (engine, s) in interleaved(tasks, args.repeats):
-            r = run_one(engine, s, args, root)
-            settle(args.settle)
-            r["repeat"] = rep
-            results.append(r)
-            print(f"  repeat {rep} {engine:<16} S={s:<4} {r['mb_s']:7.1f} MB/s  "
-                  f"peak RSS {r['peak_rss_mb']:6.0f} MB (base {r['baseline_rss_mb']:.0f})  "
-                  f"{r['write_s']:.1f} s", flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    # Interleaved (A B C, A B C, ...) and rotated by one each repeat (A B C, B C A, ...) so
+    # that no engine always follows the same one (e.g. the 9 GB cache run).
+    results = run_repeats(
+        tasks, args, "samples", lambda t, root: run_one(*t, args, root),
+        lambda rep, t, r: (f"  repeat {rep} {t[0]:<16} S={t[1]:<4} {r['mb_s']:7.1f} MB/s  "
+                           f"peak RSS {r['peak_rss_mb']:6.0f} MB (base {r['baseline_rss_mb']:.0f})  "
+                           f"{r['write_s']:.1f} s"))
     table = summarize(results, engines, n)
     report(args, results, table, lambda: print_table(table, args), verdict(table, results, n))
     return 0

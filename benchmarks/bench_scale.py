@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -64,15 +63,14 @@ from _common import (
     SAMPLE_SHAPE,
     Timer,
     arguments,
-    interleaved,
     measure,
     median,
     paired,
     parse,
     report,
     resident_source,
+    run_repeats,
     run_worker,
-    settle,
     summary_row,
     tensorstore_spec,
     zarr_codec,
@@ -711,18 +709,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(e in S3_ENGINES for e in engines):
         parts.append(f"S3 S={args.samples}")
     print(f"{len(tasks)} runs x {args.repeats} repeats: {'; '.join(parts)}", flush=True)
-    results = []
-    root = Path(tempfile.mkdtemp(prefix="ngff-bench-scale-", dir=args.tmpdir))
-    print(f"outputs under {root} (deleted after each run)", flush=True)
-    try:
-        for rep, (engine, size) in interleaved(tasks, args.repeats):
-            r = run_one(engine, size, args, root)
-            settle(args.settle)
-            r["repeat"] = rep
-            results.append(r)
-            print(progress_line(rep, r), flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    results = run_repeats(tasks, args, "scale", lambda t, root: run_one(*t, args, root),
+                          lambda rep, t, r: progress_line(rep, r), announce_root=True)
     table = summarize(results, engines)
     report(args, results, table, lambda: print_tables(table, args), verdict(table, results))
     if args.plot:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -55,15 +54,14 @@ from _common import (
     SAMPLE_SHAPE,
     Timer,
     arguments,
-    interleaved,
     measure,
     median,
     paired,
     parse,
     report,
     resident_source,
+    run_repeats,
     run_worker,
-    settle,
     summary_row,
     tensorstore_spec,
     zarr_codec,
@@ -390,21 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     gb = n * 4 * 32 * 512 * 512 / 2**30
     print(f"{len(engines)} runs x {args.repeats} repeats; {gb:.1f} GiB per run at S={n}",
           flush=True)
-    results = []
-    root = Path(tempfile.mkdtemp(prefix="ngff-bench-tiles-", dir=args.tmpdir))
-    try:
-        for rep, engine in interleaved(engines, args.repeats):
-            r = run_one(engine, args, root)
-            settle(args.settle)
-            r["repeat"] = rep
-            results.append(r)
-            buf = f"{r['max_buffered_mb']:6.0f}" if r["max_buffered_mb"] is not None else "     -"
-            print(f"  repeat {rep} {engine:<22} {r['mb_s']:7.1f} MB/s  "
-                  f"peak RSS {r['peak_rss_mb']:6.0f} MB (base {r['baseline_rss_mb']:.0f})  "
-                  f"max buf {buf} MB  {r['write_s']:.1f} s  "
-                  f"{'ok' if r['verified'] else 'MISMATCH'}", flush=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    def line(rep: int, engine: str, r: dict) -> str:
+        buf = f"{r['max_buffered_mb']:6.0f}" if r["max_buffered_mb"] is not None else "     -"
+        return (f"  repeat {rep} {engine:<22} {r['mb_s']:7.1f} MB/s  "
+                f"peak RSS {r['peak_rss_mb']:6.0f} MB (base {r['baseline_rss_mb']:.0f})  "
+                f"max buf {buf} MB  {r['write_s']:.1f} s  "
+                f"{'ok' if r['verified'] else 'MISMATCH'}")
+
+    results = run_repeats(engines, args, "tiles", lambda e, root: run_one(e, args, root), line)
     table = summarize(results, engines)
     tiles_per_sample = results[0]["tiles_per_sample"]
     report(args, results, table, lambda: print_table(table, args, tiles_per_sample), verdict(results))
