@@ -1,8 +1,9 @@
 """ngff-writer: stream model predictions into OME-Zarr, one sample or tile at a time.
 
 Open an output with :func:`open_output`, declare images with
-:meth:`Output.create_image`, write samples as they arrive with
-:meth:`Image.write_sample`; each image finalizes itself when its last block is stored.
+:meth:`Output.create_image` (segmentations with :meth:`Output.create_labels`, plates with
+:meth:`Output.create_plate`), write samples as they arrive with :meth:`Image.write_sample`;
+each image finalizes itself when its last block is stored.
 """
 
 from ._version import __version__
@@ -16,6 +17,7 @@ from .errors import (
     InvalidAxesError,
     InvalidChunksError,
     LossyCastError,
+    MetadataError,
     NgffWriterError,
     NotAnOutputError,
     OutputExistsError,
@@ -32,6 +34,7 @@ from .errors import (
     WriteError,
 )
 from .output import Image, Output, Progress, open_output
+from .plate import Plate, PlateProgress
 from .repair import repair_output
 from .spec import Blend, ImageSpec, Pyramid
 
@@ -48,12 +51,15 @@ __all__ = [
     "InvalidAxesError",
     "InvalidChunksError",
     "LossyCastError",
+    "MetadataError",
     "NgffWriterError",
     "NotAnOutputError",
     "Output",
     "OutputExistsError",
     "OutputNotFoundError",
     "OverlapError",
+    "Plate",
+    "PlateProgress",
     "Progress",
     "Pyramid",
     "ReadOnlyError",

@@ -29,6 +29,14 @@ What it does with each prediction
 
 Call :meth:`OmeZarrWriteStrategy.finalize` when prediction ends (CAREamics' callback has
 no such hook; :mod:`ngff_writer.lightning` adds one, DDP-safe).
+
+Under DDP (tested with CAREamics 0.3.5, two CPU ranks, gloo): ``strategy="ddp"`` works
+as is. ``strategy="ddp_spawn"`` pickles the model to its ranks, and CAREamics' N2V module
+holds a ``torch.Generator`` that torch cannot send with its default ``file_descriptor``
+sharing strategy (pytorch/pytorch#146828): the rank dies unpickling it and the launcher
+hangs. Call ``torch.multiprocessing.set_sharing_strategy("file_system")`` first. Under
+DDP, :attr:`OmeZarrWriteStrategy.written` lists what this process wrote (nothing in a
+``ddp_spawn`` launcher); :func:`predict_to_ome_zarr` reads the outputs from the store.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import ImageFinalizedError, OutputExistsError, SpecError, SpecMismatchError
+from .errors import ImageFinalizedError, NgffWriterError, OutputExistsError, SpecError, SpecMismatchError
 from .output import Image, Output, open_output
 
 __all__ = ["ImageRegionData", "OmeZarrWriteStrategy", "attach", "output_path", "predict_to_ome_zarr"]
@@ -111,6 +119,7 @@ class _Target:
     image: Image
     channels_in_data: bool  # the output has a c axis
     record: tuple[str, tuple[int, ...], tuple[int, ...]]  # axes, data_shape, original shape
+    store_path: Path  # the store it is in: its own, or the collection's
 
 
 _REQUIRED = ("data", "source", "data_shape", "axes", "original_data_shape", "region_spec")
@@ -167,6 +176,11 @@ class OmeZarrWriteStrategy:
         Lower-resolution levels, built while predictions stream in: ``"auto"`` (default:
         halve Y and X until a plane fits in one chunk), a number of levels, a mapping
         ``{"levels", "factors", "method"}``, or None. As in ``create_image``.
+    collection
+        Write every image of a run into one store, ``dirpath/<collection>`` (e.g.
+        ``"predictions.ome.zarr"``), as series numbered by ``data_idx`` and titled by their
+        source (:meth:`ngff_writer.Output.create_series`: the bioformats2raw layout napari
+        opens as a whole), instead of one store per source.
     """
 
     def __init__(
@@ -184,6 +198,7 @@ class OmeZarrWriteStrategy:
         overwrite: bool = False,
         max_buffer_bytes: int = 1 << 30,
         pyramid: Any = "auto",
+        collection: str | None = None,
     ) -> None:
         if tile_mode not in ("crop", "blend"):
             raise SpecError(f"tile_mode must be 'crop' or 'blend', got {tile_mode!r}")
@@ -201,6 +216,11 @@ class OmeZarrWriteStrategy:
         self.overwrite = overwrite
         self.max_buffer_bytes = max_buffer_bytes
         self.pyramid = pyramid
+        if collection is not None and (not isinstance(collection, str) or not collection
+                                       or "/" in collection.strip("/")):
+            raise SpecError(f"collection must be a directory name such as 'predictions.ome.zarr', "
+                            f"got {collection!r}")
+        self.collection = collection
         self._source_base: Path | None = None
         # Images finalized after this moment were completed in this run (by another rank):
         # predictions for them are duplicates, e.g. a distributed sampler's padding.
@@ -235,9 +255,8 @@ class OmeZarrWriteStrategy:
         ``overwrite=True`` (then they are replaced). Outputs left open by a run that was
         not finalized are flushed and closed first (their progress is kept).
         """
-        for target in self._targets.values():
-            if not target.output.closed:
-                target.output.close()
+        for output in {id(t.output): t.output for t in self._targets.values()}.values():
+            output.close()  # idempotent; a collection's images share one output
         self._end_run()
 
     def _end_run(self) -> None:
@@ -274,7 +293,9 @@ class OmeZarrWriteStrategy:
             target.image.flush()
             if not target.image.finalize():
                 incomplete.append(str(path))
-            target.output.close()
+        # Closed once every image is finalized: a collection's images share one output.
+        for output in {id(t.output): t.output for t in self._targets.values()}.values():
+            output.close()
         self._end_run()
         if incomplete:
             warnings.warn(
@@ -318,6 +339,10 @@ class OmeZarrWriteStrategy:
 
     def _target(self, dirpath: Path, pred: Any, data: np.ndarray, data_idx: int) -> _Target:
         path = output_path(dirpath, pred.source, data_idx, self._source_base)
+        title = None
+        if self.collection is not None:  # one store; the image is its series data_idx
+            title = path.name.removesuffix(".ome.zarr")
+            path = dirpath / self.collection / str(data_idx)
         owner = (str(pred.source), data_idx)
         target = self._targets.get(path)
         record = (str(pred.axes).upper(), tuple(int(v) for v in pred.data_shape),
@@ -365,35 +390,46 @@ class OmeZarrWriteStrategy:
             blend = {"tile_size": tile, "overlap": overlap, "ramp": self.blend_ramp}
         dtype = np.dtype(self.dtype) if self.dtype is not None else data.dtype
 
-        if path not in self._cleared and path.exists():
+        # The store to clear or open: the image's own, or the collection holding it.
+        store_path = path.parent if self.collection is not None else path
+        if store_path not in self._cleared and store_path.exists():
             if self.overwrite:
-                shutil.rmtree(path)
+                shutil.rmtree(store_path)
             elif path in self._earlier:
                 raise OutputExistsError(
                     f"{path} holds this strategy's prediction from an earlier run; pass "
                     "overwrite=True to replace it, or another dirpath"
                 )
-        self._cleared.add(path)
-        output = open_output(path, mode="a", ngff_version=self.ngff_version,
-                             max_buffer_bytes=self.max_buffer_bytes)
+        self._cleared.add(store_path)
+        output = next((t.output for t in self._targets.values()
+                       if t.store_path == store_path and not t.output.closed), None)
+        shared = output is not None
+        if output is None:
+            output = open_output(store_path, mode="a", ngff_version=self.ngff_version,
+                                 max_buffer_bytes=self.max_buffer_bytes)
+        options = {"sample_axes": "".join(a for a in "st" if a in declared) or None,
+                   "chunks": self.chunks, "compressor": self.compressor, "scale": self.scale,
+                   "units": self.units, "cast": "same_kind", "blend": blend, "pyramid": self.pyramid,
+                   "exist_ok": True}
+        shape = tuple(sizes[a] for a in declared)
         try:
-            image = output.create_image(
-                _IMAGE, tuple(sizes[a] for a in declared), declared, dtype,
-                sample_axes="".join(a for a in "st" if a in declared) or None,
-                chunks=self.chunks, compressor=self.compressor, scale=self.scale, units=self.units,
-                cast="same_kind", blend=blend, pyramid=self.pyramid, exist_ok=True,
-            )
+            if self.collection is not None:
+                image = output.create_series(data_idx, shape, declared, dtype, title=title, **options)
+            else:
+                image = output.create_image(_IMAGE, shape, declared, dtype, **options)
         except Exception:
-            output.close()
+            if not shared:
+                output.close()
             raise
         progress = image.progress()
         if progress.complete and (progress.finalized_at or "") < self._started:
-            output.close()
+            if not shared:
+                output.close()
             raise OutputExistsError(
                 f"{path} is a complete prediction from an earlier run; pass overwrite=True or "
                 "another dirpath"
             )
-        target = _Target(output, image, keep_c, record)
+        target = _Target(output, image, keep_c, record, store_path)
         self._targets[path] = target
         self._owners[path] = owner
         return target
@@ -473,7 +509,9 @@ def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
     Returns
     -------
     list of Path
-        The images written, sorted. The CAREamist's writer is left as it was.
+        The images written, sorted: those finalized during this call and those left in
+        progress, read from ``dirpath`` (so complete under DDP, whichever rank wrote them).
+        The CAREamist's writer is left as it was.
     """
     from careamics.lightning.data import CareamicsDataModule
     from careamics.models import get_model_constraints
@@ -503,10 +541,28 @@ def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
     saved = (writer.write_strategy, getattr(writer, "dirpath", None), writer.is_enabled,
              list(careamist.trainer.callbacks))
     strategy = attach(careamist, dirpath, **options)
+    started = datetime.now(UTC).isoformat(timespec="microseconds")
     try:
         careamist.trainer.predict(model=careamist.model, datamodule=datamodule,
                                   ckpt_path=checkpoint, return_predictions=False)
     finally:
         writer.write_strategy, writer.dirpath, _, careamist.trainer.callbacks[:] = saved
         writer.enable_writing(saved[2])
-    return strategy.written
+    return sorted(set(strategy.written) | _written_since(Path(dirpath), started))
+
+
+def _written_since(dirpath: Path, started: str) -> set[Path]:
+    """Outputs under ``dirpath`` finalized since ``started`` or still in progress, read from the store.
+
+    Under DDP the ranks write and the launching process (``ddp_spawn``) or rank 0
+    (``ddp``) saw only part of it, or nothing: the store knows all of it.
+    """
+    if not dirpath.exists():
+        return set()
+    try:
+        output = open_output(dirpath, mode="r")
+    except NgffWriterError:
+        return set()
+    with output:
+        return {(dirpath / p.name).resolve() for p in output.status()
+                if not p.complete or (p.finalized_at or "") >= started}

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .image import Progress
 from .output import Output, open_output
+from .plate import PlateProgress, plates_among
 from .repair import repair_output
 from .storage import open_store
 from .validate import validate_image
@@ -186,6 +187,15 @@ def _progress_rows(target: Target) -> list[tuple[Found, Progress | str]]:
     return rows
 
 
+def _plate_rows(target: Target, rows: list[tuple[Found, Progress | str]]) -> list[PlateProgress]:
+    """Plates whose fields are among the images found, their progress from those rows."""
+    if target.output is None:
+        return []
+    done = {f.path: isinstance(r, Progress) and r.complete for f, r in rows}
+    return [target.output.plate(name).layout.progress(done)
+            for name in plates_among(target.store, [f.path for f in target.found if f.ngff_writer])]
+
+
 @cli.command(epilog="""\b
 Examples:
   ngff-writer status predictions/                  # every image below, CAREamics layout too
@@ -205,23 +215,38 @@ def status(path: str, options: dict | None, as_json: bool, watch: bool, interval
         return
     with opened(path, options) as target:
         rows = _progress_rows(target)
+        plates = _plate_rows(target, rows)
     failed = any(isinstance(r, str) and f.ngff_writer for f, r in rows)
     if as_json:
         entries = [dict(r.to_json(), path=target.shown(f)) if isinstance(r, Progress)
                    else {"path": target.shown(f), "error" if f.ngff_writer else "note": r}
                    for f, r in rows]
-        click.echo(json.dumps({"images": entries}, indent=2))
+        report: dict[str, Any] = {"images": entries}
+        if plates:
+            report["plates"] = [dict(p.to_json(), path=target.shown(p.name)) for p in plates]
+        click.echo(json.dumps(report, indent=2))
     else:
         from rich.table import Table
 
-        table = Table("image", "samples", "blocks", "levels", "status")
+        titled = any(isinstance(r, Progress) and r.title for _, r in rows)
+        table = Table("image", *(["title"] if titled else []), "samples", "blocks", "levels", "status")
         for f, r in rows:
+            title = [r.title or "" if isinstance(r, Progress) else ""] if titled else []
             if isinstance(r, str):
-                table.add_row(target.shown(f), "", "", "", f"[red]{r}[/red]" if f.ngff_writer else r)
+                table.add_row(target.shown(f), *title, "", "", "",
+                              f"[red]{r}[/red]" if f.ngff_writer else r)
             else:
-                table.add_row(target.shown(f), f"{r.done}/{r.total}", f"{r.blocks_done}/{r.blocks_total}",
-                              str(r.levels), "complete" if r.complete else "in progress")
+                table.add_row(target.shown(f), *title, f"{r.done}/{r.total}",
+                              f"{r.blocks_done}/{r.blocks_total}", str(r.levels),
+                              "complete" if r.complete else "in progress")
         _console().print(table)
+        if plates:
+            plate_table = Table("plate", "wells", "fields", "status")
+            for p in plates:
+                plate_table.add_row(target.shown(p.name), f"{p.wells_done}/{p.wells_total}",
+                                    f"{p.fields_done}/{p.fields_total}",
+                                    "complete" if p.complete else "in progress")
+            _console().print(plate_table)
         if failed:
             click.echo("Some images cannot be read; `ngff-writer repair` fixes what it can.", err=True)
     if failed:

@@ -75,7 +75,8 @@ def _kind(store: Store, path: str) -> Kind:
 def scan(store: Store) -> list[Found]:
     """Every image under the store's root, ours and other tools', sorted by path.
 
-    Hidden entries (``.name``), arrays and the inside of images are not visited.
+    Hidden entries (``.name``), arrays and the inside of images (but for their
+    ``labels/`` group) are not visited.
     """
     found: list[Found] = []
 
@@ -83,6 +84,12 @@ def scan(store: Store) -> list[Found]:
         kind = _kind(store, path)
         if kind in ("image", "foreign"):
             found.append(Found(path, kind == "image"))
+            # An image's label images are images too (status, finalize, validate see them).
+            labels = f"{path}/labels" if path else "labels"
+            if "labels" in list_dir(store, path):
+                for child in sorted(list_dir(store, labels)):
+                    if not child.startswith(".") and child not in ("zarr.json", ".zattrs", ".zgroup"):
+                        walk(f"{labels}/{child}")
             return
         if kind == "array":
             return

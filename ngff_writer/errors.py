@@ -14,7 +14,8 @@ would reach for, so ``except ValueError`` keeps working::
     │   ├── InvalidAxesError
     │   ├── InvalidChunksError
     │   ├── UnsupportedDtypeError (TypeError)
-    │   └── SpecMismatchError                       resuming with different settings
+    │   ├── SpecMismatchError                       resuming with different settings
+    │   └── MetadataError                           metadata ome-zarr-models rejects
     ├── UnknownImageError (KeyError)
     ├── DuplicateImageError (FileExistsError)
     ├── WriteError (ValueError)                     a write that was refused; nothing was stored
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidAxesError",
     "InvalidChunksError",
     "LossyCastError",
+    "MetadataError",
     "NgffWriterError",
     "NotAnOutputError",
     "OutputExistsError",
@@ -121,6 +123,10 @@ class UnsupportedDtypeError(SpecError, TypeError):
 
 class SpecMismatchError(SpecError):
     """An image exists in the store with settings other than the ones given."""
+
+
+class MetadataError(SpecError):
+    """NGFF metadata that ome-zarr-models rejects; checked before it is written."""
 
 
 class UnknownImageError(NgffWriterError, KeyError):

@@ -80,6 +80,8 @@ class Progress:
         When the image became final (ISO 8601, UTC), or None.
     levels
         Resolution levels: 1 + the pyramid levels.
+    title
+        The image's title (a collection's source name), or None.
     """
 
     name: str
@@ -91,11 +93,13 @@ class Progress:
     blocks_total: int
     finalized_at: str | None = None
     levels: int = 1
+    title: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The entry ``ngff-writer status --json`` prints for this image."""
-        return {"path": self.name, "complete": self.complete, "done": self.done,
-                "total": self.total, "levels": self.levels}
+        entry = {"path": self.name, "complete": self.complete, "done": self.done,
+                 "total": self.total, "levels": self.levels}
+        return {**entry, "title": self.title} if self.title else entry
 
 
 class Image:
@@ -375,6 +379,7 @@ class Image:
             blocks_total=int(covered.size),
             finalized_at=block.get("finalized_at") if block else None,
             levels=self.n_levels,
+            title=self.spec.title,
         )
 
     def pending_samples(self) -> list[int]:

@@ -1,20 +1,30 @@
-"""OME-NGFF 0.4 / 0.5 image metadata as plain JSON, built from a spec (pure, no I/O).
+"""OME-NGFF 0.4 / 0.5 metadata as plain JSON: images, labels, plates, wells (no I/O).
 
 The only place that knows NGFF's JSON layout, so following NGFF 0.6 later means
-changing this module alone.
+changing this module alone. Every document is built here as JSON and then checked by
+ome-zarr-models (:func:`checked`), the community's pydantic models of the specification,
+before it is written: building it through those models instead would tie our stored
+bytes to their serialiser's choices of defaults and aliases, which change between their
+releases, while a check only rejects what the specification rejects.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from ._version import __version__
 from .bookkeeping import FORMAT
+from .errors import MetadataError
 from .spec import AXIS_TYPES, ImageSpec
 from .stats import Window, default_window
 
-__all__ = ["STATUS_COMPLETE", "STATUS_IN_PROGRESS", "image_attributes", "read_writer_attrs"]
+__all__ = [
+    "STATUS_COMPLETE", "STATUS_IN_PROGRESS", "checked", "image_attributes", "labels_attributes",
+    "plate_attributes", "read_writer_attrs", "well_attributes",
+]
 
 Status = Literal["in_progress", "complete"]
 STATUS_IN_PROGRESS: Status = "in_progress"
@@ -36,7 +46,7 @@ def _axes(spec: ImageSpec) -> list[dict[str, str]]:
 
 def _multiscale(spec: ImageSpec) -> dict[str, Any]:
     ms: dict[str, Any] = {
-        "name": spec.name.rsplit("/", 1)[-1] or "image",
+        "name": spec.title or spec.name.rsplit("/", 1)[-1] or "image",
         "axes": _axes(spec),
         "datasets": [
             {"path": level.path,
@@ -78,6 +88,29 @@ def _omero(spec: ImageSpec, windows: Sequence[Window]) -> dict[str, Any]:
     return omero
 
 
+def _image_label(spec: ImageSpec) -> dict[str, Any]:
+    label = spec.label
+    assert label is not None
+    out: dict[str, Any] = {}
+    if label.colors:
+        out["colors"] = [{"label-value": v, "rgba": list(c)} for v, c in label.colors]
+    if label.properties:
+        out["properties"] = [{"label-value": v, **p} for v, p in label.properties]
+    if label.source is not None:
+        out["source"] = {"image": label.source}
+    if spec.ngff_version == "0.4":
+        out["version"] = "0.4"
+    return out
+
+
+def _wrap(version: str, ome: dict[str, Any], kind: str, extra: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
+    """Place ``ome`` where the version keeps it, checked; ``extra`` beside it (our own block)."""
+    attributes = {"ome": {"version": "0.5", **ome}} if version == "0.5" else dict(ome)
+    checked(attributes, kind, version)
+    return {**attributes, **(extra or {})}
+
+
 def image_attributes(
     spec: ImageSpec, status: Status, windows: Sequence[Window] | None = None,
     finalized_at: str | None = None,
@@ -95,15 +128,105 @@ def image_attributes(
     finalized_at
         When the image became final (ISO 8601, UTC).
     """
-    if windows is None:
-        windows = [default_window(spec.np_dtype)] * spec.n_channels
-    ome = {"multiscales": [_multiscale(spec)], "omero": _omero(spec, windows)}
+    ome: dict[str, Any] = {"multiscales": [_multiscale(spec)]}
+    if spec.label is not None:
+        # Labels carry colors per value, not contrast windows (viewers color them by value).
+        ome["image-label"] = _image_label(spec)
+    else:
+        if windows is None:
+            windows = [default_window(spec.np_dtype)] * spec.n_channels
+        ome["omero"] = _omero(spec, windows)
     writer = {"status": status, "format": FORMAT, "spec": spec.to_json(), "version": __version__}
     if finalized_at is not None:
         writer["finalized_at"] = finalized_at
-    if spec.ngff_version == "0.5":
-        return {"ome": {"version": "0.5", **ome}, WRITER_KEY: writer}
-    return {**ome, WRITER_KEY: writer}
+    return _wrap(spec.ngff_version, ome, "label" if spec.label else "image", {WRITER_KEY: writer})
+
+
+def labels_attributes(names: Sequence[str], version: str) -> dict[str, Any]:
+    """Attributes of an image's ``labels`` group: the label images it holds."""
+    return _wrap(version, {"labels": sorted(names)}, "labels")
+
+
+def plate_attributes(name: str, rows: Sequence[str], columns: Sequence[str],
+                     wells: Sequence[tuple[str, str]], fields: int,
+                     acquisitions: Sequence[dict[str, Any]], version: str) -> dict[str, Any]:
+    """Attributes of a plate group; ``wells`` are ``(row, column)`` names."""
+    plate: dict[str, Any] = {
+        "name": name,
+        "rows": [{"name": r} for r in rows],
+        "columns": [{"name": c} for c in columns],
+        "wells": [{"path": f"{r}/{c}", "rowIndex": rows.index(r), "columnIndex": columns.index(c)}
+                  for r, c in wells],
+        "field_count": fields,
+    }
+    if acquisitions:
+        plate["acquisitions"] = list(acquisitions)
+    if version == "0.4":
+        plate["version"] = "0.4"
+    return _wrap(version, {"plate": plate}, "plate")
+
+
+def well_attributes(fields: Sequence[str], acquisition: Sequence[int | None], version: str
+                    ) -> dict[str, Any]:
+    """Attributes of a well group: its field images, with their acquisition when known."""
+    images = [{"path": f, **({"acquisition": a} if a is not None else {})}
+              for f, a in zip(fields, acquisition, strict=True)]
+    well: dict[str, Any] = {"images": images}
+    if version == "0.4":
+        well["version"] = "0.4"
+    return _wrap(version, {"well": well}, "well")
+
+
+def checked(attributes: dict[str, Any], kind: str, version: str) -> dict[str, Any]:
+    """Check a group's attributes with ome-zarr-models; return them unchanged.
+
+    Parameters
+    ----------
+    attributes
+        The group's attributes (with the ``"ome"`` key for 0.5).
+    kind
+        ``"image"``, ``"label"``, ``"labels"``, ``"plate"``, ``"well"`` or ``"collection"``
+        (a bioformats2raw root).
+    version
+        ``"0.4"`` or ``"0.5"``.
+
+    Raises
+    ------
+    MetadataError
+        ome-zarr-models rejects them: a bug of ours, reported before anything is written.
+    """
+    import pydantic  # with ome-zarr-models: imported on first use, half a second
+
+    model = _models(version)[kind]
+    document = attributes["ome"] if version == "0.5" else attributes
+    try:
+        with warnings.catch_warnings():
+            # ome-zarr-models warns that a 0.5 plate has no "version" of its own: NGFF 0.5
+            # keeps the version in "ome" only, which is where we write it.
+            warnings.filterwarnings("ignore", message=".*'version' field not specified")
+            model.model_validate(document)
+    except pydantic.ValidationError as exc:
+        raise MetadataError(f"the {kind} metadata ngff-writer built is not valid NGFF {version}: "
+                            f"{exc}") from exc
+    return attributes
+
+
+@functools.cache
+def _models(version: str) -> dict[str, Any]:
+    if version == "0.5":
+        from ome_zarr_models.v05 import bioformats2raw, hcs, image, image_label, labels, well
+    else:
+        from ome_zarr_models.v04 import (  # type: ignore[no-redef]
+            bioformats2raw,
+            hcs,
+            image,
+            image_label,
+            labels,
+            well,
+        )
+    return {"image": image.ImageAttrs, "label": image_label.ImageLabelAttrs,
+            "labels": labels.LabelsAttrs, "plate": hcs.HCSAttrs, "well": well.WellAttrs,
+            "collection": bioformats2raw.BioFormats2RawAttrs}
 
 
 def read_writer_attrs(attributes: dict[str, Any]) -> dict[str, Any] | None:

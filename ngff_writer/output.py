@@ -24,6 +24,7 @@ from zarr.abc.store import Store
 from ._version import __version__
 from .allocate import allocate_image, declare, spec_of
 from .bookkeeping import GROUP, check_format
+from .collection import mark_collection, register_series
 from .discover import find_images
 from .engine import Engine
 from .errors import (
@@ -39,14 +40,18 @@ from .errors import (
     UnknownImageError,
 )
 from .image import Image, Progress
+from .labels import LABELS_GROUP, label_declaration, register_label
 from .ngff import STATUS_COMPLETE, WRITER_KEY, read_writer_attrs
-from .spec import Blend, ImageSpec, Pyramid, parse_image_spec, parse_name
+from .plate import Plate, declare_plate, parse_plate, read_plate
+from .spec import Blend, ImageSpec, Label, Pyramid, parse_image_spec, parse_label, parse_name
 from .storage import (
     Mode,
     StoreLike,
     clear,
     describe,
     is_empty,
+    is_temporary,
+    join,
     list_dir,
     node_attributes,
     open_store,
@@ -169,6 +174,7 @@ class Output:
         window_percentiles: tuple[float, float] = (0.5, 99.5),
         blend: Blend | Mapping[str, Any] | None = None,
         pyramid: Pyramid | Mapping[str, Any] | int | str | None = "auto",
+        title: str | None = None,
         exist_ok: bool = False,
     ) -> Image:
         """Declare an image: allocate its arrays and write in-progress OME metadata.
@@ -222,6 +228,9 @@ class Output:
             a number of levels, ``{"levels": 3, "factors": {"z": 2, "y": 2, "x": 2},
             "method": "mean" | "nearest"}``, a :class:`Pyramid`, or None for level 0 only.
             Explicit levels need chunks that are multiples of the factors along reduced axes.
+        title
+            The image's name for viewers (NGFF multiscales ``name``; a layer's name in
+            napari); default: the last segment of ``name``.
         exist_ok
             If the image exists with the same settings, return it (resume) instead of raising.
 
@@ -240,8 +249,226 @@ class Output:
             compressor=compressor, fill_value=fill_value, scale=scale, units=units,
             channel_names=channel_names, channel_colors=channel_colors,
             ngff_version=ngff_version or self.ngff_version, cast=cast,
-            window_percentiles=window_percentiles, blend=blend, pyramid=pyramid,
+            window_percentiles=window_percentiles, blend=blend, pyramid=pyramid, title=title,
         )
+        return self._declare(spec, exist_ok)
+
+    def create_labels(
+        self,
+        image: str | Image | None,
+        name: str,
+        dtype: Any = "uint32",
+        *,
+        colors: Mapping[int, Any] | None = None,
+        properties: Mapping[int, Mapping[str, Any]] | None = None,
+        pyramid_method: str = "mode",
+        shape: Sequence[int] | None = None,
+        axes: str | None = None,
+        compressor: Any = "default",
+        cast: str = "safe",
+        exist_ok: bool = False,
+        **image_options: Any,
+    ) -> Image:
+        """Declare a label image (a segmentation), beside an image or on its own.
+
+        With an ``image``, the label lives at ``<image>/labels/<name>``, on the image's
+        grid: its axes but the channel, its chunks, scale and pyramid levels; the image's
+        ``labels`` list names it (also when several writers add labels at once). Without
+        one, pass ``shape``, ``axes`` and any option of :meth:`create_image` and the label
+        image is declared at ``name``. Either way it is written like an image, sample by
+        sample or tile by tile (crop mode) and finalizes itself once complete.
+
+        Parameters
+        ----------
+        image
+            The image the labels segment (its name or handle), or None for a standalone
+            label image.
+        name
+            The label's name under ``labels/`` (one path segment), or its full path
+            when standalone.
+        dtype
+            An integer type (``uint8`` ... ``int64``).
+        colors
+            Label value -> color (``"FF0000"``, ``"FF000080"`` or 3-4 ints 0-255).
+        properties
+            Label value -> a JSON mapping shown with that label (``{"class": "nucleus"}``).
+        pyramid_method
+            ``"mode"`` (most frequent value of each block; default) or ``"nearest"``
+            (first pixel, cheaper). Never a mean: it would invent labels.
+        shape, axes, **image_options
+            Standalone labels only: as :meth:`create_image` takes them.
+        compressor, cast, exist_ok
+            As for :meth:`create_image`.
+
+        Raises
+        ------
+        UnsupportedDtypeError
+            ``dtype`` is not an integer type.
+        SpecError
+            Bad colors or properties, ``blend`` asked for, a mean pyramid, or the
+            geometry options given with an ``image``.
+        UnknownImageError
+            No image of that name.
+        DuplicateImageError, SpecMismatchError
+            As for :meth:`create_image`.
+        """
+        self._check_writable()
+        if image is None:
+            label = parse_label(colors, properties, source=None)
+            if shape is None or axes is None:
+                raise SpecError("a standalone label image needs shape and axes")
+            pyramid = image_options.pop("pyramid", "auto")
+            if isinstance(pyramid, (int, str)) and not isinstance(pyramid, bool):
+                pyramid = {"levels": pyramid, "method": pyramid_method}
+            elif isinstance(pyramid, Mapping):
+                pyramid = {"method": pyramid_method, **pyramid}
+            spec = self._parse_label_spec(label, name, shape, axes, dtype, compressor, cast,
+                                          pyramid=pyramid, **image_options)
+            return self._declare(spec, exist_ok)
+        if shape is not None or axes is not None or image_options:
+            raise SpecError("labels of an image take its grid: shape, axes, chunks, scale and "
+                            f"pyramid levels cannot be given (got {sorted(image_options)})")
+        parent = image if isinstance(image, Image) else self.image(image)
+        if parent.spec.label is not None:
+            raise SpecError(f"{parent.name!r} is a label image; labels belong to an image")
+        if not isinstance(name, str) or "/" in name.strip("/") or not name.strip("/"):
+            raise SpecError(f"label name {name!r}: one path segment such as 'nuclei'")
+        declaration = label_declaration(parent.spec, join(parent.name, LABELS_GROUP, name.strip("/")))
+        if declaration["pyramid"] is not None:
+            declaration["pyramid"]["method"] = pyramid_method
+        label = parse_label(colors, properties)
+        spec = self._parse_label_spec(label, dtype=dtype, compressor=compressor, cast=cast,
+                                      **declaration)
+        created = self._declare(spec, exist_ok)
+        register_label(self.store, parent.name, parent.spec.ngff_version)
+        return created
+
+    def create_series(
+        self,
+        index: int,
+        shape: Sequence[int],
+        axes: str,
+        dtype: Any = "float32",
+        *,
+        title: str | None = None,
+        exist_ok: bool = False,
+        **image_options: Any,
+    ) -> Image:
+        """Declare image ``index`` of a collection: many images in this one store.
+
+        The output root takes the bioformats2raw layout (see :mod:`ngff_writer.collection`):
+        series ``0``, ``1``, ... are images, listed with their titles and sizes in
+        ``OME/METADATA.ome.xml``, which napari opens as one collection. Series may be
+        declared in any order by any number of writers; number them from 0 without gaps
+        (readers stop at the first missing index).
+
+        Parameters
+        ----------
+        index
+            The series number (e.g. CAREamics' ``data_idx``); the image's path is ``str(index)``.
+        shape, axes, dtype, **image_options
+            As :meth:`create_image` takes them.
+        title
+            The series' name in viewers and in the OME-XML (e.g. its source file).
+        exist_ok
+            As for :meth:`create_image`.
+        """
+        self._check_writable()
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise SpecError(f"series index must be an int >= 0, got {index!r}")
+        version = image_options.pop("ngff_version", None) or self.ngff_version
+        root = node_attributes(self.store, "")
+        if root is not None and root[0] != (3 if version == "0.5" else 2):
+            raise SpecError(f"a collection's series share the root's NGFF version; the root is "
+                            f"zarr format {root[0]}, got ngff_version {version!r}")
+        if self._read_image("") is not None:
+            raise DuplicateImageError("the output root is an image; it cannot hold a collection")
+        image = self.create_image(str(index), shape, axes, dtype, title=title, ngff_version=version,
+                                  exist_ok=exist_ok, **image_options)
+        mark_collection(self.store, version)
+        register_series(self.store, version)
+        return image
+
+    def create_plate(
+        self,
+        name: str,
+        rows: int | Sequence[str],
+        columns: int | Sequence[str],
+        shape: Sequence[int],
+        axes: str,
+        dtype: Any = "float32",
+        *,
+        wells: Sequence[tuple[str, str]] | None = None,
+        fields: int = 1,
+        acquisitions: int | Sequence[Mapping[str, Any]] | None = None,
+        exist_ok: bool = False,
+        **image_options: Any,
+    ) -> Plate:
+        """Declare an HCS plate: every field of every well an image, all declared at once.
+
+        Each field is an ordinary image at ``<name>/<row>/<column>/<field>`` (get it with
+        :meth:`Plate.field`, write its samples or tiles as usual; any process can). The
+        plate is complete when all its fields are (:meth:`Plate.progress`).
+
+        Parameters
+        ----------
+        name
+            The plate's path in the output.
+        rows, columns
+            A count (rows named ``A, B, ...``, columns ``1, 2, ...``) or the names.
+        shape, axes, dtype, **image_options
+            One field's image, as :meth:`create_image` takes it.
+        wells
+            ``(row, column)`` pairs that hold fields; default: every row and column.
+        fields
+            Field images per well.
+        acquisitions
+            A count or NGFF acquisition entries (``{"id": 0, "name": "day 1"}``); fields
+            cycle through them (field ``i`` belongs to acquisition ``i % len``).
+        exist_ok
+            Return the plate when it exists with the same settings (resume, or several
+            writers declaring it at once).
+
+        Raises
+        ------
+        SpecError
+            Bad rows, columns, wells, fields or acquisitions, or a bad field declaration.
+        DuplicateImageError
+            The plate exists and ``exist_ok`` is False, or something else is at ``name``.
+        SpecMismatchError
+            It exists with other settings.
+        """
+        self._check_writable()
+        layout = parse_plate(parse_name(name), rows, columns, wells, fields, acquisitions)
+        if not layout.name:
+            raise SpecError("a plate needs a name (it cannot be the output root)")
+        version = image_options.get("ngff_version") or self.ngff_version
+        image_options["ngff_version"] = version
+        specs = {path: parse_image_spec(path, shape, axes, dtype, **image_options)
+                 for path in layout.field_paths()}
+        existing = read_plate(self.store, layout.name)
+        if existing is not None and not exist_ok:
+            raise DuplicateImageError(f"plate {layout.name!r} already exists in {describe(self.store)}; "
+                                      "pass exist_ok=True to resume it")
+        declare_plate(self.store, layout, version, lambda path: self._declare(specs[path], exist_ok=True))
+        return Plate(self, layout)
+
+    def plate(self, name: str) -> Plate:
+        """The plate ``name`` (declared by this or any other process)."""
+        self._check_open()
+        layout = read_plate(self.store, parse_name(name))
+        if layout is None:
+            raise UnknownImageError(f"no plate {name!r} in {describe(self.store)}")
+        return Plate(self, layout)
+
+    def _parse_label_spec(self, label: Label, name: str, shape: Sequence[int], axes: str,
+                          dtype: Any, compressor: Any, cast: str, **options: Any) -> ImageSpec:
+        options.setdefault("ngff_version", self.ngff_version)
+        return parse_image_spec(name, shape, axes, dtype, compressor=compressor, cast=cast,
+                                label=label, **options)
+
+    def _declare(self, spec: ImageSpec, exist_ok: bool) -> Image:
+        """Declare ``spec`` (or return it when it exists and ``exist_ok``): see create_image."""
         existing = self._read_image(spec.name)
         if existing is not None:
             if not exist_ok:
@@ -284,18 +511,29 @@ class Output:
         node = node_attributes(self.store, spec.name)
         if node is not None and not self._being_declared(spec, node[1]):
             raise DuplicateImageError(f"{spec.name!r} is already a group that is not an image")
-        if any(self._read_image("/".join(spec.name.split("/")[:k])) is not None
-               for k in range(1, spec.name.count("/") + 1)):
+        parts = spec.name.split("/")
+        # The one place an image may hold another: its labels, at <image>/labels/<name>.
+        labels_of = "/".join(parts[:-2]) if len(parts) >= 2 and parts[-2] == LABELS_GROUP else None
+        if labels_of is not None and spec.label is None:
+            raise DuplicateImageError(f"{spec.name!r}: only label images go in an image's "
+                                      f"{LABELS_GROUP!r} group (use create_labels)")
+        if any(self._read_image("/".join(parts[:k])) is not None
+               for k in range(1, len(parts)) if "/".join(parts[:k]) != labels_of):
             raise DuplicateImageError(f"{spec.name!r} would be inside another image")
-        if self._read_image("") is not None:
+        if self._read_image("") is not None and labels_of != "":
             raise DuplicateImageError(f"the output root is an image; {spec.name!r} cannot go inside it")
 
     def _being_declared(self, spec: ImageSpec, attributes: dict[str, Any]) -> bool:
         if attributes and read_writer_attrs(attributes) is None:
             return False
         ours = {level.path for level in spec.levels} | {GROUP}
-        children = set(list_dir(self.store, spec.name)) - {"zarr.json", ".zgroup", ".zattrs"}
-        return children <= ours
+        # A writer declaring it right now may be renaming a temporary file into place.
+        children = {c for c in list_dir(self.store, spec.name) if not is_temporary(c)}
+        children -= {"zarr.json", ".zgroup", ".zattrs"}
+        if not children <= ours:
+            raise DuplicateImageError(f"{spec.name!r} is already a group that is not an image "
+                                      f"(it holds {sorted(children - ours)})")
+        return True
 
     # ---- find ----------------------------------------------------------------------
     def _read_image(self, name: str) -> Image | None:
@@ -375,7 +613,7 @@ def open_output(
     root: StoreLike,
     mode: Mode = "w-",
     *,
-    ngff_version: str = "0.5",
+    ngff_version: str | None = None,
     storage_options: dict[str, Any] | None = None,
     max_buffer_bytes: int = 1 << 30,
     buffer_policy: str = "spill",
@@ -397,6 +635,8 @@ def open_output(
         ``"r"`` read-only, for status.
     ngff_version
         Default NGFF version of images declared in this output (``"0.5"`` or ``"0.4"``).
+        Default: the version of the output's root when it exists (an output created for
+        0.4 stays 0.4 when reopened), else ``"0.5"``.
     storage_options
         Options for fsspec URLs (credentials, endpoint).
     max_buffer_bytes
@@ -433,7 +673,7 @@ def open_output(
     """
     if mode not in ("w-", "w", "a", "r"):
         raise SpecError(f"mode must be 'w-', 'w', 'a' or 'r', got {mode!r}")
-    if str(ngff_version) not in ("0.4", "0.5"):
+    if ngff_version is not None and str(ngff_version) not in ("0.4", "0.5"):
         raise SpecError(f"ngff_version must be '0.4' or '0.5', got {ngff_version!r}")
     if buffer_policy not in ("spill", "error"):
         raise SpecError(f"buffer_policy must be 'spill' or 'error', got {buffer_policy!r}")
@@ -463,7 +703,7 @@ def open_output(
     if empty:
         if mode == "r":
             raise OutputNotFoundError(f"no output at {where}")
-        fmt = 3 if str(ngff_version) == "0.5" else 2
+        fmt = 2 if str(ngff_version) == "0.4" else 3
         write_group(store, "", fmt, {WRITER_KEY: {"output": 1, "version": __version__}})
     else:
         # An output root, one image, or any directory or group holding images (the
@@ -472,5 +712,8 @@ def open_output(
         if (root_node is None or WRITER_KEY not in root_node[1]) and not find_images(store):
             raise NotAnOutputError(f"{where} holds data that is not an ngff-writer output "
                                    "(no ngff-writer image was found in it)")
+        if ngff_version is None and root_node is not None:
+            ngff_version = "0.5" if root_node[0] == 3 else "0.4"
+    ngff_version = ngff_version or "0.5"
     engine = Engine(workers=workers, commit_interval=float(commit_interval))
     return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy, engine)

@@ -2,8 +2,9 @@
 
 Level 0 is what writers write. Level ``k + 1`` is level ``k`` reduced by integer factors
 along chosen space axes: ``"mean"`` averages each block of ``f`` pixels per axis,
-``"nearest"`` keeps its first pixel. Sizes round up, so a last, shorter block is
-averaged over the pixels it has (no padding that would darken image edges).
+``"nearest"`` keeps its first pixel, ``"mode"`` its most frequent value (labels),
+``"max"`` its largest (masks). Sizes round up, so a last, shorter block is reduced over
+the pixels it has (no padding that would darken image edges).
 
 Every level keeps level 0's chunk (and shard) shape, clipped to its size. Then, when a
 write unit is a multiple of the factor along each reduced axis (or spans the axis),
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
-    "aligned", "auto_levels", "downsample", "level_blocks", "level_shape", "source_region",
+    "METHODS", "aligned", "auto_levels", "downsample", "level_blocks", "level_shape", "source_region",
     "target_region",
 ]
 
@@ -87,33 +88,115 @@ def source_region(region: Region, factors: Sequence[int], shape: Sequence[int]) 
                  for r, f, n in zip(region, factors, shape, strict=True))
 
 
-def _accumulator(dtype: np.dtype) -> np.dtype:
+METHODS = ("mean", "nearest", "mode", "max")
+
+
+def _take(x: np.ndarray, axis: int, start: int, stop: int, step: int) -> np.ndarray:
+    return x[(slice(None),) * axis + (slice(start, stop, step),)]
+
+
+def _mean_axis(x: np.ndarray, axis: int, f: int) -> np.ndarray:
     # float32 data is averaged in float32 (2-8 values: no precision to gain, half the
-    # memory traffic); integers and bool in float64, then rounded, so nothing overflows.
-    if dtype.kind == "f" and dtype.itemsize >= 4:
-        return dtype
-    return np.dtype(np.float32) if dtype.kind == "f" else np.dtype(np.float64)
-
-
-def _mean_axis(x: np.ndarray, axis: int, f: int, acc: np.dtype) -> np.ndarray:
-    # Sums of strided views: vectorised adds, several times faster than a reshape-mean
-    # on 2-pixel groups. The shorter block at the end of an axis, if any, is averaged
-    # over the pixels it has.
+    # memory traffic). Sums of strided views: vectorised adds, several times faster than a
+    # reshape-mean on 2-pixel groups. The shorter block at the end of an axis, if any, is
+    # averaged over the pixels it has.
     n = x.shape[axis]
     full = n // f
-
-    def take(start: int, stop: int, step: int) -> np.ndarray:
-        return x[(slice(None),) * axis + (slice(start, stop, step),)]
-
-    # The first add allocates the result in the accumulator type (no separate copy pass).
-    out = np.add(take(0, full * f, f), take(1, full * f, f), dtype=acc)
+    acc = x.dtype if x.dtype.itemsize >= 4 else np.dtype(np.float32)
+    out = np.add(_take(x, axis, 0, full * f, f), _take(x, axis, 1, full * f, f), dtype=acc)
     for k in range(2, f):
-        out += take(k, full * f, f)
+        out += _take(x, axis, k, full * f, f)
     out *= acc.type(1.0 / f)
     if full * f < n:
-        tail = take(full * f, n, 1).mean(axis=axis, keepdims=True, dtype=acc)
+        tail = _take(x, axis, full * f, n, 1).mean(axis=axis, keepdims=True, dtype=acc)
         out = np.concatenate([out, tail.astype(acc, copy=False)], axis=axis)
     return out
+
+
+def _sum_axis(x: np.ndarray, axis: int, f: int) -> np.ndarray:
+    """Sums of each block of ``f`` along ``axis`` (the last block may be shorter), in x's dtype."""
+    n = x.shape[axis]
+    full = n // f
+    out = _take(x, axis, 0, full * f, f).copy()
+    for k in range(1, f):
+        out += _take(x, axis, k, full * f, f)
+    if full * f < n:
+        tail = _take(x, axis, full * f, n, 1).sum(axis=axis, keepdims=True, dtype=x.dtype)
+        out = np.concatenate([out, tail], axis=axis)
+    return out
+
+
+def _counts(shape: Sequence[int], factors: Sequence[int]) -> np.ndarray:
+    """Pixels in each block, broadcastable to the reduced shape (short blocks at the ends)."""
+    count = np.ones((1,) * len(shape), dtype=np.int64)
+    for axis, (n, f) in enumerate(zip(shape, factors, strict=True)):
+        per = np.full(-(-n // f), f, dtype=np.int64)
+        per[-1] = n - (len(per) - 1) * f
+        count = count * per.reshape((-1,) + (1,) * (len(shape) - axis - 1))
+    return count
+
+
+def _integer_mean(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    # Exact: block sums in integers, then one division rounded half to even, so no float
+    # rounding can tip a mean and 64-bit values above 2**53 keep every digit. Sums are
+    # int64 where they cannot overflow, Python integers (object arrays, slow) only where
+    # they could: 64-bit data with values near the type's limits.
+    n = int(np.prod(factors))
+    small = block.dtype.itemsize < 8 or (
+        block.size == 0
+        or (int(block.max()) * n < 2**62 and int(block.min()) * n > -(2**62)))
+    acc = block.astype(np.int64 if small else object)
+    for axis, f in enumerate(factors):
+        if f > 1:
+            acc = _sum_axis(acc, axis, f)
+    count = _counts(block.shape, factors)
+    q, r = acc // count, acc % count  # (np.divmod takes no object arrays)
+    up = (2 * r > count) | ((2 * r == count) & (q % 2 == 1))
+    return (q + up).astype(block.dtype)
+
+
+def _blocks(block: np.ndarray, factors: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel of each block as a stack (first pixel first), and which entries exist."""
+    out_shape = level_shape(block.shape, factors)
+    offsets = list(np.ndindex(*factors))
+    values = np.zeros((len(offsets), *out_shape), dtype=block.dtype)
+    present = np.zeros((len(offsets), *out_shape), dtype=bool)
+    for k, offset in enumerate(offsets):
+        v = block[tuple(slice(o, None, f) for o, f in zip(offset, factors, strict=True))]
+        where = (k, *(slice(0, m) for m in v.shape))
+        values[where] = v
+        present[where] = True
+    return values, present
+
+
+def _mode(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    # The most frequent value of each block, ties going to the one met first (so a block of
+    # all-different values keeps its first pixel, as "nearest" does). Pairwise comparison of
+    # the block's pixels: n**2 compares for n pixels a block, a few for 2x2 or 2x2x2 blocks,
+    # with no sort and no dependence on how many distinct labels there are.
+    values, present = _blocks(block, factors)
+    votes = np.zeros(values.shape, dtype=np.int32)
+    for j in range(len(values)):
+        votes += (values == values[j]) & present[j]
+    votes[~present] = -1
+    best = np.argmax(votes, axis=0)
+    return np.ascontiguousarray(np.take_along_axis(values, best[None], axis=0)[0])
+
+
+def _max(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    out = block
+    for axis, f in enumerate(factors):
+        if f > 1:
+            n = out.shape[axis]
+            full = n // f
+            parts = [_take(out, axis, k, full * f, f) for k in range(f)]
+            reduced = np.maximum.reduce(parts) if full else np.empty(
+                (*out.shape[:axis], 0, *out.shape[axis + 1:]), out.dtype)
+            if full * f < n:
+                tail = _take(out, axis, full * f, n, 1).max(axis=axis, keepdims=True)
+                reduced = np.concatenate([reduced, tail], axis=axis)
+            out = reduced
+    return np.array(out, copy=True) if out is block else np.ascontiguousarray(out)
 
 
 def downsample(block: np.ndarray, factors: Sequence[int], method: str) -> np.ndarray:
@@ -126,7 +209,11 @@ def downsample(block: np.ndarray, factors: Sequence[int], method: str) -> np.nda
     factors
         Reduction per axis of ``block``.
     method
-        ``"mean"`` (integers are rounded to nearest) or ``"nearest"`` (first pixel of each block).
+        ``"mean"``: the average of each block; integers exactly, rounded half to even
+        (64-bit values too), booleans True where at least half the block is (so a line one
+        pixel wide survives a 2x reduction). ``"nearest"``: the block's first pixel.
+        ``"mode"``: its most frequent value, ties to the first met (labels).
+        ``"max"``: its largest value (masks: any True pixel keeps the block True).
 
     Returns
     -------
@@ -136,16 +223,24 @@ def downsample(block: np.ndarray, factors: Sequence[int], method: str) -> np.nda
     if method == "nearest":
         picked = block[tuple(slice(None, None, f) for f in factors)]
         return np.ascontiguousarray(picked)
-    acc = _accumulator(block.dtype)
+    if method == "mode":
+        return _mode(block, factors)
+    if method == "max":
+        return _max(block, factors)
+    if method != "mean":
+        raise ValueError(f"unknown downsampling method {method!r}; use one of {METHODS}")
+    if all(f == 1 for f in factors):
+        return np.array(block, copy=True)
+    if block.dtype.kind == "b":
+        sums = block.astype(np.int64)
+        for axis, f in enumerate(factors):
+            if f > 1:
+                sums = _sum_axis(sums, axis, f)
+        return np.ascontiguousarray(2 * sums >= _counts(block.shape, factors))
+    if block.dtype.kind in "iu":
+        return np.ascontiguousarray(_integer_mean(block, factors))
     out = block
     for axis, f in enumerate(factors):
         if f > 1:
-            out = _mean_axis(out, axis, f, acc)
-    if out is block:
-        return np.array(block, copy=True)
-    if block.dtype.kind in "iub":
-        np.rint(out, out=out)
-        if block.dtype.kind != "b":
-            info = np.iinfo(block.dtype)
-            np.clip(out, info.min, info.max, out=out)
+            out = _mean_axis(out, axis, f)
     return np.ascontiguousarray(out.astype(block.dtype, copy=False))

@@ -32,6 +32,7 @@ arrays) and are transposed to the stored order on write.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -48,17 +49,19 @@ from .errors import (
     SpecError,
     UnsupportedDtypeError,
 )
-from .pyramid import aligned, auto_levels, level_blocks, level_shape
+from .pyramid import METHODS, aligned, auto_levels, level_blocks, level_shape
 
 __all__ = [
     "AXIS_TYPES",
     "Blend",
     "DEFAULT_COMPRESSOR",
     "ImageSpec",
+    "Label",
     "Layout",
     "Level",
     "Pyramid",
     "parse_image_spec",
+    "parse_label",
 ]
 
 #: Stored axis order; ``s`` sits in the custom slot between time and channel.
@@ -181,14 +184,41 @@ class Pyramid:
         Reduction between consecutive levels, per space axis in declared order
         (default 2 along ``y`` and ``x``, 1 along ``z``).
     method
-        ``"mean"`` (default; integers rounded) or ``"nearest"`` (for labels and masks).
+        ``"mean"`` (default for images), ``"nearest"``, ``"mode"`` (default for labels) or
+        ``"max"`` (masks); see :func:`ngff_writer.pyramid.downsample`.
 
     See :mod:`ngff_writer.pyramid` for how levels are made.
     """
 
     levels: int
     factors: tuple[int, ...]
-    method: Literal["mean", "nearest"] = "mean"
+    method: Literal["mean", "nearest", "mode", "max"] = "mean"
+
+
+#: Label images hold integers of these types (NGFF's image-label rule).
+LABEL_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64")
+
+
+@dataclasses.dataclass(frozen=True)
+class Label:
+    """What makes an image a label image (a segmentation): NGFF's ``image-label`` block.
+
+    Attributes
+    ----------
+    colors
+        ``(label value, (r, g, b, a))`` pairs, 0-255 each; values without one are colored
+        by the viewer.
+    properties
+        ``(label value, {name: value})`` pairs: anything to show beside a label (a class
+        name, an area).
+    source
+        Path from the label image to the image it segments (``"../../"`` for a label
+        under ``image/labels/``), or None for a standalone label image.
+    """
+
+    colors: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()
+    properties: tuple[tuple[int, dict[str, Any]], ...] = ()
+    source: str | None = "../../"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +277,8 @@ class ImageSpec:
     window_percentiles: tuple[float, float]
     blend: Blend | None = None
     pyramid: Pyramid | None = None
+    label: Label | None = None
+    title: str | None = None
 
     # ---- derived --------------------------------------------------------------------
     @cached_property
@@ -309,6 +341,11 @@ class ImageSpec:
         fill = out["fill_value"]
         if isinstance(fill, float) and not math.isfinite(fill):
             out["fill_value"] = repr(fill)  # JSON has no NaN/inf
+        # Fields added after 0.2.0 are left out when unset, so that ngff-writer 0.2.0 (which
+        # refuses fields it does not know) still reads the images that do not use them.
+        for key in _OPTIONAL_SINCE_0_2:
+            if out[key] is None:
+                del out[key]
         return out
 
     @classmethod
@@ -332,9 +369,19 @@ class ImageSpec:
             kw["pyramid"] = Pyramid(int(p["levels"]), tuple(p["factors"]), p["method"])
         if kw.get("shards") is not None:
             kw["shards"] = tuple(kw["shards"])
+        if kw.get("label") is not None:
+            lab = kw["label"]
+            kw["label"] = Label(
+                tuple((int(v), tuple(c)) for v, c in lab["colors"]),  # type: ignore[misc]
+                tuple((int(v), dict(p)) for v, p in lab["properties"]),
+                lab["source"],
+            )
         if isinstance(kw["fill_value"], str):
             kw["fill_value"] = float(kw["fill_value"])
         return cls(**kw)
+
+
+_OPTIONAL_SINCE_0_2 = ("label", "title")
 
 
 # ---- parsing ---------------------------------------------------------------------------
@@ -500,10 +547,13 @@ def parse_image_spec(
     window_percentiles: tuple[float, float] = (0.5, 99.5),
     blend: Blend | Mapping[str, Any] | None = None,
     pyramid: Pyramid | Mapping[str, Any] | int | str | None = "auto",
+    label: Label | None = None,
+    title: str | None = None,
 ) -> ImageSpec:
     """Check a declaration and return its frozen :class:`ImageSpec`.
 
-    Parameters are those of :meth:`ngff_writer.Output.create_image`; see there.
+    Parameters are those of :meth:`ngff_writer.Output.create_image`; see there. ``label``
+    makes it a label image (:meth:`ngff_writer.Output.create_labels`).
 
     Raises
     ------
@@ -530,7 +580,9 @@ def parse_image_spec(
     if version not in ("0.4", "0.5"):
         raise SpecError(f"ngff_version must be '0.4' or '0.5', got {ngff_version!r}")
 
-    levels_wanted, factors, method = _pyramid_request(pyramid, axes)
+    if label is not None:
+        _check_label(label, dt, blend)
+    levels_wanted, factors, method = _pyramid_request(pyramid, axes, label is not None)
     if chunks is None:
         by_axis = dict(zip((a for a in axes if a in "zyx"), factors, strict=True))
         stored = dict(zip(layout.axes, default_chunks(layout, dt.itemsize, by_axis)))
@@ -575,17 +627,38 @@ def parse_image_spec(
         cast=cast,  # type: ignore[arg-type]
         window_percentiles=(lo, hi),
         blend=_parse_blend(blend, axes, shape_t),
+        label=label,
+        title=_parse_title(title),
     )
     resolved = _resolve_pyramid(spec, levels_wanted, factors, method)
     return dataclasses.replace(spec, pyramid=resolved) if resolved is not None else spec
 
 
-def _pyramid_request(pyramid: Any, axes: str) -> tuple[int | str | None, tuple[int, ...], str]:
+def _parse_title(title: Any) -> str | None:
+    if title is None:
+        return None
+    if not isinstance(title, str) or not title.strip():
+        raise SpecError(f"title must be a non-empty string, got {title!r}")
+    return title
+
+
+def _check_label(label: Label, dt: np.dtype, blend: Any) -> None:
+    if dt.name not in LABEL_DTYPES:
+        raise UnsupportedDtypeError(f"label images hold integers ({', '.join(LABEL_DTYPES)}), not {dt}")
+    if blend is not None:
+        # Averaging two tiles' label ids makes a third id that neither tile predicted.
+        raise SpecError("label images cannot blend tiles (a weighted mean of label values is no "
+                        "label): write their tiles in crop mode")
+
+
+def _pyramid_request(pyramid: Any, axes: str, labels: bool = False
+                     ) -> tuple[int | str | None, tuple[int, ...], str]:
     """``(levels, factors, method)`` asked for; levels is an int, ``"auto"`` or None."""
     space = [a for a in axes if AXIS_TYPES[a] == "space"]
     default_factors = tuple(2 if a in "yx" else 1 for a in space)
+    default_method = "mode" if labels else "mean"
     if pyramid is None or pyramid is False:
-        return None, default_factors, "mean"
+        return None, default_factors, default_method
     if isinstance(pyramid, Pyramid):
         pyramid = dataclasses.asdict(pyramid)
     if isinstance(pyramid, (str, int)) and not isinstance(pyramid, bool):
@@ -621,9 +694,11 @@ def _pyramid_request(pyramid: Any, axes: str) -> tuple[int | str | None, tuple[i
     factors = tuple(int(f) for f in factors_in)
     if all(f == 1 for f in factors):
         raise SpecError(f"pyramid factors {factors}: at least one axis must be reduced (factor > 1)")
-    method = pyramid.get("method", "mean")
-    if method not in ("mean", "nearest"):
-        raise SpecError(f"pyramid method must be 'mean' or 'nearest', got {method!r}")
+    method = pyramid.get("method", default_method)
+    allowed = ("mode", "nearest") if labels else METHODS
+    if method not in allowed:
+        raise SpecError(f"pyramid method must be one of {allowed}{' for labels' if labels else ''}, "
+                        f"got {method!r}")
     return levels, factors, method
 
 
@@ -841,3 +916,60 @@ def _parse_colors(colors: Any, axes: str, shape: tuple[int, ...]) -> tuple[str, 
     if bad:
         raise SpecError(f"channel_colors: {bad} are not 6-digit hex colors like 'FF00FF'")
     return out
+
+
+def parse_label(colors: Mapping[int, Any] | None = None,
+                properties: Mapping[int, Mapping[str, Any]] | None = None,
+                source: str | None = "../../") -> Label:
+    """Check what a label image says about its values; return its :class:`Label`.
+
+    Parameters
+    ----------
+    colors
+        Label value -> color: ``"FF0000"``, ``"FF000080"`` (with alpha) or 3-4 ints 0-255.
+    properties
+        Label value -> a JSON mapping of what to show for it (``{"class": "nucleus"}``).
+    source
+        Relative path from the label image to the image it segments, or None.
+    """
+    def value(v: Any, what: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise SpecError(f"label {what}: keys are integer label values, got {v!r}")
+        return int(v)
+
+    def rgba(c: Any, v: int) -> tuple[int, int, int, int]:
+        if isinstance(c, str):
+            text = c.lstrip("#")
+            if not re.fullmatch(r"[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?", text):
+                raise SpecError(f"label colors: {c!r} (label {v}) is not a hex color like 'FF0000'")
+            text += "FF" if len(text) == 6 else ""
+            return tuple(int(text[i:i + 2], 16) for i in range(0, 8, 2))  # type: ignore[return-value]
+        try:
+            parts = [int(x) for x in c]
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"label colors: {c!r} (label {v}) is not a color") from exc
+        if len(parts) not in (3, 4) or not all(0 <= x <= 255 for x in parts):
+            raise SpecError(f"label colors: {c!r} (label {v}) needs 3 or 4 values in 0-255")
+        return tuple(parts + [255] * (4 - len(parts)))  # type: ignore[return-value]
+
+    if colors is not None and not isinstance(colors, Mapping):
+        raise SpecError(f"label colors: expected a mapping label value -> color, got {colors!r}")
+    if properties is not None and not isinstance(properties, Mapping):
+        raise SpecError(f"label properties: expected a mapping label value -> dict, got {properties!r}")
+    color_t = tuple(sorted((value(v, "colors"), rgba(c, int(v))) for v, c in (colors or {}).items()))
+    props = []
+    for v, p in (properties or {}).items():
+        if not isinstance(p, Mapping) or "label-value" in p:
+            raise SpecError(f"label properties: label {v} needs a mapping of names to values "
+                            "(without 'label-value')")
+        try:
+            json.dumps(dict(p))
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"label properties: label {v} holds values JSON cannot store") from exc
+        props.append((value(v, "properties"), dict(p)))
+    if color_t and props and {v for v, _ in color_t} != {v for v, _ in props}:
+        # NGFF asks colors and properties to name the same label values.
+        raise SpecError("label colors and properties must name the same label values")
+    if source is not None and not isinstance(source, str):
+        raise SpecError(f"label source must be a relative path or None, got {source!r}")
+    return Label(color_t, tuple(sorted(props, key=lambda vp: vp[0])), source)

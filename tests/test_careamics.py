@@ -669,3 +669,32 @@ def test_lightning_ddp_two_ranks(tmp_path):
     # 70 x 90 in 16 x 16 chunks: three pyramid levels, whose chunks the ranks shared too.
     check_levels(path, expected, "scyx", n_levels=4)
     assert not list((path / "ngff_writer").rglob("*.npz"))  # no fragment left behind
+
+
+# ---- one store for the whole run ---------------------------------------------------------------
+@pytest.mark.parametrize("tiled", [False, True])
+def test_a_run_into_one_collection_equals_one_store_per_source(tmp_path, tiled):
+    each, images = run(tmp_path / "each", "SCZYX", tiled, seed=3)
+    one, _ = run(tmp_path / "one", "SCZYX", tiled, seed=3, collection="run.ome.zarr")
+    root = one / "run.ome.zarr"
+    series = zarr.open_group(root / "OME", mode="r").attrs["series"]
+    assert series == [str(src.data_idx) for src, _ in images]
+    with nw.open_output(root, mode="r") as out:
+        for src, _ in images:
+            image = out[str(src.data_idx)]
+            assert image.complete
+            per_source = output_path(each, src.source, src.data_idx, tmp_path / "each" / "raw")
+            assert image.progress().title == per_source.name.removesuffix(".ome.zarr")
+            np.testing.assert_array_equal(image.array[:], stored(per_source))
+    # A second run into the same collection is refused (an earlier result), unless overwrite.
+    srcs = make_sources(tmp_path / "one", "SCZYX")
+    again = OmeZarrWriteStrategy(collection="run.ome.zarr")
+    again.set_source_base(tmp_path / "one" / "raw")
+    with pytest.raises(nw.OutputExistsError):
+        again.write_batch(one, predictions(srcs[0])[:1])
+    again.finalize()
+
+
+def test_collection_names_one_directory():
+    with pytest.raises(nw.SpecError, match="collection"):
+        OmeZarrWriteStrategy(collection="a/b.ome.zarr")

@@ -11,7 +11,9 @@ without it they skip.
 
 from __future__ import annotations
 
+import json
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +261,66 @@ def test_zarr_sources_equal_careamics(tmp_path, trained_2d):
     got = _level0(written[0])
     np.testing.assert_array_equal(got, want.reshape(got.shape))
 
+
+
+@pytest.mark.parametrize("launch", ["ddp_spawn", "ddp"])
+def test_two_ddp_ranks_equal_careamics_in_memory(tmp_path, trained_2d, monkeypatch, launch):
+    """Two DDP ranks (gloo on CPU) of CAREamics' own model, datamodule and writer callback
+    write one tiled image together; level 0 equals ``CAREamist.predict`` exactly.
+
+    ``ddp_spawn`` pickles the model to its ranks, which needs torch's ``file_system``
+    sharing strategy for N2V's torch.Generator (see ``careamics_ddp``; with the default
+    strategy rank 0 dies unpickling it and the launcher hangs); ``ddp`` relaunches a script.
+    """
+    import faulthandler
+    import subprocess
+    import sys
+
+    import careamics_ddp
+    import torch
+
+    # Exactly equal needs the same convolution arithmetic: one thread per rank and for the
+    # reference (the thread count changes sums by an ulp), and one tile a batch (so does
+    # the batch's size; the ranks batch other tiles together than one process does).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    faulthandler.dump_traceback_later(240, exit=True)  # a hang fails the run, loudly
+    started = datetime.now(UTC).isoformat(timespec="microseconds")
+    try:
+        data = careamics_ddp.data()
+        want = _in_memory(trained_2d, data, axes=careamics_ddp.AXES, data_type="array",
+                          batch_size=careamics_ddp.BATCH, **careamics_ddp.TILES)
+        out = tmp_path / "out"
+        if launch == "ddp_spawn":
+            with careamics_ddp.file_system_sharing():
+                careamics_ddp.predict(trained_2d.model, trained_2d.config, data, out, tmp_path,
+                                      strategy="ddp_spawn")
+        else:
+            np.save(tmp_path / "data.npy", data)
+            (checkpoint,) = trained_2d.get_checkpoints()
+            run = subprocess.run([sys.executable, careamics_ddp.__file__, str(checkpoint),
+                                  str(tmp_path / "data.npy"), str(out)], timeout=200,
+                                 capture_output=True, text=True, cwd=tmp_path)
+            assert run.returncode == 0, run.stderr[-3000:]
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        torch.set_num_threads(threads)
+    # Both ranks predicted, unevenly (Lightning's prediction sampler does not pad): every
+    # one of the 27 tiles once, each sample's tiles split across the ranks.
+    ranks = [json.loads((tmp_path / f"tiles_rank{r}.json").read_text()) for r in range(2)]
+    assert [len(r) for r in ranks] == [14, 13]
+    assert len({tuple(t) for r in ranks for t in r}) == 27
+    assert all({t[0] for t in r} == {0, 1, 2} for r in ranks)
+    path = out / "array_0.ome.zarr"
+    got = _level0(path)  # complete
+    assert got.shape == careamics_ddp.SHAPE
+    np.testing.assert_array_equal(got, want.reshape(got.shape))
+    with nw.open_output(path, mode="r") as output:
+        assert output[""].progress().finalized_at  # final, not just complete
+    assert not list(path.rglob("*.npz"))  # no fragment left behind
+    # What predict_to_ome_zarr returns is read from the store: the ranks' outputs, whichever
+    # process wrote them (this one wrote nothing under ddp_spawn).
+    from ngff_writer.careamics import _written_since
+
+    assert _written_since(out, started) == {path.resolve()}

@@ -129,3 +129,31 @@ def test_careamist_to_ome_zarr(tmp_path):
     assert [(p.name, p.done, p.complete) for p in status] == [
         ("array_0.ome.zarr", 3, True), ("array_1.ome.zarr", 3, True)]
     assert zarr.open_array(out / "array_1.ome.zarr" / "0", mode="r").shape == (3, 96, 128)
+
+
+def test_segment_to_labels(tmp_path):
+    out = tmp_path / "seg.zarr"
+    assert run_example("segment_to_labels.py", str(out)) == 0
+    with nw.open_output(out, mode="r") as o:
+        assert [(p.name, p.complete) for p in o.status()] == [("cells", True), ("cells/labels/nuclei", True)]
+    labels = zarr.open_array(out / "cells/labels/nuclei/0", mode="r")[:]
+    image = zarr.open_array(out / "cells/0", mode="r")[:]
+    assert labels.dtype == np.uint16 and set(np.unique(labels)) <= set(range(26)) and labels.max() > 20
+    # Nuclei are where the image is bright, background where it is dark.
+    assert image[labels > 0].mean() > 3 * image[labels == 0].mean()
+    for level in ("1", "2"):  # the mode pyramid invents no label value
+        reduced = zarr.open_array(out / "cells/labels/nuclei" / level)[:]
+        assert set(np.unique(reduced)) <= set(np.unique(labels))
+
+
+def test_plate_screen_from_two_processes(tmp_path):
+    import subprocess
+
+    out = tmp_path / "plate.zarr"
+    done = subprocess.run([sys.executable, str(EXAMPLES / "plate_screen.py"), str(out), "--workers", "2"],
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "6/6 wells, 12/12 fields complete" in done.stdout
+    with nw.open_output(out, mode="r") as o:
+        field = o.plate("screen").field("B", "2", 1)
+        assert field.complete and field.array.shape == (2, 256, 256)

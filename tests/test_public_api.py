@@ -7,9 +7,10 @@ def test_public_names():
     assert sorted(ngff_writer.__all__) == sorted([
         "Blend", "BufferFullError", "ClosedError", "CorruptError", "DuplicateImageError",
         "FormatVersionError", "Image", "ImageFinalizedError", "ImageSpec",
-        "InvalidAxesError", "InvalidChunksError", "LossyCastError", "NgffWriterError",
+        "InvalidAxesError", "InvalidChunksError", "LossyCastError", "MetadataError", "NgffWriterError",
         "NotAnOutputError", "Output",
-        "OutputExistsError", "OutputNotFoundError", "OverlapError", "Progress", "Pyramid", "ReadOnlyError",
+        "OutputExistsError", "OutputNotFoundError", "OverlapError", "Plate", "PlateProgress", "Progress",
+        "Pyramid", "ReadOnlyError",
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
         "UnknownImageError", "UnsupportedDtypeError", "WriteError", "__version__", "open_output",
         "repair_output",

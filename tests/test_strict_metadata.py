@@ -53,3 +53,14 @@ def test_strict_fields_in_progress_and_final(tmp_path, version, axes, shape, pyr
                 assert img.finalize()
     doc = json.loads((root / "p" / ("zarr.json" if version == "0.5" else ".zattrs")).read_text())
     assert doc.get("attributes", doc)["ngff_writer"]["status"] == "complete"
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_metadata_is_checked_by_ome_zarr_models_before_it_is_written(version):
+    from ngff_writer.ngff import checked
+
+    good = {"labels": ["cells"]}
+    assert checked({"ome": {"version": "0.5", **good}} if version == "0.5" else good, "labels", version)
+    bad = {"multiscales": [{"axes": [{"name": "y"}], "datasets": []}]}
+    with pytest.raises(nw.MetadataError, match="not valid NGFF"):
+        checked({"ome": {"version": "0.5", **bad}} if version == "0.5" else bad, "image", version)
