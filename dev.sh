@@ -2,6 +2,7 @@
 # One entry point for a fresh machine: sets up .venv (Python >= 3.12) and runs a job.
 #   bash dev.sh demo [OUT]   write a demo export (default OUT: ./demo-output)
 #   bash dev.sh test         ruff + the test suite (CAREamics and torch included)
+#   bash dev.sh docs [PORT]  build the user guide and API reference, serve on 127.0.0.1
 #   bash dev.sh bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed] [ARGS]
 #                            one benchmark (minutes; see benchmarks/README.md)
 set -euo pipefail
@@ -46,9 +47,14 @@ case "$job" in
         .venv/bin/ngff-writer demo "${2:-demo-output}" --overwrite
         ;;
     test)
-        setup "test,careamics"
-        .venv/bin/ruff check ngff_writer tests examples benchmarks
+        setup "test,careamics,docs"
+        .venv/bin/ruff check ngff_writer tests examples benchmarks docs
         .venv/bin/python -m pytest -q -p no:cacheprovider
+        ;;
+    docs)
+        setup "docs"
+        NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+        NO_MKDOCS_2_WARNING=1 exec .venv/bin/mkdocs serve --strict -a "127.0.0.1:${2:-8000}"
         ;;
     bench)
         setup "test,bench"
@@ -57,7 +63,7 @@ case "$job" in
         .venv/bin/python "benchmarks/bench_$name.py" "${@:2}"
         ;;
     *)
-        echo "usage: bash dev.sh demo [OUT] | test | bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed] [ARGS]" >&2
+        echo "usage: bash dev.sh demo [OUT] | test | docs [PORT] | bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed] [ARGS]" >&2
         exit 2
         ;;
 esac

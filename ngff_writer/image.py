@@ -175,11 +175,6 @@ class Image:
             minus ``s``, in declared order. Converted to the image dtype by the rule in
             :mod:`ngff_writer.write`. Writing a sample again overwrites it (a retry).
 
-        Samples up to 8 MiB are copied and stored in the background (the call returns at
-        once); larger ones are stored before the call returns. A store that failed in the
-        background raises :class:`StoreError` from a later call (a write, ``flush`` or
-        ``close``); writing the same sample again then stores it.
-
         Raises
         ------
         SampleIndexError, ShapeMismatchError, LossyCastError
@@ -191,6 +186,13 @@ class Image:
             The output no longer takes writes.
         StoreError
             A store failed (this one, or one still in flight from an earlier call).
+
+        Notes
+        -----
+        Samples up to 8 MiB are copied and stored in the background (the call returns at
+        once); larger ones are stored before the call returns. A store that failed in the
+        background raises :class:`StoreError` from a later call (a write, ``flush`` or
+        ``close``); writing the same sample again then stores it.
         """
         self._check_can_write()
         self._check_not_blend("write_sample")
