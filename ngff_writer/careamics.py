@@ -119,7 +119,6 @@ class _Target:
     image: Image
     channels_in_data: bool  # the output has a c axis
     record: tuple[str, tuple[int, ...], tuple[int, ...]]  # axes, data_shape, original shape
-    store_path: Path  # the store it is in: its own, or the collection's
 
 
 _REQUIRED = ("data", "source", "data_shape", "axes", "original_data_shape", "region_spec")
@@ -226,6 +225,8 @@ class OmeZarrWriteStrategy:
         # predictions for them are duplicates, e.g. a distributed sampler's padding.
         self._started = datetime.now(UTC).isoformat(timespec="microseconds")
         self._targets: dict[Path, _Target] = {}
+        #: The open output of each store of this run (a collection's images share one).
+        self._opened: dict[Path, Output] = {}
         self._owners: dict[Path, tuple[str, int]] = {}
         self._cleared: set[Path] = set()
         #: Outputs this object wrote in its earlier runs: results, not crashed work to resume.
@@ -255,14 +256,19 @@ class OmeZarrWriteStrategy:
         ``overwrite=True`` (then they are replaced). Outputs left open by a run that was
         not finalized are flushed and closed first (their progress is kept).
         """
-        for output in {id(t.output): t.output for t in self._targets.values()}.values():
-            output.close()  # idempotent; a collection's images share one output
+        for output in self._outputs():
+            output.close()  # idempotent
         self._end_run()
+
+    def _outputs(self) -> list[Output]:
+        """The outputs of this run, each once (a collection's images share one)."""
+        return list(self._opened.values())
 
     def _end_run(self) -> None:
         self._last_run = set(self._targets)
         self._earlier |= self._last_run  # the run is over: its outputs are results
         self._targets.clear()
+        self._opened.clear()
         self._owners.clear()
         self._cleared.clear()
 
@@ -293,8 +299,7 @@ class OmeZarrWriteStrategy:
             target.image.flush()
             if not target.image.finalize():
                 incomplete.append(str(path))
-        # Closed once every image is finalized: a collection's images share one output.
-        for output in {id(t.output): t.output for t in self._targets.values()}.values():
+        for output in self._outputs():  # after every image: a collection's share one
             output.close()
         self._end_run()
         if incomplete:
@@ -401,10 +406,9 @@ class OmeZarrWriteStrategy:
                     "overwrite=True to replace it, or another dirpath"
                 )
         self._cleared.add(store_path)
-        output = next((t.output for t in self._targets.values()
-                       if t.store_path == store_path and not t.output.closed), None)
-        shared = output is not None
-        if output is None:
+        output = self._opened.get(store_path)
+        shared = output is not None and not output.closed
+        if not shared:
             output = open_output(store_path, mode="a", ngff_version=self.ngff_version,
                                  max_buffer_bytes=self.max_buffer_bytes)
         options = {"sample_axes": "".join(a for a in "st" if a in declared) or None,
@@ -429,7 +433,8 @@ class OmeZarrWriteStrategy:
                 f"{path} is a complete prediction from an earlier run; pass overwrite=True or "
                 "another dirpath"
             )
-        target = _Target(output, image, keep_c, record, store_path)
+        target = _Target(output, image, keep_c, record)
+        self._opened[store_path] = output
         self._targets[path] = target
         self._owners[path] = owner
         return target

@@ -22,7 +22,7 @@ from typing import Any
 from zarr.abc.store import Store
 
 from .allocate import spec_of
-from .ngff import checked, read_writer_attrs
+from .ngff import WRITER_KEY, checked, read_writer_attrs
 from .registry import register
 from .spec import ImageSpec
 from .storage import join, list_dir, node_attributes, put_bytes, write_group
@@ -56,44 +56,57 @@ def mark_collection(store: Store, version: str) -> None:
         write_group(store, "", fmt, checked(marked, "collection", version))
 
 
-def ome_xml(specs: list[ImageSpec]) -> bytes:
+def _summary(spec: ImageSpec) -> dict[str, Any]:
+    """What the OME-XML says of a series: its title, OME sizes and pixel type."""
+    size = dict(zip(spec.layout.axes, spec.layout.shape, strict=True))
+    # The sample axis has no OME dimension: its samples count as time points.
+    return {"title": spec.title or spec.name, "type": _PIXEL_TYPES[spec.np_dtype.name],
+            "sizes": {"X": size["x"], "Y": size["y"], "Z": size.get("z", 1), "C": size.get("c", 1),
+                      "T": size.get("t", 1) * size.get("s", 1)}}
+
+
+def ome_xml(series: dict[str, dict[str, Any]]) -> bytes:
     """OME-XML naming every series (``Image:<index>``) with its sizes and pixel type."""
     ET.register_namespace("", _OME_NS)
     root = ET.Element(f"{{{_OME_NS}}}OME")
-    for spec in sorted(specs, key=lambda s: int(s.name)):
-        size = dict(zip(spec.layout.axes, spec.layout.shape, strict=True))
-        # The sample axis has no OME dimension: its samples count as time points.
-        size_t = size.get("t", 1) * (size.get("s", 1))
-        image = ET.SubElement(root, f"{{{_OME_NS}}}Image", ID=f"Image:{spec.name}",
-                              Name=spec.title or spec.name)
-        pixels = ET.SubElement(
-            image, f"{{{_OME_NS}}}Pixels", ID=f"Pixels:{spec.name}", DimensionOrder="XYZCT",
-            Type=_PIXEL_TYPES[spec.np_dtype.name], SizeX=str(size["x"]), SizeY=str(size["y"]),
-            SizeZ=str(size.get("z", 1)), SizeC=str(size.get("c", 1)), SizeT=str(size_t),
-            BigEndian="false")
+    for index in sorted(series, key=int):
+        summary = series[index]
+        image = ET.SubElement(root, f"{{{_OME_NS}}}Image", ID=f"Image:{index}", Name=summary["title"])
+        sizes = {f"Size{k}": str(v) for k, v in summary["sizes"].items()}
+        pixels = ET.SubElement(image, f"{{{_OME_NS}}}Pixels", ID=f"Pixels:{index}",
+                               DimensionOrder="XYZCT", Type=summary["type"], BigEndian="false", **sizes)
         ET.SubElement(pixels, f"{{{_OME_NS}}}MetadataOnly")
     return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
 
 
 def register_series(store: Store, version: str) -> list[str]:
-    """Make the ``OME`` group's ``series`` list and OME-XML name every series in the root."""
-    def present() -> set[str]:
-        return {child for child in list_dir(store, "") if child.isdigit() and _spec(child) is not None}
+    """Make the ``OME`` group's ``series`` list and OME-XML name every series in the root.
 
-    def _spec(path: str) -> ImageSpec | None:
-        node = node_attributes(store, path)
-        block = read_writer_attrs(node[1]) if node else None
-        return spec_of(block, path, "") if block else None
+    The OME group keeps each listed series' summary beside the list, so a call reads the
+    declaration of new series only: declaring N series costs O(N) reads, not O(N^2).
+    """
+    summaries: dict[str, dict[str, Any]] = {}
 
     def listed(attributes: dict[str, Any]) -> set[str]:
-        return {str(s) for s in attributes.get("series", [])}
+        block = attributes.get(WRITER_KEY, {})
+        summaries.update(block.get("series", {}) if isinstance(block, dict) else {})
+        return {str(s) for s in attributes.get("series", [])} & set(summaries)
+
+    def present() -> set[str]:
+        for child in list_dir(store, ""):
+            if child.isdigit() and child not in summaries:
+                node = node_attributes(store, child)
+                block = read_writer_attrs(node[1]) if node else None
+                if block is not None:  # else still being declared: its writer registers it
+                    summaries[child] = _summary(spec_of(block, child, ""))
+        return set(summaries)
 
     def document(entries: set[str], attributes: dict[str, Any]) -> dict[str, Any]:
-        return {**attributes, "series": sorted(entries, key=int)}
+        return {**attributes, "series": sorted(entries, key=int),
+                WRITER_KEY: {"series": {e: summaries[e] for e in entries}}}
 
     def write_xml(entries: set[str]) -> None:
-        specs = [s for s in (_spec(e) for e in entries) if s is not None]
-        put_bytes(store, join(OME_GROUP, "METADATA.ome.xml"), ome_xml(specs))
+        put_bytes(store, join(OME_GROUP, "METADATA.ome.xml"), ome_xml({e: summaries[e] for e in entries}))
 
     fmt = 3 if version == "0.5" else 2
     return sorted(register(store, OME_GROUP, fmt, present, listed, document, write_xml), key=int)

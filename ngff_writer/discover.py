@@ -80,23 +80,21 @@ def scan(store: Store) -> list[Found]:
     """
     found: list[Found] = []
 
+    def descend(path: str) -> None:
+        for child in sorted(list_dir(store, path)):
+            if child.startswith(".") or child in (GROUP, "zarr.json"):
+                continue
+            walk(f"{path}/{child}" if path else child)
+
     def walk(path: str) -> None:
         kind = _kind(store, path)
         if kind in ("image", "foreign"):
             found.append(Found(path, kind == "image"))
-            # An image's label images are images too (status, finalize, validate see them).
-            labels = f"{path}/labels" if path else "labels"
-            if "labels" in list_dir(store, path):
-                for child in sorted(list_dir(store, labels)):
-                    if not child.startswith(".") and child not in ("zarr.json", ".zattrs", ".zgroup"):
-                        walk(f"{labels}/{child}")
-            return
-        if kind == "array":
-            return
-        for child in sorted(list_dir(store, path)):
-            if child.startswith(".") or child == GROUP or child == "zarr.json":
-                continue
-            walk(f"{path}/{child}" if path else child)
+            # An image's label images are images too (status, finalize, validate see them);
+            # listing a labels group that does not exist lists nothing.
+            descend(f"{path}/labels" if path else "labels")
+        elif kind != "array":
+            descend(path)
 
     walk("")
     return sorted(found, key=lambda f: f.path)

@@ -216,7 +216,7 @@ class Engine:
         # Statistics (level 0) only read the data: compute them beside the encode and
         # store, which spend much of their time outside the GIL.
         stats = {id(job): stats_pool.submit(summarize, job.piece.data, job.writer.channel_axis)
-                 for job in batch if job.level == 0}
+                 for job in batch if job.level == 0 and job.writer.statistics}
 
         runs = _runs(batch)
 
@@ -465,6 +465,8 @@ class ImageWriter:
         self.levels = [LevelWriter(store, spec, k, ledger, max_bytes, policy)
                        for k in range(len(spec.levels))]
         self.channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
+        #: Display statistics are gathered for contrast windows; label images have none.
+        self.statistics = spec.label is None
         engine.watch(ledger)
 
     # ---- state ---------------------------------------------------------------------------

@@ -91,6 +91,11 @@ class Output:
         self.engine = engine
         self._images: dict[str, Image] = {}
         self._closed = False
+        #: Series this handle declared since the collection's list last named them, and how
+        #: many that list named then (see create_series).
+        self._series_pending = 0
+        self._series_listed = 0
+        self._series_version: str | None = None
 
     def __repr__(self) -> str:
         return f"Output({describe(self.store)!r}, mode={self.mode!r})"
@@ -135,6 +140,10 @@ class Output:
                         image.flush()
                 except Exception as exc:  # raised below, after every image
                     errors.append(exc)
+            try:
+                self._register_series()
+            except Exception as exc:
+                errors.append(exc)
         try:
             self.engine.close()
             self.engine.commit_all()
@@ -360,7 +369,9 @@ class Output:
         series ``0``, ``1``, ... are images, listed with their titles and sizes in
         ``OME/METADATA.ome.xml``, which napari opens as one collection. Series may be
         declared in any order by any number of writers; number them from 0 without gaps
-        (readers stop at the first missing index).
+        (readers stop at the first missing index). The list names a new series at once
+        while it is short, then in batches that double, and every series once the output
+        that declared it is closed.
 
         Parameters
         ----------
@@ -385,9 +396,22 @@ class Output:
             raise DuplicateImageError("the output root is an image; it cannot hold a collection")
         image = self.create_image(str(index), shape, axes, dtype, title=title, ngff_version=version,
                                   exist_ok=exist_ok, **image_options)
-        mark_collection(self.store, version)
-        register_series(self.store, version)
+        if self._series_version is None:
+            mark_collection(self.store, version)
+            self._series_version = version
+        # The list and the OME-XML name every series, so rewriting them costs O(series).
+        # Rewritten each time the series this handle declared since reach the number the
+        # list held (1, 2, 4, 8...) and at close(), declaring N series costs O(N) in all;
+        # each series is an image readers can open alone from the start.
+        self._series_pending += 1
+        if self._series_pending >= max(1, self._series_listed):
+            self._register_series()
         return image
+
+    def _register_series(self) -> None:
+        if self._series_pending and self._series_version is not None:
+            self._series_listed = len(register_series(self.store, self._series_version))
+            self._series_pending = 0
 
     def create_plate(
         self,

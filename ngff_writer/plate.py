@@ -23,7 +23,7 @@ from typing import Any
 
 from zarr.abc.store import Store
 
-from .errors import SpecError, SpecMismatchError
+from .errors import SpecError, SpecMismatchError, UnknownImageError
 from .ngff import plate_attributes, well_attributes
 from .storage import join, node_attributes, write_group
 
@@ -145,7 +145,9 @@ def declare_plate(store: Store, layout: PlateLayout, version: str,
         raise SpecMismatchError(f"plate {layout.name!r} exists with other rows, columns, wells, "
                                 "fields or acquisitions")
     for path in layout.field_paths():
-        declare_field(path)
+        declare_field(path)  # also checks the settings of a plate that exists
+    if node is not None and node[1] == plate:
+        return  # written last, so its wells are written too
     fields = [str(f) for f in range(layout.fields)]
     acquisition = [layout.acquisition_of(f) for f in range(layout.fields)]
     well = well_attributes(fields, acquisition, version)
@@ -234,8 +236,6 @@ class Plate:
         UnknownImageError
             No such well or field in the plate.
         """
-        from .errors import UnknownImageError
-
         well = (str(row), str(column))
         if well not in self.layout.wells or not (isinstance(field, int) and 0 <= field < self.layout.fields):
             raise UnknownImageError(f"plate {self.name!r} has no field {field!r} in well {well}: wells "

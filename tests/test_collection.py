@@ -90,3 +90,25 @@ def test_what_collections_refuse(tmp_path):
         out.create_image("", (8, 8), "yx")
         with pytest.raises(nw.DuplicateImageError, match="root is an image"):
             out.create_series(0, (8, 8), "yx")
+
+
+def test_declaring_many_series_rewrites_the_list_a_logarithmic_number_of_times(tmp_path, monkeypatch):
+    # The list and OME-XML grow with the collection: rewriting them at every declaration
+    # would make declaring N series cost O(N^2). They are rewritten when this handle's new
+    # series reach the list's length (and at close), so a handful of times for 300.
+    import ngff_writer.output
+
+    calls = []
+    real = ngff_writer.output.register_series
+    monkeypatch.setattr(ngff_writer.output, "register_series",
+                        lambda store, version: calls.append(1) or real(store, version))
+    root = tmp_path / "many.ome.zarr"
+    with nw.open_output(root) as out:
+        for i in range(300):
+            out.create_series(i, (4, 4), "yx", pyramid=None)
+            listed = zarr.open_group(root / "OME", mode="r").attrs["series"]
+            assert len(listed) >= (i + 1) // 2  # never more than half behind
+        assert len(calls) <= 10
+    assert zarr.open_group(root / "OME", mode="r").attrs["series"] == [str(i) for i in range(300)]
+    names = [i.get("ID") for i in ET.fromstring((root / "OME/METADATA.ome.xml").read_bytes())]
+    assert names == [f"Image:{i}" for i in range(300)]
