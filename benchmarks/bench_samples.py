@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -59,6 +60,9 @@ from _common import median as _median
 ENGINES = ("ngff-writer", "zarr", "tensorstore", "careamics-cache")
 DOUBLE_ENGINES = ("ngff-writer", "careamics-cache")
 RSS_LIMIT_MB = 300.0
+#: The Performance issue's bars: paired ratio to tensorstore, and the writer's peak RSS over
+#: its baseline (interpreter, libraries, the generator's sample buffer).
+TS_TARGET, EXTRA_RSS_MB = 1.2, 150
 
 
 # ---- workers --------------------------------------------------------------------------------
@@ -217,7 +221,17 @@ def verdict(table: list[dict], results: list[dict], n: int) -> list[str]:
         lines.append(f"throughput ngff-writer / zarr = {ratio:.3f} (per repeat: "
                      f"{', '.join(f'{p:.3f}' for p in ratios)}) -> "
                      f"{'PASS' if ratio >= 1.0 else 'FAIL'} (>= 1.0)")
+    ts = by.get(("tensorstore", n))
+    if ngff and ts:
+        ratios = paired(results, "ngff-writer", "tensorstore", samples=n)
+        med = statistics.median(ratios)
+        lines.append(f"throughput ngff-writer / tensorstore, per pair: "
+                     f"{', '.join(f'{p:.2f}' for p in ratios)}; median {med:.2f} -> "
+                     f"{'PASS' if med >= TS_TARGET else 'FAIL'} (>= {TS_TARGET})")
     if ngff:
+        extra = ngff["peak_over_baseline_mb_max"]
+        lines.append(f"ngff-writer extra peak RSS (over its baseline) at S={n}: {extra:.0f} MB -> "
+                     f"{'PASS' if extra <= EXTRA_RSS_MB else 'FAIL'} (<= {EXTRA_RSS_MB} MB)")
         peak = ngff["peak_rss_mb_max"]
         lines.append(f"ngff-writer peak RSS at S={n}: {peak:.0f} MB absolute (max of repeats) -> "
                      f"{'PASS' if peak <= RSS_LIMIT_MB else 'FAIL'} (<= {RSS_LIMIT_MB:.0f} MB)")
