@@ -7,6 +7,7 @@ of at most 300 MB that does not change when S doubles.
 Engines (each run in its own fresh subprocess, writing to a fresh directory on local disk):
 
 ``ngff-writer``      ``open_output`` / ``create_image`` / ``write_sample(i, x)`` / ``close``
+``ngff-direct``      the same on ``DirectLocalStore(path)``: chunk files written with O_DIRECT
 ``zarr``             ``zarr.create_array(...)`` then ``arr[i] = x`` per sample (default pipeline)
 ``tensorstore``      zarr3 driver, file kvstore, ``arr[i].write(x).result()`` per sample
 ``careamics-cache``  keep every sample in a list, then ``np.stack`` and one zarr write at the end
@@ -35,6 +36,7 @@ import json
 import statistics
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +59,7 @@ from _common import (
 )
 from _common import median as _median
 
-ENGINES = ("ngff-writer", "zarr", "tensorstore", "careamics-cache")
+ENGINES = ("ngff-writer", "ngff-direct", "zarr", "tensorstore", "careamics-cache")
 DOUBLE_ENGINES = ("ngff-writer", "careamics-cache")
 RSS_LIMIT_MB = 300.0
 #: The Performance issue's bars: paired ratio to tensorstore, and the writer's peak RSS over
@@ -70,10 +72,11 @@ def _shape(n: int) -> tuple[int, ...]:
     return (n, *SAMPLE_SHAPE)
 
 
-def run_ngff_writer(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
+def run_ngff_writer(path: Path, n: int, codec: str, source: Any, timer: Timer,
+                    direct: bool = False) -> None:
     import ngff_writer as nw
 
-    out = nw.open_output(str(path), mode="w")
+    out = nw.open_output(nw.DirectLocalStore(path) if direct else str(path), mode="w")
     # No pyramid: the other engines write level 0 only (bench_pyramid.py measures levels).
     img = out.create_image("pred", shape=_shape(n), axes="sczyx", dtype="float32",
                            chunks=CHUNKS, compressor=codec, pyramid=None)
@@ -126,6 +129,7 @@ def run_careamics_cache(path: Path, n: int, codec: str, source: Any, timer: Time
 
 RUNNERS = {
     "ngff-writer": run_ngff_writer,
+    "ngff-direct": partial(run_ngff_writer, direct=True),
     "zarr": run_zarr,
     "tensorstore": run_tensorstore,
     "careamics-cache": run_careamics_cache,
@@ -139,7 +143,7 @@ def _verify(engine: str, path: Path, n: int, source: Any) -> dict:
     import zarr
 
     info: dict[str, Any] = {}
-    if engine == "ngff-writer":
+    if engine.startswith("ngff"):
         import ngff_writer as nw
 
         with nw.open_output(str(path), mode="r") as out:
@@ -163,7 +167,7 @@ def worker(engine: str, n: int, codec: str, path: Path, noise: float) -> dict:
         import tensorstore  # noqa: F401
     else:
         import zarr  # noqa: F401
-    if engine == "ngff-writer":
+    if engine.startswith("ngff"):
         import ngff_writer  # noqa: F401
     source = resident_source(noise)
     return measure(engine, n, codec, path, source,
@@ -221,13 +225,13 @@ def verdict(table: list[dict], results: list[dict], n: int) -> list[str]:
         lines.append(f"throughput ngff-writer / zarr = {ratio:.3f} (per repeat: "
                      f"{', '.join(f'{p:.3f}' for p in ratios)}) -> "
                      f"{'PASS' if ratio >= 1.0 else 'FAIL'} (>= 1.0)")
-    ts = by.get(("tensorstore", n))
-    if ngff and ts:
-        ratios = paired(results, "ngff-writer", "tensorstore", samples=n)
-        med = statistics.median(ratios)
-        lines.append(f"throughput ngff-writer / tensorstore, per pair: "
-                     f"{', '.join(f'{p:.2f}' for p in ratios)}; median {med:.2f} -> "
-                     f"{'PASS' if med >= TS_TARGET else 'FAIL'} (>= {TS_TARGET})")
+    for mine in ("ngff-writer", "ngff-direct"):
+        if by.get((mine, n)) and by.get(("tensorstore", n)):
+            ratios = paired(results, mine, "tensorstore", samples=n)
+            med = statistics.median(ratios)
+            lines.append(f"throughput {mine} / tensorstore, per pair: "
+                         f"{', '.join(f'{p:.2f}' for p in ratios)}; median {med:.2f} -> "
+                         f"{'PASS' if med >= TS_TARGET else 'FAIL'} (>= {TS_TARGET})")
     if ngff:
         extra = ngff["peak_over_baseline_mb_max"]
         lines.append(f"ngff-writer extra peak RSS (over its baseline) at S={n}: {extra:.0f} MB -> "

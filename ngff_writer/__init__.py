@@ -33,6 +33,7 @@ from .errors import (
     UnsupportedDtypeError,
     WriteError,
 )
+from .localstore import DirectLocalStore
 from .output import Image, Output, Progress, open_output
 from .plate import Plate, PlateProgress
 from .repair import repair_output
@@ -43,6 +44,7 @@ __all__ = [
     "BufferFullError",
     "ClosedError",
     "CorruptError",
+    "DirectLocalStore",
     "DuplicateImageError",
     "FormatVersionError",
     "Image",

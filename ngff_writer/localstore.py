@@ -1,14 +1,17 @@
-"""A local directory store whose chunk files bypass the page cache (``O_DIRECT``).
+"""A local directory store whose chunk files bypass the page cache (``O_DIRECT``): opt-in.
 
-Why by hand: zarr's :class:`~zarr.storage.LocalStore` writes through the page cache, and on
-the machines this project is measured on (2-core VMs) the kernel's copy of each written
-byte into fresh page-cache memory costs more than a copy should: 1.1 to 2.4 core-seconds
-to write 1.5 GiB of 3 MiB files from two threads, varying run to run with how warm the
-guest's free memory is, against 0.25 core-seconds for the same files written with
-``O_DIRECT`` from a reused aligned buffer (``benchmarks/README.md``). On a 2-core machine
-that copy is a fifth to a quarter of everything an export spends, beside the codec.
-Neither zarr nor fsspec offers direct I/O, so this subclass replaces the one primitive
-that writes a value and keeps everything else of ``LocalStore``.
+Why it exists: an export of terabytes through the page cache fills the machine's memory
+with data nobody will read soon, evicting what other jobs cached, and costs the kernel a
+copy of every byte. On the 2-core VMs this project is measured on, that copy's cost
+depends on where the page-cache memory comes from: from pages just freed (a deleted
+file) it is cheap, from memory the guest has not touched for a while 2-3x dearer. Writing
+the 2 GiB benchmark stream (``benchmarks/README.md``), tensorstore spent 0.8-1.0
+core-seconds in the kernel from warm memory and 3.2 from cold; this store spends
+0.7-1.1 either way. It is not the default because from warm memory, as on bare metal,
+buffered writes are faster (800 against 660 MB/s): a direct write waits for the device
+and needs a copy into an aligned buffer. Pass ``DirectLocalStore(path)`` to
+:func:`~ngff_writer.open_output` to choose it. Neither zarr nor fsspec offers direct
+I/O, so this subclass replaces ``LocalStore``'s one write primitive and nothing else.
 
 How: a value of at least :attr:`DirectLocalStore.min_bytes` is copied into this thread's
 page-aligned buffer (reused, so no memory is faulted in per write), written padded to
@@ -92,8 +95,8 @@ def _write_direct(path: Path, data: memoryview) -> None:
 class DirectLocalStore(LocalStore):
     """:class:`zarr.storage.LocalStore` writing values of ``min_bytes`` or more with ``O_DIRECT``.
 
-    What ngff-writer opens for a local path. Pass a plain ``LocalStore`` to
-    :func:`~ngff_writer.open_output` to write through the page cache instead.
+    Pass it to :func:`~ngff_writer.open_output` instead of a path to keep an export out of
+    the page cache (see the module docstring for when that is faster).
 
     Parameters
     ----------

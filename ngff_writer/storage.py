@@ -84,7 +84,7 @@ def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | No
         path = Path(str(root).removeprefix("file://")).expanduser()
         if path.exists() and not path.is_dir():
             raise StoreError(f"{path} exists and is not a directory")
-        return DirectLocalStore(path, read_only=read_only)
+        return LocalStore(path, read_only=read_only)
     if isinstance(_base(store), (LocalStore, MemoryStore)) or _guard_of(store) is not None:
         return store
     return GuardedStore(store, timeout, retries)
@@ -407,13 +407,13 @@ def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array:
     """
     chosen = zarr.config.get("codec_pipeline.path")
     pipeline = _FUSED_PIPELINE if chosen == _DEFAULT_PIPELINE else chosen
-    if pipeline == _FUSED_PIPELINE and zarr.config.get("codec_pipeline.max_workers", None) is None:
-        # The fused pipeline encodes and stores each chunk in one task on a pool of one
-        # thread per core by default, so a core waits whenever its thread waits for the
-        # disk (a direct write) or the network. Twice as many threads keep both cores of
-        # the benchmark VM encoding: 2 GiB stream 511 -> 620 MB/s (benchmarks/README).
-        # zarr reads this setting at every write and keeps one pool per process; a value
-        # the user set is kept.
+    if isinstance(_base(store), DirectLocalStore) and pipeline == _FUSED_PIPELINE \
+            and zarr.config.get("codec_pipeline.max_workers", None) is None:
+        # The fused pipeline encodes and stores each chunk in one task, on a pool of one
+        # thread per core by default, so a core idles while its thread waits for a direct
+        # write to reach the device. Two threads per core keep both cores of the benchmark
+        # VM encoding (2 GiB stream 511 -> 620 MB/s, benchmarks/README). zarr reads this
+        # setting at every write and keeps one pool per process; a value the user set is kept.
         zarr.config.set({"codec_pipeline.max_workers": 2 * (os.cpu_count() or 1)})
     with store_errors(f"opening the array {path}", store), \
             zarr.config.set({"codec_pipeline.path": pipeline}):

@@ -103,9 +103,9 @@ def test_pickles_with_its_settings(tmp_path):
     assert clone.with_read_only(True).direct is False
 
 
-def test_outputs_on_paths_write_directly_and_read_back(tmp_path):
+def test_an_output_on_a_direct_store_reads_back_and_validates(tmp_path):
     data = np.random.default_rng(5).random((3, 1, 32, 256, 256), dtype=np.float32)
-    with nw.open_output(tmp_path / "o.zarr", mode="w") as out:
+    with nw.open_output(nw.DirectLocalStore(tmp_path / "o.zarr"), mode="w") as out:
         assert isinstance(out.store, DirectLocalStore)
         img = out.create_image("x", shape=data.shape, axes="sczyx", dtype="float32",
                                chunks=(1, 1, 16, 128, 128), pyramid=None)
@@ -118,6 +118,6 @@ def test_outputs_on_paths_write_directly_and_read_back(tmp_path):
         assert validate_image(out.store, "x", out["x"]).ok
 
 
-def test_a_plain_local_store_is_kept(tmp_path):
-    with nw.open_output(LocalStore(tmp_path / "o.zarr"), mode="w") as out:
+def test_paths_open_zarrs_own_local_store(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr", mode="w") as out:
         assert type(out.store) is LocalStore

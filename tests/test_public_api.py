@@ -5,7 +5,7 @@ import ngff_writer
 
 def test_public_names():
     assert sorted(ngff_writer.__all__) == sorted([
-        "Blend", "BufferFullError", "ClosedError", "CorruptError", "DuplicateImageError",
+        "Blend", "BufferFullError", "ClosedError", "CorruptError", "DirectLocalStore", "DuplicateImageError",
         "FormatVersionError", "Image", "ImageFinalizedError", "ImageSpec",
         "InvalidAxesError", "InvalidChunksError", "LossyCastError", "MetadataError", "NgffWriterError",
         "NotAnOutputError", "Output",
