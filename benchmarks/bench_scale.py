@@ -21,7 +21,8 @@ Engines (each run in its own fresh subprocess; all runs interleaved in one sessi
                      at a size where that finishes)
 ``ngff-writer-s3``   the 2 GiB stream of ``bench_samples.py`` (S samples of 1x32x512x512, chunks
                      1x1x16x256x256) into moto's S3 server on 127.0.0.1, through an fsspec URL
-``ngff-writer-s3-obstore`` the same stream on a zarr ``ObjectStore`` over obstore's S3 client
+``ngff-writer-s3-fsspec`` the same stream with an s3fs-only option, which keeps the URL on s3fs
+                     (``ngff-writer-s3`` opens on obstore's client when it is installed)
 ``tensorstore-s3``   the same stream with tensorstore's ``s3`` kvstore
 
 Every engine uses the same codec (Blosc zstd-3 + shuffle by default). Each write is timed
@@ -79,7 +80,7 @@ from _common import (
 
 LOCAL_ENGINES = ("ngff-writer", "zarr", "tensorstore")
 TILES = "ngff-tiles"
-S3_ENGINES = ("ngff-writer-s3", "ngff-writer-s3-obstore", "tensorstore-s3")
+S3_ENGINES = ("ngff-writer-s3", "ngff-writer-s3-fsspec", "tensorstore-s3")
 ENGINES = (*LOCAL_ENGINES, TILES, *S3_ENGINES)
 SIZES, QUICK_SIZES = "1000,10000,100000", "1000,5000"
 SMALL = (64, 64)  # one sample of the scale stream (y, x)
@@ -347,10 +348,8 @@ def run_s3(engine: str, port: int, bucket: str, n: int, codec: str, source: Any,
     if engine.startswith("ngff-writer-s3"):
         import ngff_writer as nw
 
-        where = (s3.obstore("out.zarr", bucket) if engine.endswith("obstore")
-                 else f"s3://{bucket}/out.zarr")
-        out = nw.open_output(where, mode="w", storage_options=None if engine.endswith("obstore")
-                             else s3.storage_options)
+        options = s3.fsspec_options if engine.endswith("fsspec") else s3.storage_options
+        out = nw.open_output(f"s3://{bucket}/out.zarr", mode="w", storage_options=options)
         img = out.create_image("pred", shape=shape, axes="sczyx", dtype="float32", chunks=CHUNKS,
                                compressor=codec, pyramid=None)
         write, finish = img.write_sample, out.close
@@ -605,7 +604,7 @@ def verdict(table: list[dict], results: list[dict]) -> list[str]:
                          f"{r['status_end.progress_s']:.4f} s (halfway {r['status_mid.progress_s']:.4f} s)")
         if engine in ("zarr", "tensorstore"):
             lines.append(f"{engine} S={s}: last/first 10% = {r['drift']:.2f} (for comparison)")
-    for mine in ("ngff-writer-s3", "ngff-writer-s3-obstore"):
+    for mine in ("ngff-writer-s3", "ngff-writer-s3-fsspec"):
         ps = paired(results, mine, "tensorstore-s3")
         if ps:
             lines.append(f"S3 throughput {mine} / tensorstore = {statistics.median(ps):.3f} "

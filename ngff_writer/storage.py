@@ -1,9 +1,9 @@
 """The one place that opens stores and moves ngff-writer's own objects in and out of them.
 
-Everything else talks to a :class:`zarr.abc.store.Store`: a local directory, any
-fsspec/obstore URL, or a store object the caller built. Bulk array data goes through
-zarr arrays; this module handles the small objects ngff-writer owns (group metadata,
-log segments, fragments) and turns whatever a backend raises into a
+Everything else talks to a :class:`zarr.abc.store.Store`: a local directory, a URL (on
+obstore's client or fsspec's, :mod:`ngff_writer.s3`), or a store object the caller built.
+Bulk array data goes through zarr arrays; this module handles the small objects
+ngff-writer owns (group metadata, log segments, fragments) and turns whatever a backend raises into a
 :class:`~ngff_writer.errors.StoreError` that names the operation and the key.
 
 What each store guarantees to the bookkeeping
@@ -41,6 +41,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore
 from .errors import CorruptError, NgffWriterError, StoreError
 from .guard import GuardedStore
 from .localstore import DirectLocalStore
+from .s3 import obstore_for
 
 __all__ = [
     "Mode", "StoreLike", "atomic_create", "create_if_absent", "delete_keys", "delete_tree", "describe",
@@ -63,8 +64,10 @@ def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | No
     mode
         ``"r"`` opens read-only; every other mode opens for writing.
     storage_options
-        Passed to fsspec for URLs (credentials, ``endpoint_url``...). The listings cache
-        is off unless these options turn it on (see the module docstring).
+        fsspec's options for URLs (credentials, ``endpoint_url``...). The listings cache
+        is off unless these options turn it on (see the module docstring). An ``s3://``
+        URL whose options obstore understands opens on obstore's faster client
+        (:mod:`ngff_writer.s3`).
     timeout, retries
         For remote stores: seconds one store call may take, and further attempts after a
         timeout or a lost connection (:mod:`ngff_writer.guard`).
@@ -77,7 +80,8 @@ def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | No
     elif isinstance(root, str) and "://" in root and not root.startswith("file://"):
         options = {"use_listings_cache": False, **(storage_options or {})}
         try:
-            store = FsspecStore.from_url(root, storage_options=options, read_only=read_only)
+            store = obstore_for(root, storage_options, read_only) or \
+                FsspecStore.from_url(root, storage_options=options, read_only=read_only)
         except (ImportError, ValueError, OSError) as exc:
             raise StoreError(f"cannot open {root!r}: {exc}") from exc
     else:

@@ -138,9 +138,15 @@ class LocalS3:
 
     @property
     def storage_options(self) -> dict[str, Any]:
-        """fsspec/s3fs options that reach this endpoint."""
+        """fsspec/s3fs options that reach this endpoint (a URL opens on obstore when it is
+        installed, see :mod:`ngff_writer.s3`)."""
         return {**_CREDENTIALS,
                 "client_kwargs": {"endpoint_url": self.endpoint, "region_name": _REGION}}
+
+    @property
+    def fsspec_options(self) -> dict[str, Any]:
+        """:attr:`storage_options` plus an s3fs-only setting, so that a URL opens on s3fs."""
+        return {**self.storage_options, "config_kwargs": {"max_pool_connections": 10}}
 
     def bucket(self, name: str | None = None) -> str:
         """Create a bucket (a fresh random name by default) and return its name."""

@@ -1,4 +1,8 @@
-"""Where a test writes: local disk, or a real S3 endpoint through fsspec or through obstore.
+"""Where a test writes: local disk, or a real S3 endpoint through an ``s3://`` URL.
+
+``fsspec``: the URL with options only s3fs understands, so it opens on s3fs; ``obstore``: the
+URL with plain credentials and endpoint, which open on obstore's client (:mod:`ngff_writer.s3`).
+A store object built by the caller is tested in ``test_storage`` and ``test_faults``.
 
 A *target* is a small picklable tuple, so spawned child processes can open the same
 output as the test that made it.
@@ -35,10 +39,8 @@ def store_of(target: tuple, read_only: bool = False) -> Any:
         return target[1], None
     _, port, bucket, path = target
     s3 = LocalS3(port)
-    if kind == "fsspec":
-        return f"s3://{bucket}/{path}", s3.storage_options
-    store = s3.obstore(path, bucket)
-    return (store.with_read_only(True) if read_only else store), None
+    url = f"s3://{bucket}/{path}"
+    return url, (s3.fsspec_options if kind == "fsspec" else s3.storage_options)
 
 
 def open_target(target: tuple, mode: str = "a", **kwargs: Any) -> nw.Output:

@@ -26,7 +26,7 @@ BOUND = 120  # seconds: far more than 2 s x 2 attempts + pauses; a hang would ex
 def _open(s3: LocalS3, kind: str, path: str, bucket: str, mode: str = "a") -> nw.Output:
     options = {"timeout": 2.0, "retries": 1}
     if kind == "fsspec":
-        return nw.open_output(f"s3://{bucket}/{path}", mode=mode, storage_options=s3.storage_options,
+        return nw.open_output(f"s3://{bucket}/{path}", mode=mode, storage_options=s3.fsspec_options,
                               **options)
     return nw.open_output(s3.obstore(path, bucket), mode=mode, **options)
 

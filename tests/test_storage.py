@@ -43,7 +43,7 @@ def store(request, tmp_path):
         return open_store(FaultyStore(LocalStore(tmp_path / "f.zarr")), "a")
     s3 = request.getfixturevalue("s3")
     if kind == "fsspec":
-        return open_store(s3.url("s.zarr"), "a", s3.storage_options)
+        return open_store(s3.url("s.zarr"), "a", s3.fsspec_options)
     return open_store(s3.obstore("s.zarr"), "a")
 
 
