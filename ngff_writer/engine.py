@@ -4,20 +4,22 @@ A region written by the caller enters level 0's assembler (:mod:`ngff_writer.ass
 the whole write units it hands back become *jobs* of the output's :class:`Engine`. The
 engine's worker threads take the queued jobs in batches and store each batch with one
 call into zarr (its coroutines gathered, so zarr encodes and writes their chunks
-concurrently), then, for each job, record the unit in the image's log
-(:mod:`ngff_writer.track`) — after its data — and reduce it for the pyramid level below
-(:func:`ngff_writer.pyramid.downsample`, from memory: no chunk is read back). The caller's
-thread takes those reductions when it waits for jobs (:meth:`Engine.drain`) and feeds
-them to the next level's assembler as regions, like the valid parts of tiles. So every
-level goes through one mechanism: whole units only, a record after the data, and
-fragments in the store (:mod:`ngff_writer.fragments`) for units this writer cannot
-complete alone.
+concurrently; runs of whole chunks are encoded and put in the store by
+:class:`~ngff_writer.encode.ChunkWriter` where it gives zarr's bytes), then, for each
+job, record the unit in the image's log (:mod:`ngff_writer.track`) — after its data —
+and reduce it for the pyramid level below (:func:`ngff_writer.pyramid.downsample`, from
+memory: no chunk is read back). The caller's thread takes those reductions when it waits
+for jobs (:meth:`Engine.drain`) and feeds them to the next level's assembler as regions,
+like the valid parts of tiles. So every level goes through one mechanism: whole units
+only, a record after the data, and fragments in the store (:mod:`ngff_writer.fragments`)
+for units this writer cannot complete alone.
 
 What the engine owns, and when it lets go of it:
 
-- ``workers`` threads that store batches, and one that computes level-0 statistics
-  beside the store; made on first use, ended by :meth:`Engine.close` (the output's
-  ``close``), made anew after ``fork``;
+- ``workers`` threads that store batches, one that computes level-0 statistics beside
+  the store, and a pool that encodes the chunks of runs stored without zarr's pipeline
+  (:mod:`ngff_writer.encode`); made on first use, ended by :meth:`Engine.close` (the
+  output's ``close``), made anew after ``fork``;
 - the in-flight limit: the caller waits once more than ``max_inflight`` jobs or
   ``max_inflight_bytes`` of data are queued or being stored; store failures surface
   there, once, as a :class:`~ngff_writer.errors.StoreError`;
@@ -51,6 +53,7 @@ import zarr
 from zarr.abc.store import Store
 
 from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region
+from .encode import ChunkWriter
 from .errors import StoreError
 from .fragments import Fragments
 from .grid import box_slices, grid_shape, neighbour_runs
@@ -84,6 +87,8 @@ class _Job:
     array: zarr.AsyncArray[Any]
     piece: Piece
     after: Callable[[], None] | None
+    #: Stores the job's chunks without zarr's pipeline, where that gives zarr's bytes.
+    direct: ChunkWriter | None = None
     future: Future[Derived | None] = dataclasses.field(default_factory=Future)
 
     @property
@@ -117,7 +122,7 @@ class Engine:
         self._queue: deque[_Job] = deque()
         self._inflight: deque[_Job] = deque()
         self._inflight_bytes = 0
-        self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+        self._pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor, ThreadPoolExecutor] | None = None
         self._ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
         self._stop = threading.Event()
         self._committer: threading.Thread | None = None
@@ -128,13 +133,17 @@ class Engine:
         _ENGINES.add(self)
 
     # ---- lifecycle ---------------------------------------------------------------------
-    def _get_pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+    def _get_pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor, ThreadPoolExecutor]:
         if self._closed:
             raise RuntimeError("the engine is closed")
         if self._pools is None:
+            # Chunks encoded without zarr's pipeline use as many threads as zarr's would:
+            # the setting that tunes one tunes both.
+            encoders = zarr.config.get("codec_pipeline.max_workers", None) or os.cpu_count() or 1
             self._pools = (
                 ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self.name}-store"),
                 ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-stats"),
+                ThreadPoolExecutor(encoders, thread_name_prefix=f"{self.name}-encode"),
             )
         return self._pools
 
@@ -195,7 +204,7 @@ class Engine:
     # ---- jobs --------------------------------------------------------------------------
     def submit(self, job: _Job) -> None:
         """Queue ``job``; a worker stores it (with whatever else is queued then)."""
-        store_pool, _ = self._get_pools()
+        store_pool = self._get_pools()[0]
         with self._lock:
             self._queue.append(job)
         self._inflight.append(job)
@@ -216,7 +225,7 @@ class Engine:
         batch = self._take()
         if not batch:
             return  # an earlier worker took this call's job with its batch
-        _, stats_pool = self._get_pools()
+        _, stats_pool, encode_pool = self._get_pools()
         # Statistics (level 0) only read the data: compute them beside the encode and
         # store, which spend much of their time outside the GIL.
         stats = {id(job): stats_pool.submit(summarize, job.piece.data, job.writer.channel_axis)
@@ -224,8 +233,15 @@ class Engine:
 
         runs = _runs(batch)
 
+        def store(array: zarr.AsyncArray[Any], region: Region, data: np.ndarray,
+                  direct: ChunkWriter | None) -> Any:
+            if direct is not None and direct.covers(region):
+                return direct.write(region, data, encode_pool)
+            return array.setitem(region, data)
+
         async def store_all() -> list[Any]:
-            return await asyncio.gather(*(array.setitem(region, data) for array, region, data, _ in runs),
+            return await asyncio.gather(*(store(array, region, data, jobs[0].direct)
+                                          for array, region, data, jobs in runs),
                                         return_exceptions=True)
 
         try:
@@ -415,6 +431,7 @@ class LevelWriter:
         self._policy: Policy = policy if index == 0 else "spill"
         self._assembler: Assembler | None = None
         self._array: zarr.Array | None = None
+        self._direct: ChunkWriter | None = None
         #: Jobs in flight per write unit (a unit's next store waits for the earlier one).
         self.inflight = np.zeros(grid_shape(self.geometry.shape, self.geometry.unit), np.int16)
 
@@ -444,7 +461,14 @@ class LevelWriter:
         """The level's array, opened for writing on first use."""
         if self._array is None:
             self._array = open_array(self.store, join(self.ledger.keys.image, self.geometry.path), "r+")
+            self._direct = ChunkWriter.of(self._array.async_array)
         return self._array
+
+    @property
+    def direct(self) -> ChunkWriter | None:
+        """Stores whole chunks of the level's array without zarr's pipeline (None: zarr stores them)."""
+        self.array()
+        return self._direct
 
 
 class ImageWriter:
@@ -532,7 +556,7 @@ class ImageWriter:
             if lw.inflight[where].any():
                 self.engine.wait_until(lambda where=where: not lw.inflight[where].any())
             lw.inflight[where] += 1
-            self.engine.submit(_Job(self, lw.index, array, piece, after))
+            self.engine.submit(_Job(self, lw.index, array, piece, after, lw.direct))
 
     def landed(self, job: _Job) -> None:
         """The engine took ``job`` out of flight (stored or failed)."""
