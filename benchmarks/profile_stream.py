@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/profile_stream.py --engine ngff-writer
     python benchmarks/profile_stream.py --engine tensorstore --chunks 32x128x256 --top 30
+    python benchmarks/profile_stream.py --engine tensorstore --levels 2   # as bench_pyramid.py
 
 The sample is generated once and written ``--samples`` times (the stream of
 ``bench_samples.py``, without regenerating), from warm memory (see ``_common.warm_page_cache``).
@@ -38,18 +39,30 @@ GROUPS = (("codec (blosc/zstd)", ("blosc", "_tensorstore")), ("kernel", ("kernel
           ("libc", ("libc",)), ("Python interpreter", ("libpython",)), ("numpy", ("_multiarray",)))
 
 
-def child(engine: str, n: int, path: Path) -> None:
-    """Set up, pause, stream ``n`` samples; print the throughput."""
+def child(engine: str, n: int, path: Path, levels: int) -> None:
+    """Set up, pause, stream ``n`` samples (and ``levels`` 2x2-mean levels); print the throughput."""
     source = resident_source(0.01)
     sample = source.sample(0)
     shape = (n, *SAMPLE_SHAPE)
     if engine == "tensorstore":
         import tensorstore as ts
 
-        arr = ts.open(tensorstore_spec(path, shape, "default"), create=True, delete_existing=True).result()
+        arrays = []
+        for k in range(levels + 1):  # as bench_pyramid.py writes them
+            level_shape = (*shape[:-2], shape[-2] >> k, shape[-1] >> k)
+            spec = tensorstore_spec(path / str(k), level_shape, "default")
+            spec["metadata"]["chunk_grid"]["configuration"]["chunk_shape"] = [
+                min(c, s) for c, s in zip(CHUNKS, level_shape, strict=True)]
+            arrays.append(ts.open(spec, create=True, delete_existing=True).result())
 
         def write(i: int) -> None:
-            arr[i].write(sample).result()
+            pending = [arrays[0][i].write(sample)]
+            level = sample
+            for k in range(1, levels + 1):
+                level = ts.downsample(ts.array(level), [1, 1, 2, 2], "mean").read().result()
+                pending.append(arrays[k][i].write(level))
+            for future in pending:
+                future.result()
 
         def finish() -> None:
             pass
@@ -58,7 +71,7 @@ def child(engine: str, n: int, path: Path) -> None:
 
         out = nw.open_output(nw.DirectLocalStore(path) if engine == "ngff-direct" else path, mode="w")
         img = out.create_image("pred", shape=shape, axes="sczyx", dtype="float32", chunks=CHUNKS,
-                               pyramid=None)
+                               pyramid={"levels": levels} if levels else None)
 
         def write(i: int) -> None:
             img.write_sample(i, sample)
@@ -107,13 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", choices=("ngff-writer", "ngff-direct", "tensorstore"), default="ngff-writer")
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--chunks", choices=sorted(CHUNK_CHOICES), default="16x256x256")
+    p.add_argument("--levels", type=int, default=0, help="2x2-mean pyramid levels below level 0")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--tmpdir", default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--path", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(args.engine, args.samples, Path(args.path))
+        child(args.engine, args.samples, Path(args.path), args.levels)
         return 0
     if shutil.which("perf") is None:
         p.error("Linux perf is needed (apt-get install linux-perf)")
@@ -122,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_page_cache(root, args.samples * 4 * math.prod(SAMPLE_SHAPE))
         data = root / "perf.data"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--engine", args.engine,
-               "--samples", str(args.samples), "--path", str(root / "out.zarr")]
+               "--samples", str(args.samples), "--levels", str(args.levels), "--path", str(root / "out.zarr")]
         subprocess.run(["perf", "record", "-q", "-D", str(int(DELAY * 1000)), "-o", str(data),
                         "--", *cmd], check=True)
         report(data, args.top)
