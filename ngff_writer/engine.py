@@ -8,18 +8,18 @@ concurrently; runs of whole chunks are encoded and put in the store by
 :class:`~ngff_writer.encode.ChunkWriter` where it gives zarr's bytes), then, for each
 job, record the unit in the image's log (:mod:`ngff_writer.track`) — after its data —
 and reduce it for the pyramid level below (:func:`ngff_writer.pyramid.downsample`, from
-memory: no chunk is read back). The caller's thread takes those reductions when it waits
-for jobs (:meth:`Engine.drain`) and feeds them to the next level's assembler as regions,
-like the valid parts of tiles. So every level goes through one mechanism: whole units
-only, a record after the data, and fragments in the store (:mod:`ngff_writer.fragments`)
-for units this writer cannot complete alone.
+memory, beside the store: no chunk is read back). The caller's thread takes those
+reductions when it waits for jobs (:meth:`Engine.drain`) and feeds them to the next
+level's assembler as regions, like the valid parts of tiles. So every level goes through
+one mechanism: whole units only, a record after the data, and fragments in the store
+(:mod:`ngff_writer.fragments`) for units this writer cannot complete alone.
 
 What the engine owns, and when it lets go of it:
 
-- ``workers`` threads that store batches, one that computes level-0 statistics beside
-  the store, and a pool that encodes the chunks of runs stored without zarr's pipeline
-  (:mod:`ngff_writer.encode`); made on first use, ended by :meth:`Engine.close` (the
-  output's ``close``), made anew after ``fork``;
+- ``workers`` threads that store batches, two that compute level-0 statistics and the
+  reductions for the level below beside the store, and a pool that encodes the chunks
+  of runs stored without zarr's pipeline (:mod:`ngff_writer.encode`); made on first use,
+  ended by :meth:`Engine.close` (the output's ``close``), made anew after ``fork``;
 - the in-flight limit: the caller waits once more than ``max_inflight`` jobs or
   ``max_inflight_bytes`` of data are queued or being stored; store failures surface
   there, once, as a :class:`~ngff_writer.errors.StoreError`;
@@ -142,7 +142,7 @@ class Engine:
             encoders = zarr.config.get("codec_pipeline.max_workers", None) or os.cpu_count() or 1
             self._pools = (
                 ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self.name}-store"),
-                ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-stats"),
+                ThreadPoolExecutor(2, thread_name_prefix=f"{self.name}-beside"),
                 ThreadPoolExecutor(encoders, thread_name_prefix=f"{self.name}-encode"),
             )
         return self._pools
@@ -225,11 +225,15 @@ class Engine:
         batch = self._take()
         if not batch:
             return  # an earlier worker took this call's job with its batch
-        _, stats_pool, encode_pool = self._get_pools()
-        # Statistics (level 0) only read the data: compute them beside the encode and
-        # store, which spend much of their time outside the GIL.
-        stats = {id(job): stats_pool.submit(summarize, job.piece.data, job.writer.channel_axis)
+        _, beside_pool, encode_pool = self._get_pools()
+        # Statistics (level 0) and the reduction for the level below only read the data:
+        # compute them beside the encode and store, which spend much of their time outside
+        # the GIL. (Reducing after the store left a core idle for the reduction's length
+        # once per unit: 3.8 ms of a 32 MiB sample's ~65 ms, bench_pyramid.)
+        stats = {id(job): beside_pool.submit(summarize, job.piece.data, job.writer.channel_axis)
                  for job in batch if job.level == 0 and job.writer.statistics}
+        reduced = {id(job): beside_pool.submit(job.writer.reduce, job)
+                   for job in batch if job.writer.reduces(job.level)}
 
         runs = _runs(batch)
 
@@ -256,7 +260,9 @@ class Engine:
                 if isinstance(result, BaseException):
                     raise self._error(job, result) from result
                 summary = stats[id(job)].result() if id(job) in stats else None
-                job.future.set_result(job.writer.stored(job, summary))
+                derived = reduced[id(job)].result() if id(job) in reduced else None
+                job.writer.stored(job, summary)
+                job.future.set_result(derived)
             except BaseException as exc:  # handed to the caller by drain
                 job.future.set_exception(exc)
 
@@ -563,15 +569,20 @@ class ImageWriter:
         self.levels[job.level].inflight[box_slices(job.piece.box)] -= 1
 
     # ---- called by the engine ---------------------------------------------------------------
-    def stored(self, job: _Job, summary: list[Any] | None) -> Derived | None:
-        """A worker stored ``job``: record it (after its data) and reduce it for the level below."""
-        # A completed unit's fragments go only once its record is committed (see Ledger.record).
-        self.ledger.record(job.level, job.piece.box, summary, then=job.after)
-        if job.level + 1 == len(self.levels):
-            return None
+    def reduces(self, level: int) -> bool:
+        """True when units of ``level`` are reduced for a level below it."""
+        return level + 1 < len(self.levels)
+
+    def reduce(self, job: _Job) -> Derived:
+        """``job``'s unit reduced for the level below: its region there, and its data."""
         factors = self.levels[job.level + 1].geometry.factors
         return (target_region(job.piece.region, factors),
                 downsample(job.piece.data, factors, self.spec.pyramid_method))
+
+    def stored(self, job: _Job, summary: list[Any] | None) -> None:
+        """A worker stored ``job``: record it, after its data."""
+        # A completed unit's fragments go only once its record is committed (see Ledger.record).
+        self.ledger.record(job.level, job.piece.box, summary, then=job.after)
 
     def failed(self, job: _Job) -> None:
         """A job's store failed: its units count as not stored, so writing them again is taken."""

@@ -30,7 +30,7 @@ def test_no_thread_outlives_close(tmp_path):
         for i in range(40):
             img.write_sample(i, np.full((32, 32), i, np.float32))
         running = _threads(name)
-        assert f"{name}-commit" in running and f"{name}-stats_0" in running
+        assert f"{name}-commit" in running and f"{name}-beside_0" in running and f"{name}-encode_0" in running
         assert 1 <= sum(n.startswith(f"{name}-store") for n in running) <= 3  # workers=3
     assert _threads(name) == []
 
