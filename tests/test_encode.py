@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
+from zarr.core.codec_pipeline import BatchedCodecPipeline
+from zarr.registry import register_pipeline
 from zarr.storage import LocalStore, MemoryStore
 
 import ngff_writer as nw
@@ -174,3 +176,32 @@ def test_an_export_stores_its_levels_through_it(tmp_path: Path) -> None:
     assert back["pred/1"].shape == (3, 1, 8, 32, 32)
     np.testing.assert_allclose(back["pred/1"][...],
                                data.reshape(3, 1, 8, 32, 2, 32, 2).mean(axis=(4, 6)), rtol=1e-6)
+
+
+class _ChosenPipeline(BatchedCodecPipeline):
+    """Stands for a pipeline a user configures (zarrs-python's, say)."""
+
+
+def test_a_pipeline_the_user_chose_encodes_every_chunk(tmp_path: Path) -> None:
+    register_pipeline(_ChosenPipeline)
+    name = f"{_ChosenPipeline.__module__}.{_ChosenPipeline.__qualname__}"
+    with zarr.config.set({"codec_pipeline.path": name}):
+        out = nw.open_output(tmp_path / "out.zarr", mode="w")
+        img = out.create_image("pred", shape=(2, 64, 64), axes="syx", dtype="float32", chunks=(1, 32, 32))
+        img.write_sample(0, np.ones((64, 64), np.float32))
+        level = img._writer.levels[0]
+        assert type(level.array().async_array.codec_pipeline) is _ChosenPipeline
+        assert level.direct is None
+        img.write_sample(1, np.full((64, 64), 2, np.float32))
+        out.close()
+    back = zarr.open_array(tmp_path / "out.zarr" / "pred" / "0", mode="r")[...]
+    np.testing.assert_array_equal(back, np.stack([np.ones((64, 64)), np.full((64, 64), 2)]))
+
+
+def test_the_encoding_threads_follow_zarrs_setting(tmp_path: Path) -> None:
+    with zarr.config.set({"codec_pipeline.max_workers": 3}):
+        out = nw.open_output(tmp_path / "out.zarr", mode="w")
+        img = out.create_image("pred", shape=(2, 64, 64), axes="syx", dtype="float32", chunks=(1, 32, 32))
+        img.write_sample(0, np.ones((64, 64), np.float32))
+        assert out.engine._get_pools()[2]._max_workers == 3
+        out.close()
