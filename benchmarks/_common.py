@@ -163,6 +163,36 @@ def tensorstore_spec(path: Path, shape: Sequence[int], codec: str) -> dict[str, 
     }
 
 
+def tensorstore_levels(path: Path, n: int, levels: int, codec: str) -> Callable[[int, Any], None]:
+    """Open tensorstore arrays for level 0 and ``levels`` 2x2-mean levels of ``n`` samples.
+
+    Returns ``write(i, sample)``: stores the sample at level 0 and, computed with
+    ``ts.downsample`` while level 0 is written, its reductions at every level below; it
+    returns once all of them are stored. Chunks are the benchmark's, cut to each level's shape.
+    """
+    import tensorstore as ts
+
+    shape = (n, *SAMPLE_SHAPE)
+    arrays = []
+    for k in range(levels + 1):
+        level_shape = (*shape[:-2], shape[-2] >> k, shape[-1] >> k)
+        spec = tensorstore_spec(path / str(k), level_shape, codec)
+        spec["metadata"]["chunk_grid"]["configuration"]["chunk_shape"] = [
+            min(c, s) for c, s in zip(CHUNKS, level_shape, strict=True)]
+        arrays.append(ts.open(spec, create=True, delete_existing=True).result())
+
+    def write(i: int, sample: Any) -> None:
+        pending = [arrays[0][i].write(sample)]
+        level = sample
+        for k in range(1, levels + 1):
+            level = ts.downsample(ts.array(level), [1, 1, 2, 2], "mean").read().result()
+            pending.append(arrays[k][i].write(level))
+        for future in pending:
+            future.result()
+
+    return write
+
+
 # ---- timing ---------------------------------------------------------------------------------
 class Timer:
     """Sum of the wall time of the timed blocks."""

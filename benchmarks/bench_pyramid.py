@@ -53,7 +53,7 @@ from _common import (
     run_repeats,
     run_worker,
     summary_row,
-    tensorstore_spec,
+    tensorstore_levels,
     zarr_codec,
 )
 from _common import median as _median
@@ -125,23 +125,11 @@ def run_zarr_dask(path: Path, n: int, codec: str, source: Any, timer: Timer) -> 
 
 
 def run_tensorstore(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
-    import tensorstore as ts
-
-    arrays = []
-    for k in range(LEVELS + 1):
-        spec = tensorstore_spec(path / str(k), _shape(n, k), codec)
-        spec["metadata"]["chunk_grid"]["configuration"]["chunk_shape"] = list(_chunks(k))
-        arrays.append(ts.open(spec, create=True, delete_existing=True).result())
+    write = tensorstore_levels(path, n, LEVELS, codec)
     for i in range(n):
         sample = source.sample(i)
         with timer:
-            pending = [arrays[0][i].write(sample)]
-            level = sample
-            for k in range(1, LEVELS + 1):
-                level = ts.downsample(ts.array(level), [1, 1, 2, 2], "mean").read().result()
-                pending.append(arrays[k][i].write(level))
-            for future in pending:
-                future.result()
+            write(i, sample)
 
 
 def run_ome_zarr_py(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:

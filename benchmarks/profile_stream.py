@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import CHUNK_CHOICES, CHUNKS, SAMPLE_SHAPE, resident_source, tensorstore_spec, warm_page_cache
+from _common import CHUNK_CHOICES, CHUNKS, SAMPLE_SHAPE, resident_source, tensorstore_levels, warm_page_cache
 
 _STARTED = time.monotonic()
 #: perf starts recording this long after the child starts; the child streams half a second
@@ -45,24 +45,10 @@ def child(engine: str, n: int, path: Path, levels: int) -> None:
     sample = source.sample(0)
     shape = (n, *SAMPLE_SHAPE)
     if engine == "tensorstore":
-        import tensorstore as ts
-
-        arrays = []
-        for k in range(levels + 1):  # as bench_pyramid.py writes them
-            level_shape = (*shape[:-2], shape[-2] >> k, shape[-1] >> k)
-            spec = tensorstore_spec(path / str(k), level_shape, "default")
-            spec["metadata"]["chunk_grid"]["configuration"]["chunk_shape"] = [
-                min(c, s) for c, s in zip(CHUNKS, level_shape, strict=True)]
-            arrays.append(ts.open(spec, create=True, delete_existing=True).result())
+        write_levels = tensorstore_levels(path, n, levels, "default")  # as bench_pyramid.py
 
         def write(i: int) -> None:
-            pending = [arrays[0][i].write(sample)]
-            level = sample
-            for k in range(1, levels + 1):
-                level = ts.downsample(ts.array(level), [1, 1, 2, 2], "mean").read().result()
-                pending.append(arrays[k][i].write(level))
-            for future in pending:
-                future.result()
+            write_levels(i, sample)
 
         def finish() -> None:
             pass
