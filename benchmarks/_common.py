@@ -43,6 +43,8 @@ def _chosen_chunks() -> tuple[int, ...]:
 CHUNKS = _chosen_chunks()
 CODECS = ("default", "blosc-lz4", "zstd")
 MB = 1e6
+#: The Performance issue's bound on a writer's peak RSS over its post-import baseline, in MB.
+EXTRA_RSS_MB = 150
 
 
 # ---- memory ---------------------------------------------------------------------------------
@@ -384,6 +386,30 @@ def run_repeats(tasks: list[Any], args: Any, name: str, run: Callable[[Any, Path
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return results
+
+
+def rss_when_doubled(args: Any, engine: str, results: list[dict],
+                     run: Callable[[int, Path], dict]) -> str:
+    """Run ``engine`` once more at twice ``args.samples`` and compare its extra peak RSS.
+
+    ``run(n, root)`` runs the engine at ``n`` samples under ``root``. Returns the line
+    "extra peak RSS at S (median of the repeats) -> at 2S" for the verdict: a writer's
+    memory must stay within ``EXTRA_RSS_MB`` and not grow with the number of samples.
+    """
+    n = args.samples
+    root = Path(tempfile.mkdtemp(prefix="ngff-bench-double-", dir=args.tmpdir))
+    try:
+        if getattr(args, "memory", "as-is") == "warm":
+            warm_page_cache(root, 2 * n * 4 * math.prod(SAMPLE_SHAPE))
+        r = run(2 * n, root)
+        settle(args.settle)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    at_n = median([x for x in results if x["engine"] == engine], "peak_over_baseline_mb")
+    at_2n = r["peak_over_baseline_mb"]
+    ok = max(at_n, at_2n) <= EXTRA_RSS_MB
+    return (f"{engine}: extra peak RSS S={n} {at_n:.0f} MB (median) -> S={2 * n} {at_2n:.0f} MB "
+            f"({at_2n - at_n:+.0f} MB) -> {'PASS' if ok else 'FAIL'} (<= {EXTRA_RSS_MB} MB at both)")
 
 
 def warm_page_cache(root: Path, nbytes: int) -> None:

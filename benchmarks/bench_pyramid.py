@@ -50,6 +50,7 @@ from _common import (
     parse,
     report,
     resident_source,
+    rss_when_doubled,
     run_repeats,
     run_worker,
     summary_row,
@@ -278,6 +279,8 @@ def verdict(results: list[dict], engines: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = arguments(__doc__, ENGINES)
+    p.add_argument("--also-double", action="store_true",
+                   help="then run ngff-writer once at 2x samples: its extra peak RSS must not grow")
     args, engines = parse(p, argv, ENGINES)
     if args.worker:
         print(json.dumps(worker(args.worker, args.samples, args.codec, Path(args.path), args.noise)))
@@ -291,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
                            f"{r['peak_rss_mb']:6.0f} MB  {r['write_s']:.1f} s  "
                            f"{'ok' if r['verified'] else 'NOT VERIFIED'}"))
     table = summarize(results, engines)
-    report(args, results, table, lambda: print_table(table, args), verdict(results, engines))
+    lines = verdict(results, engines)
+    if args.also_double and "ngff-writer" in engines:
+        lines.append(rss_when_doubled(args, "ngff-writer", results,
+                                      lambda k, root: run_one("ngff-writer", k, args, root)))
+    report(args, results, table, lambda: print_table(table, args), lines)
     return 0
 
 

@@ -43,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     CHUNKS,
+    EXTRA_RSS_MB,
     SAMPLE_SHAPE,
     Timer,
     arguments,
@@ -64,7 +65,7 @@ DOUBLE_ENGINES = ("ngff-writer", "careamics-cache")
 RSS_LIMIT_MB = 300.0
 #: The Performance issue's bars: paired ratio to tensorstore, and the writer's peak RSS over
 #: its baseline (interpreter, libraries, the generator's sample buffer).
-TS_TARGET, EXTRA_RSS_MB = 1.2, 150
+TS_TARGET = 1.2
 
 
 # ---- workers --------------------------------------------------------------------------------

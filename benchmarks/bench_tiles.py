@@ -60,6 +60,7 @@ from _common import (
     parse,
     report,
     resident_source,
+    rss_when_doubled,
     run_repeats,
     run_worker,
     summary_row,
@@ -304,8 +305,8 @@ def worker(engine: str, n: int, codec: str, path: Path, noise: float, tile: int,
 
 
 # ---- orchestration --------------------------------------------------------------------------
-def run_one(engine: str, args: argparse.Namespace, root: Path) -> dict:
-    n = args.samples
+def run_one(engine: str, args: argparse.Namespace, root: Path, n: int | None = None) -> dict:
+    n = args.samples if n is None else n
     path = Path(tempfile.mkdtemp(prefix=f"{engine}-{n}-", dir=root)) / "out.zarr"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine,
            "--samples", str(n), "--codec", args.codec, "--noise", str(args.noise),
@@ -379,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     p = arguments(__doc__, ENGINES)
     p.add_argument("--tile", type=int, default=200, help="tile size in y and x")
     p.add_argument("--overlap", type=int, default=48, help="tile overlap in y and x")
+    p.add_argument("--also-double", action="store_true",
+                   help=f"then run {TARGET} once at 2x samples: its extra peak RSS must not grow")
     args, engines = parse(p, argv, ENGINES)
     if args.worker:
         print(json.dumps(worker(args.worker, args.samples, args.codec, Path(args.path), args.noise,
@@ -398,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     results = run_repeats(engines, args, "tiles", lambda e, root: run_one(e, args, root), line)
     table = summarize(results, engines)
     tiles_per_sample = results[0]["tiles_per_sample"]
-    report(args, results, table, lambda: print_table(table, args, tiles_per_sample), verdict(results))
+    lines = verdict(results)
+    if args.also_double and TARGET in engines:
+        lines.append(rss_when_doubled(args, TARGET, results, lambda n, root: run_one(TARGET, args, root, n)))
+    report(args, results, table, lambda: print_table(table, args, tiles_per_sample), lines)
     return 0
 
 

@@ -48,7 +48,7 @@ import numpy as np
 
 from .blend import count_tiles, tile_weights
 from .errors import BufferFullError, OverlapError
-from .grid import Box, box_slices, neighbour_runs
+from .grid import JOIN_BELOW, Box, box_slices, neighbour_runs
 
 __all__ = [
     "Assembler", "BlendBuffer", "BlendRule", "CropBuffer", "CropRule", "Part", "Piece", "Plan", "State",
@@ -299,11 +299,14 @@ Rule = CropRule | BlendRule
 def merge_pieces(pieces: list[Piece]) -> list[Piece]:
     """Join pieces whose boxes are neighbours along one axis into larger boxes.
 
-    Units completed by the same region (e.g. the z-chunks under one tile) then go to
-    the store as one block, with one log record and one summary instead of one each.
+    Small units completed by the same region (e.g. the z-chunks under one tile) then go
+    to the store as one block, with one log record and one summary instead of one each.
+    Pieces of ``JOIN_BELOW`` bytes or more stay apart: joining them costs a copy of the
+    data while both exist, for a record that is cheap beside storing them.
     """
-    out = []
-    for run, axis in neighbour_runs(pieces, lambda p: p.box):
+    out = [p for p in pieces if p.data.nbytes >= JOIN_BELOW]
+    small = [p for p in pieces if p.data.nbytes < JOIN_BELOW]
+    for run, axis in neighbour_runs(small, lambda p: p.box):
         if axis is None:
             out.append(run[0])
             continue

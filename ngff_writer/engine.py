@@ -56,7 +56,7 @@ from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region
 from .encode import ChunkWriter
 from .errors import StoreError
 from .fragments import Fragments
-from .grid import box_slices, grid_shape, neighbour_runs
+from .grid import JOIN_BELOW, box_slices, grid_shape, neighbour_runs
 from .pyramid import downsample, target_region
 from .spec import ImageSpec
 from .stats import summarize
@@ -70,10 +70,6 @@ __all__ = ["COPY_LIMIT", "Engine", "ImageWriter"]
 COPY_LIMIT = 8 << 20
 #: Jobs (and bytes) one worker stores in one call at most.
 _BATCH_JOBS, _BATCH_BYTES = 64, 64 << 20
-#: Jobs at least this large are never joined with their neighbours into one zarr call:
-#: a call's overhead is small beside encoding them, and joining copies them (tiles of
-#: 32x200x200 float32: peak RSS 186-221 -> 144 MB over the baseline, bench_tiles).
-_GROUP_BELOW = 1 << 20
 
 Derived = tuple[Region, np.ndarray]
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -344,7 +340,7 @@ def _runs(batch: list[_Job]) -> list[tuple[zarr.AsyncArray[Any], Region, np.ndar
     out = []
     by_array: dict[int, list[_Job]] = {}
     for job in batch:
-        if job.nbytes >= _GROUP_BELOW:  # its own call: joining it would only add a copy
+        if job.nbytes >= JOIN_BELOW:  # its own call: joining it would only add a copy
             out.append((job.array, job.piece.region, job.piece.data, [job]))
             continue
         by_array.setdefault(id(job.array), []).append(job)

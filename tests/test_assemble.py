@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from ngff_writer.assemble import Assembler, BlendRule, CropRule, Part, Piece, State, merge_pieces, plan
 from ngff_writer.errors import BufferFullError, OverlapError
+from ngff_writer.grid import JOIN_BELOW
 from ngff_writer.tiling import tiles
 
 
@@ -58,6 +59,19 @@ def test_neighbours_merge_into_boxes():
 def test_non_neighbours_stay_apart():
     parts = [piece(((0, 0), (1, 1))), piece(((1, 1), (2, 2))), piece(((0, 2), (1, 3)))]
     assert len(merge_pieces(parts)) == 3
+
+
+def test_large_neighbours_stay_apart_without_a_copy():
+    # Joining copies; a block of JOIN_BELOW bytes or more goes to the store on its own.
+    unit = JOIN_BELOW // 4
+    big = [Piece((slice(k * unit, (k + 1) * unit),), np.full(unit, k, np.float32), ((k,), (k + 1,)))
+           for k in range(3)]
+    merged = merge_pieces(big)
+    assert sorted(m.box for m in merged) == [p.box for p in big]
+    assert all(any(m.data is p.data for p in big) for m in merged)
+    small = [Piece((slice(k * 4, k * 4 + 4),), np.full(4, k, np.float32), ((k,), (k + 1,)))
+             for k in range(3)]
+    assert [m.box for m in merge_pieces(small)] == [((0,), (3,))]
 
 
 # ---- states ---------------------------------------------------------------------------------
