@@ -14,8 +14,8 @@ __all__ = ["JOIN_BELOW", "Box", "box_slices", "grid_shape", "neighbour_runs"]
 #: Blocks at least this large are never joined with their neighbours into one block:
 #: joining copies them, and holds both copies for a moment, to save a store call or a
 #: log record that costs little beside encoding them (tiles of 32x200x200 float32: peak
-#: RSS 186-221 -> 144 MB over the baseline when the engine stopped joining them, and
-#: 14x MB when the assembler stopped too; bench_tiles).
+#: RSS over the baseline 186-221 -> 144 MB when the engine stopped joining them, and
+#: later 147-149 -> 141-145 MB when the assembler stopped too; bench_tiles).
 JOIN_BELOW = 1 << 20
 
 #: A box of blocks: (start, stop) per axis, stop exclusive.
