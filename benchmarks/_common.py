@@ -397,14 +397,8 @@ def rss_when_doubled(args: Any, engine: str, results: list[dict],
     memory must stay within ``EXTRA_RSS_MB`` and not grow with the number of samples.
     """
     n = args.samples
-    root = Path(tempfile.mkdtemp(prefix="ngff-bench-double-", dir=args.tmpdir))
-    try:
-        if getattr(args, "memory", "as-is") == "warm":
-            warm_page_cache(root, 2 * n * 4 * math.prod(SAMPLE_SHAPE))
-        r = run(2 * n, root)
-        settle(args.settle)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    doubled = argparse.Namespace(**{**vars(args), "samples": 2 * n, "repeats": 1})
+    (r,) = run_repeats([2 * n], doubled, "double", run)
     at_n = median([x for x in results if x["engine"] == engine], "peak_over_baseline_mb")
     at_2n = r["peak_over_baseline_mb"]
     ok = max(at_n, at_2n) <= EXTRA_RSS_MB

@@ -151,13 +151,11 @@ class ChunkWriter:
     # ---- one chunk ------------------------------------------------------------------------
     def encode(self, view: np.ndarray) -> Any | None:
         """The stored bytes of the chunk whose data is ``view``, or None if it is all fill value."""
-        if view.shape == self.chunks and view.dtype == self.dtype and view.flags.c_contiguous:
-            chunk = view  # a unit of one chunk (tiles): encoded in place, no copy
-        else:
-            if view.shape == self.chunks:
-                chunk = np.empty(self.chunks, self.dtype)
-            else:  # the array's last chunk along some axis: zarr pads it with the fill value
-                chunk = np.full(self.chunks, self.fill_value, self.dtype)
+        if view.shape == self.chunks:
+            # Copied only when it is a strided view; a unit of one chunk (tiles) is encoded in place.
+            chunk = np.ascontiguousarray(view, dtype=self.dtype)
+        else:  # the array's last chunk along some axis: zarr pads it with the fill value
+            chunk = np.full(self.chunks, self.fill_value, self.dtype)
             chunk[tuple(slice(0, n) for n in view.shape)] = view
         if self._skip_empty and self._all_fill(chunk):
             return None
