@@ -16,6 +16,7 @@ half-way leaves a declaration that the next one completes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -26,7 +27,7 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.errors import ContainsArrayError
 
 from ._version import __version__
-from .bookkeeping import FORMAT, ImageKeys, check_format
+from .bookkeeping import FORMAT, Identity, ImageKeys, check_format
 from .errors import CorruptError, SpecMismatchError
 from .ngff import STATUS_IN_PROGRESS, image_attributes, read_writer_attrs
 from .spec import ImageSpec, Level
@@ -37,11 +38,25 @@ from .storage import (
     join,
     node_attributes,
     put_json,
+    repair_hint,
     store_errors,
     write_group,
 )
 
-__all__ = ["allocate_image", "declare", "ensure_parents"]
+__all__ = ["Declaration", "allocate_image", "declaration_of", "declare", "ensure_parents", "spec_of"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Declaration:
+    """An image as declared: its settings and its identity (see :mod:`ngff_writer.bookkeeping`)."""
+
+    spec: ImageSpec
+    identity: Identity
+
+    def document(self) -> dict[str, Any]:
+        """The declaration document (the bookkeeping group's attributes)."""
+        return {"format": FORMAT, "spec": self.spec.to_json(), "version": __version__,
+                **self.identity.to_json()}
 
 
 def _compressors(spec: ImageSpec) -> Any:
@@ -73,11 +88,11 @@ def ensure_parents(store: Store, path: str, zarr_format: int) -> None:
             write_group(store, parent, zarr_format, {})
 
 
-def declare(store: Store, spec: ImageSpec) -> ImageSpec:
-    """Create the image's declaration unless one exists; return the declared spec.
+def declare(store: Store, spec: ImageSpec, fingerprint: str | None = None) -> Declaration:
+    """Create the image's declaration unless one exists; return the declaration that holds.
 
-    The result is ``spec`` when this writer declared the image (or another declared the
-    same settings), and the other writer's spec otherwise: compare before writing.
+    The result is this writer's when it declared the image, and the other writer's
+    otherwise (its settings, fingerprint and id): compare before writing.
 
     Raises
     ------
@@ -85,20 +100,21 @@ def declare(store: Store, spec: ImageSpec) -> ImageSpec:
         The existing declaration cannot be read by this version.
     """
     keys = ImageKeys(spec.name, spec.zarr_format)
-    document = {"format": FORMAT, "spec": spec.to_json(), "version": __version__}
-    _, data = group_document(spec.zarr_format, document)
+    mine = Declaration(spec, Identity.new(fingerprint))
+    _, data = group_document(spec.zarr_format, mine.document())
     stored = create_if_absent(store, keys.declaration, data)
     if spec.zarr_format == 2:
         put_json(store, join(keys.group, ".zgroup"), {"zarr_format": 2})
     if stored == data:
-        return spec
+        return mine
     try:
         doc = json.loads(stored)
         attributes = doc["attributes"] if spec.zarr_format == 3 else doc
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptError(f"the declaration {keys.declaration} in {describe(store)} is unreadable "
-                           f"({exc}); run `ngff-writer repair` on the output", key=keys.declaration) from exc
-    return spec_of(attributes, keys.declaration, describe(store))
+                           f"({exc}); {repair_hint(store)}",
+                           key=keys.declaration) from exc
+    return declaration_of(attributes, keys.declaration, describe(store))
 
 
 def spec_of(attributes: dict[str, Any], where: str, store_name: str) -> ImageSpec:
@@ -107,7 +123,14 @@ def spec_of(attributes: dict[str, Any], where: str, store_name: str) -> ImageSpe
     try:
         return ImageSpec.from_json(attributes["spec"])
     except (KeyError, TypeError) as exc:
-        raise CorruptError(f"{where} in {store_name} holds no readable spec ({exc})", key=where) from exc
+        raise CorruptError(f"{where} in {store_name} holds no readable spec ({exc}); run "
+                           f"`ngff-writer repair {store_name}`, then write again what it reports "
+                           "missing", key=where) from exc
+
+
+def declaration_of(attributes: dict[str, Any], where: str, store_name: str) -> Declaration:
+    """The declaration a declaration document (or an image's ``ngff_writer`` block) holds."""
+    return Declaration(spec_of(attributes, where, store_name), Identity.of(attributes))
 
 
 def _create_level(store: Store, path: str, spec: ImageSpec, level: Level) -> None:
@@ -147,12 +170,14 @@ def _create_level(store: Store, path: str, spec: ImageSpec, level: Level) -> Non
         )
 
 
-def allocate_image(store: Store, spec: ImageSpec) -> None:
+def allocate_image(store: Store, declaration: Declaration) -> None:
     """Create every level's array and the in-progress metadata of a declared image (idempotent)."""
+    spec = declaration.spec
     ensure_parents(store, spec.name, spec.zarr_format)
     for level in spec.levels:
         _create_level(store, spec.name, spec, level)
     node = node_attributes(store, spec.name)
     if node is not None and read_writer_attrs(node[1]) is not None:
         return  # declared meanwhile by another process: keep its status (maybe complete)
-    write_group(store, spec.name, spec.zarr_format, image_attributes(spec, STATUS_IN_PROGRESS))
+    write_group(store, spec.name, spec.zarr_format,
+                image_attributes(spec, STATUS_IN_PROGRESS, identity=declaration.identity))

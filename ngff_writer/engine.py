@@ -24,7 +24,9 @@ What the engine owns, and when it lets go of it:
   ``max_inflight_bytes`` of data are queued or being stored; store failures surface
   there, once, as a :class:`~ngff_writer.errors.StoreError`;
 - a committer thread that commits each image's pending log records once they have
-  waited ``commit_interval`` seconds, and at interpreter exit.
+  waited ``commit_interval`` seconds and renews its writers' heartbeats
+  (:mod:`ngff_writer.track`). An output left open at exit or dropped is closed by
+  :mod:`ngff_writer.output`, which stores and records everything its images were given.
 
 Memory: the caller's region while it is split, the jobs in flight (bounded as above;
 blocks up to ``COPY_LIMIT`` bytes are copied so the call can return before they are
@@ -35,7 +37,6 @@ partly covered (capped by ``max_buffer_bytes`` each).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import dataclasses
 import itertools
 import os
@@ -54,7 +55,8 @@ from zarr.abc.store import Store
 
 from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region
 from .encode import ChunkWriter
-from .errors import StoreError
+from .errors import ImageReplacedError, StoreError
+from .finalize import finalize_image, read_checkpoint
 from .fragments import Fragments
 from .grid import JOIN_BELOW, box_slices, grid_shape, neighbour_runs
 from .pyramid import downsample, target_region
@@ -136,12 +138,15 @@ class Engine:
             # Chunks encoded without zarr's pipeline use as many threads as zarr's would:
             # the setting that tunes one tunes both.
             encoders = zarr.config.get("codec_pipeline.max_workers", None) or os.cpu_count() or 1
-            self._pools = (
-                ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self.name}-store"),
-                ThreadPoolExecutor(2, thread_name_prefix=f"{self.name}-beside"),
-                ThreadPoolExecutor(encoders, thread_name_prefix=f"{self.name}-encode"),
-            )
+            self._pools = (_started_pool(self.workers, f"{self.name}-store"),
+                           _started_pool(2, f"{self.name}-beside"),
+                           _started_pool(encoders, f"{self.name}-encode"))
         return self._pools
+
+    @property
+    def helpers(self) -> ThreadPoolExecutor:
+        """Threads for work beside the stores (statistics, reductions, rebuilding units)."""
+        return self._get_pools()[1]
 
     def watch(self, ledger: Ledger) -> None:
         """Commit ``ledger``'s records in the background once they are due."""
@@ -154,16 +159,22 @@ class Engine:
             self._committer.start()
 
     def commit_due(self) -> None:
-        """Commit the logs whose oldest record has waited ``commit_interval``."""
+        """Commit the logs whose oldest record has waited ``commit_interval``; renew heartbeats."""
         for ledger in list(self._ledgers):
-            if ledger.due(self.commit_interval):
-                try:
+            try:
+                if ledger.due(self.commit_interval):
                     ledger.commit()
-                except StoreError as exc:  # the records stay pending; flush/close raise
-                    if not self._warned:
-                        warnings.warn(f"ngff-writer: committing log records failed ({exc}); "
-                                      "retrying", RuntimeWarning, stacklevel=1)
-                        self._warned = True
+                if ledger.beat_due():
+                    ledger.beat()
+            except ImageReplacedError as exc:  # every later write of that image raises it
+                if ledger.replaced is exc and not getattr(exc, "_told", False):
+                    exc._told = True  # type: ignore[attr-defined]
+                    warnings.warn(f"ngff-writer: {exc}", RuntimeWarning, stacklevel=1)
+            except StoreError as exc:  # the records stay pending; flush/close raise
+                if not self._warned:
+                    warnings.warn(f"ngff-writer: committing log records failed ({exc}); "
+                                  "retrying", RuntimeWarning, stacklevel=1)
+                    self._warned = True
 
     def commit_all(self) -> None:
         """Commit every watched log now (best effort at interpreter exit)."""
@@ -221,6 +232,14 @@ class Engine:
         batch = self._take()
         if not batch:
             return  # an earlier worker took this call's job with its batch
+        try:
+            self._store_batch(batch)
+        except BaseException as exc:  # never leave a job's caller waiting on it
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+
+    def _store_batch(self, batch: list[_Job]) -> None:
         _, beside_pool, encode_pool = self._get_pools()
         # Statistics (level 0) and the reduction for the level below only read the data:
         # compute them beside the encode and store, which spend much of their time outside
@@ -329,6 +348,21 @@ class Engine:
         return len(self._inflight)
 
 
+def _started_pool(n: int, name: str) -> ThreadPoolExecutor:
+    """A pool whose ``n`` threads all start now, so it never has to start one later.
+
+    Python 3.12.0-3.12.2 refuse to start a thread once the interpreter begins to exit,
+    which is when an output left open is closed (:mod:`ngff_writer.output`); a pool that
+    started its threads lazily would then fail the stores that need one more.
+    """
+    pool = ThreadPoolExecutor(n, thread_name_prefix=name)
+    started = threading.Barrier(n + 1)
+    for _ in range(n):
+        pool.submit(started.wait)  # each call waits, so the next one needs a new thread
+    started.wait()
+    return pool
+
+
 def _runs(batch: list[_Job]) -> list[tuple[zarr.AsyncArray[Any], Region, np.ndarray, list[_Job]]]:
     """Group a batch into runs of small jobs that are neighbours along one axis: one zarr call each.
 
@@ -385,22 +419,7 @@ def _after_fork() -> None:
         engine._forget_after_fork()
 
 
-def _at_exit() -> None:
-    # Records of data already stored are worth keeping: a resumed run skips that data.
-    for engine in list(_ENGINES):
-        engine._stop.set()
-        try:
-            engine.commit_all()
-        except Exception:  # nothing is left to tell at exit; the data is stored, only unrecorded
-            continue
-
-
 os.register_at_fork(after_in_child=_after_fork)
-# At exit, committing needs the store's worker threads, which concurrent.futures stops in
-# threading's shutdown, before atexit handlers run. threading's own hook runs earlier
-# (and in reverse order of registration, so before concurrent.futures'); it is what
-# concurrent.futures uses itself. atexit is the fallback where it is missing.
-getattr(threading, "_register_atexit", atexit.register)(_at_exit)
 
 
 class LevelWriter:
@@ -491,16 +510,21 @@ class ImageWriter:
     """
 
     def __init__(self, engine: Engine, store: Store, spec: ImageSpec, ledger: Ledger, max_bytes: int,
-                 policy: Policy) -> None:
+                 policy: Policy, final: bool = False) -> None:
         self.engine = engine
+        self.store = store
         self.spec = spec
         self.ledger = ledger
+        #: True once the image is final (seen by this writer, or made final by it).
+        self.final = final
         self.levels = [LevelWriter(store, spec, k, ledger, max_bytes, policy)
                        for k in range(len(spec.levels))]
         self.channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
         #: Display statistics are gathered for contrast windows; label images have none.
         self.statistics = spec.label is None
         engine.watch(ledger)
+        if not final:
+            ledger.start_beating()
 
     # ---- state ---------------------------------------------------------------------------
     @property
@@ -598,6 +622,59 @@ class ImageWriter:
             piece = assembler.complete_with(idx, lw.fragments.load(idx))
             if piece is not None:
                 self._submit(lw, [piece], after=partial(lw.fragments.delete, idx))
+
+    # ---- end of writing ----------------------------------------------------------------------
+    def finish(self) -> bool:
+        """Make the image final if every unit of level 0 is stored (by any writer); True if final.
+
+        The one place an image becomes final: on a write that hands its last unit to the
+        engine, and on flush, close and finalize. Never on a read.
+        """
+        if self.final:
+            return True
+        ledger = self.ledger
+        self.engine.drain(0, 0)
+        ledger.commit()
+        ledger.refresh()
+        if not ledger.complete(0):
+            # Another writer may have finalized it meanwhile (and deleted the log this view
+            # missed): then adopt that, which also sweeps what this writer committed since.
+            if read_checkpoint(self.store, ledger.keys) is None:
+                return False
+        else:
+            # Level 0 is stored, so pyramid units this writer holds in part can only be
+            # completed with other writers' parts: hand them over (fragments), then
+            # finalizing builds whatever is still missing from the level above.
+            self.flush(start=1)
+            ledger.commit()
+            ledger.refresh()
+        finalize_image(self.store, self.spec, ledger, lambda k: self.levels[k].array(), self.engine.helpers)
+        self.final = True
+        return True
+
+    def close(self) -> None:
+        """Store what this writer holds (partial units as fragments), commit, finalize if complete.
+
+        After every writer of the image has closed, every unit they covered together is
+        stored and recorded. Stops this writer's heartbeat, whatever happens.
+        """
+        try:
+            if self.started and not self.final:
+                self.ledger.check_identity()
+                self.flush()
+                self.ledger.commit()
+                self.finish()
+        finally:
+            if self.ledger.replaced is None:
+                self.ledger.stop_beating()
+
+    def retire(self) -> None:
+        """Stop writing: this process replaces the image (its jobs in flight end, nothing is recorded)."""
+        try:
+            self.engine.drain(0, 0)
+        except StoreError:
+            pass  # stores into an image about to be deleted: their failure changes nothing
+        self.ledger.seal()
 
     def flush(self, start: int = 0, sweep: bool = False) -> None:
         """Save this writer's partly covered units as fragments and complete what can be.

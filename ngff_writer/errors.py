@@ -5,7 +5,10 @@ would reach for, so ``except ValueError`` keeps working::
 
     NgffWriterError
     ├── StoreError (OSError)                        the store failed or holds something unusable
-    │   ├── OutputExistsError (FileExistsError)     creating over existing data
+    │   ├── OutputExistsError (FileExistsError)     creating over existing data, or another job's
+    │   │   └── NotOursError                        replacing data ngff-writer did not write
+    │   ├── OutputInUseError                        replacing what a live writer is writing
+    │   ├── ImageReplacedError                      the image was deleted or replaced under a writer
     │   ├── OutputNotFoundError (FileNotFoundError) reopening a missing output
     │   ├── ReadOnlyError (PermissionError)         writing to an output opened with mode="r"
     │   ├── CorruptError                            a document ngff-writer needs is unreadable
@@ -42,13 +45,16 @@ __all__ = [
     "DuplicateImageError",
     "FormatVersionError",
     "ImageFinalizedError",
+    "ImageReplacedError",
     "InvalidAxesError",
     "InvalidChunksError",
     "LossyCastError",
     "MetadataError",
     "NgffWriterError",
     "NotAnOutputError",
+    "NotOursError",
     "OutputExistsError",
+    "OutputInUseError",
     "OutputNotFoundError",
     "OverlapError",
     "ReadOnlyError",
@@ -59,6 +65,7 @@ __all__ = [
     "StoreError",
     "UnknownImageError",
     "UnsupportedDtypeError",
+    "UnclosedOutputWarning",
     "WriteError",
 ]
 
@@ -90,7 +97,34 @@ class FormatVersionError(StoreError):
 
 
 class OutputExistsError(StoreError, FileExistsError):
-    """Creating an output where data already exists, without ``mode="w"``."""
+    """Creating an output where data already exists (``mode="w-"``), or an image that holds
+    another job's data (another fingerprint) without ``overwrite=True``."""
+
+
+class NotOursError(OutputExistsError):
+    """``mode="w"`` or ``overwrite=True`` on data ngff-writer did not write; nothing was deleted.
+
+    Attributes
+    ----------
+    entries
+        A few of the paths that would have been deleted.
+    """
+
+    def __init__(self, message: str, *, entries: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.entries = entries
+
+
+class OutputInUseError(StoreError):
+    """Replacing an output or image that a live writer is writing (pass ``force=True``)."""
+
+
+class ImageReplacedError(StoreError):
+    """The image was deleted or declared anew while this handle wrote to it.
+
+    What the handle wrote since is not part of the image now; it never reports the
+    image complete.
+    """
 
 
 class OutputNotFoundError(StoreError, FileNotFoundError):
@@ -170,3 +204,11 @@ class BufferFullError(WriteError, MemoryError):
 
 class ClosedError(NgffWriterError, RuntimeError):
     """The output was closed."""
+
+
+class UnclosedOutputWarning(UserWarning):
+    """An output was not closed: ngff-writer closed it when it was dropped or at exit.
+
+    Its writes were stored and recorded then. Use ``with open_output(...)`` or call
+    :meth:`~ngff_writer.Output.close` to close it at a point of your choosing.
+    """

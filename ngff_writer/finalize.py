@@ -17,7 +17,7 @@ ngff-writer reads chunk data back, and only for those units.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ from .storage import (
     delete_tree,
     describe,
     node_attributes,
+    repair_hint,
     store_errors,
     write_group,
 )
@@ -45,7 +46,7 @@ __all__ = ["build_missing", "finalize_image", "read_checkpoint"]
 
 
 def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.Array,
-                  ledger: Ledger) -> int:
+                  ledger: Ledger, executor: Executor) -> int:
     """Make every unit of pyramid ``level`` the log does not list, from the stored level above.
 
     Parameters
@@ -58,6 +59,9 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
         The arrays of levels ``level - 1`` and ``level``.
     ledger
         The image's log; each unit made is recorded in it.
+    executor
+        Runs the units, each a read, a reduction and a store (the engine's threads, which
+        exist already: none may start at interpreter exit).
 
     Returns
     -------
@@ -77,12 +81,11 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
             target[region] = downsample(block, geometry.factors, spec.pyramid_method)
         ledger.record(level, (idx, tuple(i + 1 for i in idx)))
 
-    # A short-lived pool rather than a dask graph: each task is one unit and its record,
-    # reading plus encoding spend their time outside the GIL, and this runs only after a
-    # writer died holding parts of these units.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ngff-writer-rebuild") as pool:
-        for _ in pool.map(make, missing):
-            pass
+    # Threads rather than a dask graph: each task is one unit and its record, reading plus
+    # encoding spend their time outside the GIL, and this runs only after a writer died
+    # holding parts of these units.
+    for _ in executor.map(make, missing):
+        pass
     return len(missing)
 
 
@@ -97,12 +100,13 @@ def read_checkpoint(store: Store, keys: ImageKeys) -> dict[str, Any] | None:
         str(final["finalized_at"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptError(f"{keys.declaration} in {describe(store)} holds an unreadable checkpoint "
-                           f"({exc}); run `ngff-writer repair` on the output",
+                           f"({exc}); {repair_hint(store)}",
                            key=keys.declaration) from exc
     return final
 
 
-def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callable[[int], zarr.Array]) -> None:
+def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callable[[int], zarr.Array],
+                   executor: Executor) -> None:
     """Make an image whose level 0 is completely stored final (see the module docstring).
 
     Parameters
@@ -115,12 +119,16 @@ def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callabl
         Its log, committed and refreshed by the caller.
     array
         Opens level ``k``'s array for writing.
+    executor
+        Runs the rebuilding of missing pyramid units (see :func:`build_missing`).
     """
     keys = ledger.keys
+    # Never call complete an image that is not the one this handle wrote (see track).
+    ledger.check_identity()
     checkpoint = read_checkpoint(store, keys)
     if checkpoint is None:
         for level in range(1, len(spec.levels)):
-            build_missing(spec, level, array(level - 1), array(level), ledger)
+            build_missing(spec, level, array(level - 1), array(level), ledger, executor)
         ledger.commit()
         summaries = ledger.summaries()
         if ledger.vanished:  # a finalizer deleted the log under our feet: use its checkpoint
@@ -129,15 +137,17 @@ def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callabl
             # The time is the one part two processes finishing together may write differently.
             checkpoint = {"finalized_at": datetime.now(UTC).isoformat(timespec="microseconds"),
                           "stats": [s.to_json() for s in summaries]}
+            ledger.check_identity()
             declaration = node_attributes(store, keys.group)
             attributes = {**(declaration[1] if declaration else {}), "final": checkpoint}
             write_group(store, keys.group, spec.zarr_format, attributes)
     stats = [Summary.from_json(s) for s in checkpoint["stats"]]
     final = windows(stats, spec.window_percentiles, spec.np_dtype)
     write_group(store, keys.image, spec.zarr_format,
-                image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"]))
+                image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"], ledger.identity))
     ledger.coverage.fill()
     ledger.seal()  # records of this image are moot now: none may land after the log is gone
-    # Everything under log/ and fragments/ is garbage now, whoever wrote it.
+    # Everything under log/, fragments/ and writers/ is garbage now, whoever wrote it.
     delete_tree(store, keys.log)
     delete_tree(store, keys.fragments())
+    delete_tree(store, keys.writers)

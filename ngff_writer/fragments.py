@@ -28,7 +28,7 @@ from zarr.abc.store import Store
 from .assemble import Part, PartId
 from .bookkeeping import ImageKeys
 from .errors import CorruptError, StoreError
-from .storage import delete_tree, describe, get_many, list_prefix, put_bytes
+from .storage import delete_tree, describe, get_many, list_prefix, put_bytes, repair_hint
 
 __all__ = ["Fragments"]
 
@@ -91,7 +91,7 @@ class Fragments:
                         parts.setdefault(pid, Part(pid, local, npz[f"d{i}"]))
             except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
                 raise CorruptError(f"fragment {key} in {describe(self.store)} is unreadable ({exc}); "
-                                   "run `ngff-writer repair` on the output", key=key) from exc
+                                   f"{repair_hint(self.store)}", key=key) from exc
         return parts
 
     def units(self) -> list[tuple[int, ...]]:

@@ -5,6 +5,10 @@ in the output's engine (:mod:`ngff_writer.engine`), reads its progress from the 
 (:mod:`ngff_writer.track`) without writing anything, and becomes final
 (:mod:`ngff_writer.finalize`) on the write that completes it, on ``flush``/``close``, or
 on :meth:`Image.finalize`: never on a read.
+
+Writing into a complete image is a retry of the job that made it (the output checked the
+fingerprint when the image was opened): the data is checked as any write, then dropped.
+The arrays an image hands out are read-only: a write there would escape the log.
 """
 
 from __future__ import annotations
@@ -17,18 +21,17 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from .bookkeeping import FORMAT
+from .bookkeeping import FORMAT, Identity
 from .engine import Engine, ImageWriter
 from .errors import (
     FormatVersionError,
-    ImageFinalizedError,
+    ImageReplacedError,
     ShapeMismatchError,
     WriteError,
 )
-from .finalize import finalize_image, read_checkpoint
 from .ngff import STATUS_COMPLETE, read_writer_attrs
 from .spec import ImageSpec
-from .storage import join, node_attributes, open_array, sweep_temporary
+from .storage import describe, join, node_attributes, read_only_array, sweep_temporary
 from .tiling import Tile
 from .track import Ledger, samples_done
 from .write import (
@@ -58,6 +61,8 @@ class Owner(Protocol):
     def _check_open(self) -> None: ...
 
     def _check_writable(self) -> None: ...
+
+    def _adopt(self, writer: ImageWriter) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,19 +111,16 @@ class Image:
     """One OME-Zarr image of an output, from :meth:`Output.create_image` or ``output[name]``."""
 
     def __init__(self, output: Owner, spec: ImageSpec, final: bool, fmt: int = FORMAT,
-                 path: str | None = None) -> None:
+                 path: str | None = None, identity: Identity | None = None) -> None:
         self._output = output
         self.spec = spec
         self._final = final
         self._format = fmt
         # Where it is in this store: the name it was declared under, or "" when its own
         # directory was opened as the output.
-        self._ledger = Ledger(output.store, spec, path)
+        self._ledger = Ledger(output.store, spec, path, identity=identity)
         self._writer: ImageWriter | None = None
         self._arrays: dict[int, zarr.Array] = {}
-        #: True when this handle wrote to the image before it became final: later writes
-        #: of the same stream (a resumed loop sending everything again) are skipped.
-        self._streamed = False
 
     def __repr__(self) -> str:
         return (f"Image({self.name!r}, axes={self.spec.axes!r}, shape={self.spec.shape}, "
@@ -135,18 +137,25 @@ class Image:
         return self.spec.layout.n_samples
 
     @property
+    def fingerprint(self) -> str | None:
+        """What produced the image's data, as its declaration says (None: not given)."""
+        return self._ledger.identity.fingerprint
+
+    @property
     def n_levels(self) -> int:
         """Number of resolution levels: 1 + the pyramid levels."""
         return len(self.spec.levels)
 
     @property
     def array(self) -> zarr.Array:
-        """The full-resolution zarr array, in stored axis order (opened on first use)."""
+        """The full-resolution zarr array, in stored axis order, read-only (opened on first use)."""
         return self.level(0)
 
     def level(self, k: int) -> zarr.Array:
         """The zarr array of resolution level ``k`` (0: full resolution), in stored axis order.
 
+        The array is read-only: writing into it raises :class:`~ngff_writer.ReadOnlyError`
+        (write through :meth:`write_sample`, :meth:`write_block`... so the image tracks it).
         On a handle that has written, the stores it has in flight are waited for first (and
         reduced into the levels below), so what it wrote is readable at every level but for
         chunks only partly covered yet. A store that failed raises :class:`StoreError` here.
@@ -156,10 +165,8 @@ class Image:
             raise IndexError(f"image {self.name!r} has levels 0 to {self.n_levels - 1}, not {k!r}")
         if self._writer is not None:
             self._output.engine.drain(0, 0)
-            return self._writer.levels[k].array()
         if k not in self._arrays:
-            mode = "r" if self._output.mode == "r" else "r+"
-            self._arrays[k] = open_array(self._output.store, join(self.name, self.spec.levels[k].path), mode)
+            self._arrays[k] = read_only_array(self._output.store, join(self.name, self.spec.levels[k].path))
         return self._arrays[k]
 
     # ---- write ---------------------------------------------------------------------
@@ -179,11 +186,10 @@ class Image:
         ------
         SampleIndexError, ShapeMismatchError, LossyCastError
             Bad input; nothing is stored.
-        ImageFinalizedError
-            The image was final before this handle wrote to it. (Writes that come after this
-            handle's own writes completed it are retries of a resumed stream: skipped.)
         ClosedError, ReadOnlyError
             The output no longer takes writes.
+        ImageReplacedError
+            The image was deleted or declared anew since this handle opened it.
         StoreError
             A store failed (this one, or one still in flight from an earlier call).
 
@@ -192,7 +198,8 @@ class Image:
         Samples up to 8 MiB are copied and stored in the background (the call returns at
         once); larger ones are stored before the call returns. A store that failed in the
         background raises :class:`StoreError` from a later call (a write, ``flush`` or
-        ``close``); writing the same sample again then stores it.
+        ``close``); writing the same sample again then stores it. Into a complete image,
+        a write is a retry of the job that made it: checked, then dropped.
         """
         self._check_can_write()
         self._check_not_blend("write_sample")
@@ -270,8 +277,8 @@ class Image:
 
     def _check_can_write(self) -> None:
         self._output._check_writable()
-        if self._final and not self._streamed:
-            raise ImageFinalizedError(f"image {self.name!r} is complete and final")
+        if self._ledger.replaced is not None:
+            raise self._ledger.replaced
         self._check_format()
 
     def _check_format(self) -> None:
@@ -288,7 +295,9 @@ class Image:
             self._ledger.refresh()
             out = self._output
             self._writer = ImageWriter(out.engine, out.store, self.spec, self._ledger,
-                                       out.max_buffer_bytes, out.buffer_policy)  # type: ignore[arg-type]
+                                       out.max_buffer_bytes, out.buffer_policy,  # type: ignore[arg-type]
+                                       final=self._final)
+            out._adopt(self._writer)  # closed with the output, also when it is dropped or at exit
         return self._writer
 
     def _write(self, region: tuple[slice, ...], block: np.ndarray, part_id: tuple[int, ...] | None = None
@@ -296,11 +305,11 @@ class Image:
         # The one write path (see ngff_writer.engine): whole units only, stored in the
         # background and recorded after their data; each level feeds the next.
         if self._final:
-            return  # completed by this handle's own stream: what comes after is a retry
+            return  # a retry of the job that completed it: nothing to change
         writer = self._get_writer()
         writer.add(region, block, part_id)
         if writer.all_handed:  # every unit of level 0 stored or on its way: maybe complete
-            self._finalize_if_complete()
+            self._final = writer.finish()
 
     def flush(self) -> None:
         """Store what this writer holds: partial chunks as fragments, pending log records.
@@ -313,10 +322,11 @@ class Image:
         if self._final:
             return
         self._check_format()
+        writer = self._get_writer()
         self._output.engine.drain(0, 0)
-        self._get_writer().flush()
+        writer.flush()
         self._ledger.commit()
-        self._finalize_if_complete()
+        self._final = writer.finish()
 
     @property
     def buffered_bytes(self) -> int:
@@ -328,36 +338,12 @@ class Image:
         """Write units partly covered and held in memory (not yet stored), over every level."""
         return self._writer.buffered_units if self._writer is not None else 0
 
-    def _finalize_if_complete(self) -> bool:
-        # The one place an image becomes final: on a write that hands its last unit to the
-        # engine, and on flush/close/finalize. Never on a read.
-        if self._final:
-            return True
-        ledger = self._ledger
-        self._output.engine.drain(0, 0)
-        ledger.commit()
-        ledger.refresh()
-        if not ledger.complete(0):
-            # Another writer may have finalized it meanwhile (and deleted the log this view
-            # missed): then adopt that, which also sweeps what this writer committed since.
-            if read_checkpoint(self._output.store, self._ledger.keys) is None:
-                return False
-        else:
-            # Level 0 is stored, so pyramid units this writer holds in part can only be
-            # completed with other writers' parts: hand them over (fragments), then
-            # finalizing builds whatever is still missing from the level above.
-            self._get_writer().flush(start=1)
-            ledger.commit()
-            ledger.refresh()
-        finalize_image(self._output.store, self.spec, ledger, self.level)
-        self._final = True
-        self._streamed = self._writer is not None and self._writer.started
-        return True
-
     # ---- track ---------------------------------------------------------------------
     def progress(self) -> Progress:
         """Read this image's progress from the store (sees every writer's records; writes nothing)."""
         self._output._check_open()
+        if self._ledger.replaced is not None:
+            raise self._ledger.replaced
         if not self._final:
             self._check_format()
             self._output.engine.wait()  # count what this handle has written
@@ -365,7 +351,12 @@ class Image:
         # Read after the log: a finalizer marks the image complete before it deletes the log.
         attrs = node_attributes(self._output.store, self.name)
         block = read_writer_attrs(attrs[1]) if attrs else None
-        final = bool(block and block.get("status") == STATUS_COMPLETE)
+        if block is None or Identity.of(block).id != self._ledger.identity.id:
+            # Never report on another image under this name (see ngff_writer.track).
+            gone = "deleted" if block is None else "declared anew"
+            raise ImageReplacedError(f"image {self.name!r} in {describe(self._output.store)} was {gone} "
+                                     "since this handle opened it; open the output again")
+        final = bool(block.get("status") == STATUS_COMPLETE)
         if final:
             covered = np.ones_like(self._ledger.coverage.grids[0])
         else:
@@ -459,9 +450,10 @@ class Image:
         self._output._check_writable()
         if not self._final:
             self._check_format()
+            writer = self._get_writer()
             self._output.engine.drain(0, 0)
-            self._get_writer().flush(sweep=True)
-            self._finalize_if_complete()
+            writer.flush(sweep=True)
+            self._final = writer.finish()
         if self._final:
             sweep_temporary(self._output.store, self.name)
         return self._final

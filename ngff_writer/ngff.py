@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ._version import __version__
-from .bookkeeping import FORMAT
+from .bookkeeping import FORMAT, Identity
 from .errors import MetadataError
 from .spec import AXIS_TYPES, ImageSpec
 from .stats import Window, default_window
@@ -113,7 +113,7 @@ def _wrap(version: str, ome: dict[str, Any], kind: str, extra: dict[str, Any] | 
 
 def image_attributes(
     spec: ImageSpec, status: Status, windows: Sequence[Window] | None = None,
-    finalized_at: str | None = None,
+    finalized_at: str | None = None, identity: Identity | None = None,
 ) -> dict[str, Any]:
     """Return the full attributes of an image group.
 
@@ -127,6 +127,9 @@ def image_attributes(
         One omero window per channel; placeholders (the dtype range) when None.
     finalized_at
         When the image became final (ISO 8601, UTC).
+    identity
+        The declaration's fingerprint and id, repeated here so readers of the image
+        (``info``, other writers) see what produced it.
     """
     ome: dict[str, Any] = {"multiscales": [_multiscale(spec)]}
     if spec.label is not None:
@@ -136,7 +139,8 @@ def image_attributes(
         if windows is None:
             windows = [default_window(spec.np_dtype)] * spec.n_channels
         ome["omero"] = _omero(spec, windows)
-    writer = {"status": status, "format": FORMAT, "spec": spec.to_json(), "version": __version__}
+    writer = {"status": status, "format": FORMAT, "spec": spec.to_json(), "version": __version__,
+              **(identity.to_json() if identity is not None else {})}
     if finalized_at is not None:
         writer["finalized_at"] = finalized_at
     return _wrap(spec.ngff_version, ome, "label" if spec.label else "image", {WRITER_KEY: writer})

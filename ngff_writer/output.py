@@ -10,11 +10,22 @@ the data) → ``finalize`` (final metadata, once complete). Image data is held b
 calls only as chunks that tiles or pyramid levels cover in part (bounded by
 ``max_buffer_bytes`` per level) and as the jobs the engine lets run ahead; all progress
 lives in the store.
+
+An output that is not closed is closed for the user: when it is dropped (garbage
+collected), and at interpreter exit (the end of a script, ``sys.exit``, an uncaught
+exception), with an :class:`~ngff_writer.errors.UnclosedOutputWarning`. Either way
+everything its images were given is stored and recorded, as ``close()`` would. Only a
+killed process loses what was in flight (see :func:`open_output`).
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+import threading
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,32 +33,35 @@ from typing import Any
 from zarr.abc.store import Store
 
 from ._version import __version__
-from .allocate import allocate_image, declare, spec_of
-from .bookkeeping import GROUP, check_format
+from .allocate import allocate_image, declaration_of, declare
+from .bookkeeping import GROUP, Identity, ImageKeys, check_format
 from .collection import mark_collection, register_series
 from .discover import find_images
-from .engine import Engine
+from .engine import Engine, ImageWriter
 from .errors import (
     ClosedError,
     DuplicateImageError,
+    ImageReplacedError,
     NotAnOutputError,
+    NotOursError,
     OutputExistsError,
     OutputNotFoundError,
     ReadOnlyError,
     SpecError,
     SpecMismatchError,
     StoreError,
+    UnclosedOutputWarning,
     UnknownImageError,
 )
 from .image import Image, Progress
 from .labels import LABELS_GROUP, label_declaration, register_label
 from .ngff import STATUS_COMPLETE, WRITER_KEY, read_writer_attrs
+from .ownership import check_replaceable, delete_contents
 from .plate import Plate, declare_plate, parse_plate, read_plate
 from .spec import Blend, ImageSpec, Label, Pyramid, parse_image_spec, parse_label, parse_name
 from .storage import (
     Mode,
     StoreLike,
-    clear,
     describe,
     is_empty,
     is_temporary,
@@ -55,6 +69,7 @@ from .storage import (
     list_dir,
     node_attributes,
     open_store,
+    without_new_threads,
     write_group,
 )
 
@@ -67,21 +82,212 @@ def _same_spec(image: Image, spec: ImageSpec, how: str) -> Image:
     The name is not compared: an image's own directory opened as an output has it at "",
     whatever name it was declared under.
     """
-    # Compared as JSON: a NaN fill value equals itself there.
-    mine, theirs = spec.to_json(), image.spec.to_json()
-    mine.pop("name")
-    theirs.pop("name")
-    if mine != theirs:
-        diff = [k for k in mine if mine[k] != theirs.get(k)]
+    diff = _differences(image.spec, spec)
+    if diff:
         raise SpecMismatchError(f"image {spec.name!r} {how} with other settings ({', '.join(diff)})")
     return image
+
+
+def _differences(found: ImageSpec, spec: ImageSpec) -> list[str]:
+    """The settings in which two declarations differ, but for the name."""
+    # Compared as JSON: a NaN fill value equals itself there.
+    mine, theirs = spec.to_json(), found.to_json()
+    mine.pop("name")
+    theirs.pop("name")
+    return [k for k in sorted(mine.keys() | theirs.keys()) if mine.get(k) != theirs.get(k)]
+
+
+def _same_job(image: Image, spec: ImageSpec, fingerprint: str | None, how: str) -> Image:
+    """``image`` if it holds this job's data: the same fingerprint (or none given) and settings.
+
+    Raises
+    ------
+    OutputExistsError
+        Another fingerprint (another model, other inputs or parameters): its data is not
+        this job's, and writing on would mix the two.
+    SpecMismatchError
+        Other settings.
+    """
+    if fingerprint is not None and image.fingerprint != fingerprint:
+        raise OutputExistsError(
+            f"image {spec.name!r} {how} with data of another job: its fingerprint is "
+            f"{image.fingerprint!r}, this job's {fingerprint!r}. Pass overwrite=True to replace it, "
+            "or write to another path"
+        )
+    return _same_spec(image, spec, how)
+
+
+def _check_fingerprint(fingerprint: Any) -> str | None:
+    if fingerprint is not None and (not isinstance(fingerprint, str) or not fingerprint.strip()):
+        raise SpecError(f"fingerprint must be a non-empty string naming what produces the data, "
+                        f"got {fingerprint!r}")
+    return fingerprint
+
+
+class _Series:
+    """Series an output declared since the collection's list last named them (see create_series)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.version: str | None = None
+        self.pending = 0  # declared since the list was last written
+        self.listed = 0  # how many the list named then
+
+    def add(self, version: str) -> None:
+        if self.version is None:
+            mark_collection(self.store, version)
+            self.version = version
+        # The list and the OME-XML name every series, so rewriting them costs O(series).
+        # Rewritten each time the series declared since reach the number the list held
+        # (1, 2, 4, 8...) and at close(), declaring N series costs O(N) in all; each
+        # series is an image readers can open alone from the start.
+        self.pending += 1
+        if self.pending >= max(1, self.listed):
+            self.register()
+
+    def register(self) -> None:
+        if self.pending and self.version is not None:
+            self.listed = len(register_series(self.store, self.version))
+            self.pending = 0
+
+
+class _Closer:
+    """What closing an output takes, held apart from the :class:`Output` itself.
+
+    So it can close an output that was dropped without ``close()`` (a ``weakref.finalize``
+    of the Output calls it) or left open at interpreter exit: it holds the engine, the
+    image writers and the series list, none of which refer back to the Output.
+    """
+
+    def __init__(self, engine: Engine, series: _Series, where: str, writes: bool,
+                 opened_at: tuple[str, int]) -> None:
+        self.engine = engine
+        self.series = series
+        self.where = where
+        self.writes = writes
+        self.opened_at = opened_at  # the caller's file and line, where warnings point
+        self.writers: list[ImageWriter] = []
+        self.pid = os.getpid()  # a forked child never closes its parent's outputs
+        #: Set by ngff_writer.dask for the outputs it keeps open per worker on purpose.
+        self.quiet = False
+
+    def close(self) -> None:
+        """Store and record what the writers hold, finalize what is complete, stop the engine.
+
+        Raises the first failure (a :class:`StoreError` for a failed store), the others
+        in its notes; everything is attempted either way.
+        """
+        errors: list[Exception] = []
+        if self.writes:
+            for writer in self.writers:
+                try:
+                    writer.close()
+                except Exception as exc:  # raised below, after every image
+                    errors.append(exc)
+            try:
+                self.series.register()
+            except Exception as exc:
+                errors.append(exc)
+        try:
+            self.engine.close()
+            self.engine.commit_all()
+        except Exception as exc:
+            errors.append(exc)
+        self.writers.clear()
+        if errors:
+            for other in errors[1:]:
+                errors[0].add_note(f"also, closing {self.where}: {type(other).__name__}: {other}")
+            raise errors[0]
+
+    def close_left_open(self) -> None:
+        """Close an output its user never closed: same as close(), told as a warning."""
+        if os.getpid() != self.pid:
+            return
+        wrote = any(w.started for w in self.writers) or bool(self.series.pending)
+        try:
+            self.close()
+        except Exception as exc:  # nobody is left to catch it
+            self._warn(f"the output {self.where} was not closed, and closing it failed: "
+                       f"{type(exc).__name__}: {exc}")
+            return
+        if wrote and not self.quiet:
+            self._warn(f"the output {self.where} was not closed; what was written to it is stored "
+                       "and recorded now. Use `with open_output(...) as out:` or call out.close()")
+
+    def _warn(self, message: str) -> None:
+        # Pointed at the user's open_output call: the place to add the `with`.
+        warnings.warn_explicit(f"ngff-writer: {message}", UnclosedOutputWarning, *self.opened_at)
+
+
+#: Outputs not closed yet, by id of their closer: closed at interpreter exit.
+_LEFT_OPEN: dict[int, weakref.finalize] = {}
+_exiting = False
+_closing: set[threading.Thread] = set()
+_hook_lock = threading.Lock()
+_hooked = False
+
+
+def _dropped(closer: _Closer) -> None:
+    """An Output was garbage collected unclosed: close it, in a thread of its own.
+
+    The garbage collector runs this wherever it happens to run, maybe in a thread that
+    holds one of the locks closing needs; a thread of its own cannot deadlock there.
+    """
+    _LEFT_OPEN.pop(id(closer), None)
+    if _exiting:
+        closer.close_left_open()
+        return
+    thread = threading.Thread(target=_close_in_thread, args=(closer,), name="ngff-writer-close")
+    _closing.add(thread)
+    thread.start()
+
+
+def _close_in_thread(closer: _Closer) -> None:
+    try:
+        closer.close_left_open()
+    finally:
+        _closing.discard(threading.current_thread())
+
+
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True
+    for thread in list(_closing):
+        thread.join()
+    if _LEFT_OPEN:
+        without_new_threads()
+    for finalizer in list(_LEFT_OPEN.values()):
+        finalizer()  # runs _dropped, once
+
+
+def _hook_exit() -> None:
+    """Close left-open outputs at interpreter exit (installed when the first output opens)."""
+    global _hooked
+    with _hook_lock:
+        if _hooked:
+            return
+        _hooked = True
+        # Closing needs the engine's thread pools and zarr's (asyncio.to_thread), which
+        # concurrent.futures stops in threading's shutdown, before atexit handlers run and
+        # refuse new work. threading's own exit hooks run earlier, newest first (so before
+        # concurrent.futures', registered at its import); it is the hook concurrent.futures
+        # uses itself. atexit is the fallback where it is missing.
+        getattr(threading, "_register_atexit", atexit.register)(_at_exit)
+
+
+def _forget_after_fork() -> None:
+    _LEFT_OPEN.clear()
+    _closing.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class Output:
     """A store of OME-Zarr images being written. Create with :func:`open_output`."""
 
     def __init__(self, store: Store, mode: Mode, ngff_version: str, max_buffer_bytes: int,
-                 buffer_policy: str, engine: Engine) -> None:
+                 buffer_policy: str, engine: Engine, opened_at: tuple[str, int] = ("<unknown>", 0)) -> None:
         self.store = store
         self.buffer_policy = buffer_policy
         self.mode = mode
@@ -91,11 +297,13 @@ class Output:
         self.engine = engine
         self._images: dict[str, Image] = {}
         self._closed = False
-        #: Series this handle declared since the collection's list last named them, and how
-        #: many that list named then (see create_series).
-        self._series_pending = 0
-        self._series_listed = 0
-        self._series_version: str | None = None
+        self._series = _Series(store)
+        self._closer = _Closer(engine, self._series, repr(self), writes=mode != "r", opened_at=opened_at)
+        # Closes it if it is dropped unclosed; at exit, _at_exit calls it (see _Closer).
+        self._finalizer = weakref.finalize(self, _dropped, self._closer)
+        self._finalizer.atexit = False
+        _LEFT_OPEN[id(self._closer)] = self._finalizer
+        _hook_exit()
 
     def __repr__(self) -> str:
         return f"Output({describe(self.store)!r}, mode={self.mode!r})"
@@ -116,13 +324,19 @@ class Output:
         if self.mode == "r":
             raise ReadOnlyError(f"{self!r} was opened read-only")
 
+    def _adopt(self, writer: ImageWriter) -> None:
+        """Close ``writer`` with this output (an image's writer, made on its first write)."""
+        self._closer.writers.append(writer)
+
     def close(self) -> None:
         """Close the output. Incomplete images stay "in_progress", their progress kept.
 
         Waits for every background store, saves chunks that tiles covered only partly as
-        fragments in the store (:meth:`Image.flush`), commits every log record and stops
-        the engine's threads. Nothing written is lost and other writers can complete the
-        fragments.
+        fragments in the store (:meth:`Image.flush`), finalizes images that are complete,
+        commits every log record and stops the engine's threads. Nothing written is lost
+        and other writers can complete the fragments. An output that is not closed is
+        closed this way when it is dropped or when the interpreter exits, with an
+        :class:`~ngff_writer.UnclosedOutputWarning`.
 
         Raises
         ------
@@ -132,29 +346,19 @@ class Output:
         """
         if self._closed:
             return
-        errors: list[Exception] = []
-        if self.mode != "r":
-            for image in self._images.values():
-                try:
-                    if image._writer is not None and image._writer.started:
-                        image.flush()
-                except Exception as exc:  # raised below, after every image
-                    errors.append(exc)
-            try:
-                self._register_series()
-            except Exception as exc:
-                errors.append(exc)
-        try:
-            self.engine.close()
-            self.engine.commit_all()
-        except Exception as exc:
-            errors.append(exc)
         self._closed = True
-        self._images.clear()
-        if errors:
-            for other in errors[1:]:
-                errors[0].add_note(f"also, closing {self!r}: {type(other).__name__}: {other}")
-            raise errors[0]
+        self._finalizer.detach()
+        _LEFT_OPEN.pop(id(self._closer), None)
+        try:
+            self._closer.close()
+        finally:
+            self._images.clear()
+
+    def _abandon(self) -> None:
+        """Leave the output as a killed process would: never closed, not when dropped nor at exit."""
+        self._finalizer.detach()
+        _LEFT_OPEN.pop(id(self._closer), None)
+        self.engine._stop.set()  # no more commits or heartbeats
 
     @property
     def closed(self) -> bool:
@@ -185,10 +389,21 @@ class Output:
         pyramid: Pyramid | Mapping[str, Any] | int | str | None = "auto",
         title: str | None = None,
         exist_ok: bool = False,
+        fingerprint: str | None = None,
+        overwrite: bool = False,
     ) -> Image:
         """Declare an image: allocate its arrays and write in-progress OME metadata.
 
         No chunk data is written; viewers can open the image at once and see it fill.
+        Declaring an image that exists is how a job is re-run or resumed, and the
+        ``fingerprint`` decides what that means (the guide's "Re-running, retraining,
+        crashes" has the table):
+
+        - ``exist_ok=True`` and the same fingerprint, or none given: the same job. The
+          image is returned as it is, and every write is a retry, also into a complete
+          image (accepted; nothing changes).
+        - another fingerprint: :class:`OutputExistsError` naming both, before anything
+          is written; ``overwrite=True`` replaces the image instead.
 
         Parameters
         ----------
@@ -242,15 +457,27 @@ class Output:
             napari); default: the last segment of ``name``.
         exist_ok
             If the image exists with the same settings, return it (resume) instead of raising.
+        fingerprint
+            What produces the data (e.g. a hash of the model's weights, the inputs and the
+            parameters), stored with the image; see above. ``Image.fingerprint`` reads it.
+        overwrite
+            Replace the image if it exists, unless it holds this very job (the same settings
+            and the same fingerprint, which is then continued). Only an ngff-writer image
+            with no live writer is replaced; its labels go with it.
 
         Raises
         ------
         SpecError
             (and its subclasses) for a declaration that cannot be stored.
         DuplicateImageError
-            The name exists and ``exist_ok`` is False.
+            The name exists and neither ``exist_ok`` nor ``overwrite`` is given.
+        OutputExistsError
+            The image holds another job's data (another fingerprint).
         SpecMismatchError
             The name exists with other settings.
+        NotOursError, OutputInUseError
+            ``overwrite=True`` on an image holding what ngff-writer did not write, or
+            being written by a live writer.
         """
         self._check_writable()
         spec = parse_image_spec(
@@ -260,7 +487,7 @@ class Output:
             ngff_version=ngff_version or self.ngff_version, cast=cast,
             window_percentiles=window_percentiles, blend=blend, pyramid=pyramid, title=title,
         )
-        return self._declare(spec, exist_ok)
+        return self._declare(spec, exist_ok, fingerprint, overwrite)
 
     def create_labels(
         self,
@@ -276,6 +503,8 @@ class Output:
         compressor: Any = "default",
         cast: str = "safe",
         exist_ok: bool = False,
+        fingerprint: str | None = None,
+        overwrite: bool = False,
         **image_options: Any,
     ) -> Image:
         """Declare a label image (a segmentation), beside an image or on its own.
@@ -286,6 +515,10 @@ class Output:
         one, pass ``shape``, ``axes`` and any option of :meth:`create_image` and the label
         image is declared at ``name``. Either way it is written like an image, sample by
         sample or tile by tile (crop mode) and finalizes itself once complete.
+
+        ``colors`` and ``properties``, when both are given, must name the same label
+        values (NGFF's rule, which ome-zarr-models enforces): ``colors={1: "FF0000"}``
+        with ``properties={2: {...}}`` is refused with a :class:`SpecError`.
 
         Parameters
         ----------
@@ -306,8 +539,8 @@ class Output:
             (first pixel, cheaper). Never a mean: it would invent labels.
         shape, axes, **image_options
             Standalone labels only: as :meth:`create_image` takes them.
-        compressor, cast, exist_ok
-            As for :meth:`create_image`.
+        compressor, cast, exist_ok, fingerprint, overwrite
+            As for :meth:`create_image` (the fingerprint names what segmented).
 
         Raises
         ------
@@ -318,7 +551,7 @@ class Output:
             geometry options given with an ``image``.
         UnknownImageError
             No image of that name.
-        DuplicateImageError, SpecMismatchError
+        DuplicateImageError, OutputExistsError, SpecMismatchError, NotOursError, OutputInUseError
             As for :meth:`create_image`.
         """
         self._check_writable()
@@ -333,7 +566,7 @@ class Output:
                 pyramid = {"method": pyramid_method, **pyramid}
             spec = self._parse_label_spec(label, name, shape, axes, dtype, compressor, cast,
                                           pyramid=pyramid, **image_options)
-            return self._declare(spec, exist_ok)
+            return self._declare(spec, exist_ok, fingerprint, overwrite)
         if shape is not None or axes is not None or image_options:
             raise SpecError("labels of an image take its grid: shape, axes, chunks, scale and "
                             f"pyramid levels cannot be given (got {sorted(image_options)})")
@@ -348,7 +581,7 @@ class Output:
         label = parse_label(colors, properties)
         spec = self._parse_label_spec(label, dtype=dtype, compressor=compressor, cast=cast,
                                       **declaration)
-        created = self._declare(spec, exist_ok)
+        created = self._declare(spec, exist_ok, fingerprint, overwrite)
         register_label(self.store, parent.name, parent.spec.ngff_version)
         return created
 
@@ -378,7 +611,7 @@ class Output:
         index
             The series number (e.g. CAREamics' ``data_idx``); the image's path is ``str(index)``.
         shape, axes, dtype, **image_options
-            As :meth:`create_image` takes them.
+            As :meth:`create_image` takes them (``fingerprint`` and ``overwrite`` too).
         title
             The series' name in viewers and in the OME-XML (e.g. its source file).
         exist_ok
@@ -396,22 +629,8 @@ class Output:
             raise DuplicateImageError("the output root is an image; it cannot hold a collection")
         image = self.create_image(str(index), shape, axes, dtype, title=title, ngff_version=version,
                                   exist_ok=exist_ok, **image_options)
-        if self._series_version is None:
-            mark_collection(self.store, version)
-            self._series_version = version
-        # The list and the OME-XML name every series, so rewriting them costs O(series).
-        # Rewritten each time the series this handle declared since reach the number the
-        # list held (1, 2, 4, 8...) and at close(), declaring N series costs O(N) in all;
-        # each series is an image readers can open alone from the start.
-        self._series_pending += 1
-        if self._series_pending >= max(1, self._series_listed):
-            self._register_series()
+        self._series.add(version)
         return image
-
-    def _register_series(self) -> None:
-        if self._series_pending and self._series_version is not None:
-            self._series_listed = len(register_series(self.store, self._series_version))
-            self._series_pending = 0
 
     def create_plate(
         self,
@@ -426,6 +645,8 @@ class Output:
         fields: int = 1,
         acquisitions: int | Sequence[Mapping[str, Any]] | None = None,
         exist_ok: bool = False,
+        fingerprint: str | None = None,
+        overwrite: bool = False,
         **image_options: Any,
     ) -> Plate:
         """Declare an HCS plate: every field of every well an image, all declared at once.
@@ -452,13 +673,19 @@ class Output:
         exist_ok
             Return the plate when it exists with the same settings (resume, or several
             writers declaring it at once).
+        fingerprint, overwrite
+            For every field image, as :meth:`create_image` takes them: a field holding
+            another job's data is refused, or replaced with ``overwrite=True``.
 
         Raises
         ------
         SpecError
             Bad rows, columns, wells, fields or acquisitions, or a bad field declaration.
         DuplicateImageError
-            The plate exists and ``exist_ok`` is False, or something else is at ``name``.
+            The plate exists and neither ``exist_ok`` nor ``overwrite`` is given, or something
+            else is at ``name``.
+        OutputExistsError
+            A field holds another job's data.
         SpecMismatchError
             It exists with other settings.
         """
@@ -470,11 +697,13 @@ class Output:
         image_options["ngff_version"] = version
         specs = {path: parse_image_spec(path, shape, axes, dtype, **image_options)
                  for path in layout.field_paths()}
+        _check_fingerprint(fingerprint)
         existing = read_plate(self.store, layout.name)
-        if existing is not None and not exist_ok:
+        if existing is not None and not (exist_ok or overwrite):
             raise DuplicateImageError(f"plate {layout.name!r} already exists in {describe(self.store)}; "
                                       "pass exist_ok=True to resume it")
-        declare_plate(self.store, layout, version, lambda path: self._declare(specs[path], exist_ok=True))
+        declare_plate(self.store, layout, version,
+                      lambda path: self._declare(specs[path], True, fingerprint, overwrite))
         return Plate(self, layout)
 
     def plate(self, name: str) -> Plate:
@@ -491,31 +720,61 @@ class Output:
         return parse_image_spec(name, shape, axes, dtype, compressor=compressor, cast=cast,
                                 label=label, **options)
 
-    def _declare(self, spec: ImageSpec, exist_ok: bool) -> Image:
-        """Declare ``spec`` (or return it when it exists and ``exist_ok``): see create_image."""
+    def _declare(self, spec: ImageSpec, exist_ok: bool, fingerprint: str | None = None,
+                 overwrite: bool = False) -> Image:
+        """Declare ``spec``, or continue or replace the image there: see create_image."""
+        _check_fingerprint(fingerprint)
         existing = self._read_image(spec.name)
         if existing is not None:
-            if not exist_ok:
+            this_job = (fingerprint is not None and existing.fingerprint == fingerprint
+                        and not _differences(existing.spec, spec))
+            if overwrite and not this_job:
+                if not self._replace(existing):  # replaced meanwhile by another writer
+                    return self._declare(spec, exist_ok, fingerprint, overwrite)
+            elif not (exist_ok or overwrite):
                 raise DuplicateImageError(
                     f"image {spec.name!r} already exists in {describe(self.store)}; pass "
                     "exist_ok=True to resume it"
                 )
-            return _same_spec(existing, spec, "exists")
+            else:
+                return _same_job(existing, spec, fingerprint, "exists")
         self._check_place(spec)
         # Another writer (a DDP rank, a cluster worker) may declare the same image at the
         # same time: the declaration created first is the one that counts, and the arrays
         # are made from it (see ngff_writer.allocate).
-        declared = declare(self.store, spec)
-        if declared.to_json() != spec.to_json():
-            _same_spec(Image(self, declared, final=False), spec,
-                       "was declared at the same time by another writer")
+        declared = declare(self.store, spec, fingerprint)
+        how = "was declared at the same time by another writer"
+        if declared.spec.to_json() != spec.to_json() or declared.identity.fingerprint != fingerprint:
+            _same_job(Image(self, declared.spec, final=False, identity=declared.identity), spec,
+                      fingerprint, how)
         allocate_image(self.store, declared)
         self._images.pop(spec.name, None)
         image = self._read_image(spec.name)
         if image is None:
             raise StoreError(f"image {spec.name!r} was declared but cannot be read back from "
                              f"{describe(self.store)}")
-        return _same_spec(image, spec, "was declared at the same time by another writer")
+        return _same_job(image, spec, fingerprint, how)
+
+    def _replace(self, image: Image) -> bool:
+        """Delete ``image`` (ours only, no live writer) to declare it anew; False if it changed meanwhile."""
+        name = image.name
+        own = [i._ledger.writer for i in self._images.values() if i._writer is not None]
+        found = check_replaceable(self.store, name, exclude=own,
+                                  what=f"overwrite=True on image {name or '.'!r}")
+        keys = ImageKeys(name, image.spec.zarr_format)
+        node = node_attributes(self.store, keys.group)
+        current = Identity.of(node[1]) if node else Identity()
+        for cached in [n for n in self._images if n == name or n.startswith(f"{name}/") or not name]:
+            old = self._images.pop(cached)
+            if old._writer is not None:
+                self._closer.writers.remove(old._writer)
+                old._writer.retire()
+            old._ledger.replaced = ImageReplacedError(
+                f"image {cached!r} was replaced by this output (overwrite=True); use the new handle")
+        if current.id != image._ledger.identity.id:
+            return False  # another writer replaced it first: that is the image to continue
+        delete_contents(self.store, found, name)
+        return True
 
     def _check_place(self, spec: ImageSpec) -> None:
         # What is already at the image's place must be nothing, or what a writer
@@ -569,8 +828,9 @@ class Output:
             return None
         where = f"image {name!r} in {describe(self.store)}"
         fmt = check_format(block, where)
-        image = Image(self, spec_of(block, where, describe(self.store)),
-                      final=block.get("status") == STATUS_COMPLETE, fmt=fmt, path=name)
+        declared = declaration_of(block, where, describe(self.store))
+        image = Image(self, declared.spec, final=block.get("status") == STATUS_COMPLETE, fmt=fmt,
+                      path=name, identity=declared.identity)
         self._images[name] = image
         return image
 
@@ -633,6 +893,16 @@ class Output:
         return incomplete
 
 
+def _refuse_home(root: StoreLike) -> None:
+    """``mode="w"`` never empties a filesystem root or a home directory, whatever they hold."""
+    if isinstance(root, (str, Path)) and "://" not in str(root):
+        path = Path(str(root).removeprefix("file://")).expanduser().resolve()
+        if path == Path(path.anchor) or path == Path.home().resolve():
+            raise NotOursError(f"mode='w' on {path} would empty a filesystem root or a home directory; "
+                               "nothing was deleted. Give the output a folder of its own",
+                               entries=(str(path),))
+
+
 def open_output(
     root: StoreLike,
     mode: Mode = "w-",
@@ -645,6 +915,7 @@ def open_output(
     commit_interval: float = 1.0,
     timeout: float = 60.0,
     retries: int = 3,
+    force: bool = False,
 ) -> Output:
     """Open an output: a directory (or any zarr store) that holds OME-Zarr images.
 
@@ -654,9 +925,12 @@ def open_output(
         A local path (the default kind), a URL such as ``"s3://bucket/out.zarr"``, or a
         :class:`zarr.abc.store.Store`.
     mode
-        ``"w-"`` create, refusing existing data (default); ``"w"`` create, deleting
-        what is there; ``"a"`` reopen to append or resume (created if empty);
-        ``"r"`` read-only, for status.
+        ``"w-"`` create, refusing existing data (default); ``"w"`` replace an
+        ngff-writer output (or create one in an empty or new folder): anything else at
+        ``root`` (a user's files, another tool's zarr) is refused with
+        :class:`NotOursError` before anything is deleted, and so is an output a live
+        writer is writing unless ``force``; ``"a"`` reopen to append or resume (created if
+        empty); ``"r"`` read-only, for status.
     ngff_version
         Default NGFF version of images declared in this output (``"0.5"`` or ``"0.4"``).
         Default: the version of the output's root when it exists (an output created for
@@ -680,11 +954,29 @@ def open_output(
         attempts after a timeout or a lost connection (0.5 s, 1 s, 2 s... apart), before a
         :class:`StoreError` is raised; a store that stops answering never blocks a writer
         longer than that. Local directories are not affected.
+    force
+        With ``mode="w"``: replace the output even while a writer appears to be writing
+        it (its heartbeat is younger than 45 s; a writer killed on this machine is seen
+        gone at once). That writer then fails with :class:`ImageReplacedError`. Never
+        overrides the refusal to delete what ngff-writer did not write.
+
+    Notes
+    -----
+    An output that is not closed is closed when it is dropped and at interpreter exit
+    (with an :class:`UnclosedOutputWarning`): everything written to it is stored and
+    recorded. A process that is killed (``kill -9``, a lost node) loses only what was in
+    flight, all of it written again by a resumed run: records of the last
+    ``commit_interval`` seconds, the stores queued (at most 32 MiB of data per output),
+    and parts of chunks held in memory (at most ``max_buffer_bytes`` per image).
 
     Raises
     ------
     OutputExistsError
         ``mode="w-"`` and the store holds data.
+    NotOursError
+        ``mode="w"`` on data ngff-writer did not write (a subclass of OutputExistsError).
+    OutputInUseError
+        ``mode="w"`` on an output a live writer is writing, without ``force``.
     OutputNotFoundError
         ``mode="r"`` and there is no output.
     NotAnOutputError
@@ -714,6 +1006,8 @@ def open_output(
     if mode == "r" and isinstance(root, (str, Path)) and "://" not in str(root):
         if not Path(root).exists():
             raise OutputNotFoundError(f"no output at {root}")
+    if mode == "w":
+        _refuse_home(root)
     store = open_store(root, mode, storage_options, timeout=float(timeout), retries=retries)
     empty = is_empty(store)
     where = describe(store)
@@ -722,7 +1016,7 @@ def open_output(
             f"{where} already holds data; open it with mode='a' to resume or mode='w' to replace it"
         )
     if mode == "w" and not empty:
-        clear(store)
+        delete_contents(store, check_replaceable(store, "", force=force))
         empty = True
     if empty:
         if mode == "r":
@@ -740,4 +1034,6 @@ def open_output(
             ngff_version = "0.5" if root_node[0] == 3 else "0.4"
     ngff_version = ngff_version or "0.5"
     engine = Engine(workers=workers, commit_interval=float(commit_interval))
-    return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy, engine)
+    caller = sys._getframe(1)
+    return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy, engine,
+                  opened_at=(caller.f_code.co_filename, caller.f_lineno))

@@ -28,8 +28,9 @@ import zarr
 from zarr.abc.store import Store
 
 from ._version import __version__
+from .allocate import Declaration
 from .assemble import unit_region
-from .bookkeeping import FORMAT, GROUP, ImageKeys
+from .bookkeeping import GROUP, Identity, ImageKeys
 from .discover import find_images
 from .errors import CorruptError, NgffWriterError
 from .finalize import read_checkpoint
@@ -125,7 +126,9 @@ def repair_image(store: Store, name: str) -> list[str]:
                            f"nor its declaration ({declared_error}) can be read; nothing tells what it is",
                            key=name)
     keys = ImageKeys(name, spec.zarr_format)  # where it is in this store, whatever it was declared as
-    declaration = {"format": FORMAT, "spec": spec.to_json(), "version": __version__}
+    # The declaration's identity wins: writers check the id it holds.
+    identity = Identity.of(declared) if _spec(declared) is not None else Identity.of(block or {})
+    declaration = Declaration(spec, identity).document()
     if _spec(declared) is None:
         write_group(store, keys.group, spec.zarr_format, declaration)
         actions.append(f"rebuilt the declaration {keys.declaration} from the image's attributes")
@@ -140,9 +143,10 @@ def repair_image(store: Store, name: str) -> list[str]:
         if checkpoint is not None:
             final = windows([Summary.from_json(s) for s in checkpoint["stats"]], spec.window_percentiles,
                             spec.np_dtype)
-            attributes = image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"])
+            attributes = image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"],
+                                          identity)
         else:
-            attributes = image_attributes(spec, STATUS_IN_PROGRESS)
+            attributes = image_attributes(spec, STATUS_IN_PROGRESS, identity=identity)
         write_group(store, keys.image, spec.zarr_format, attributes)
         actions.append(f"rebuilt the image's attributes from its declaration ({attributes[GROUP]['status']})")
         block = attributes[GROUP]
@@ -152,7 +156,7 @@ def repair_image(store: Store, name: str) -> list[str]:
     actions += _drop_unreadable_segments(store, keys, spec)
     actions += _drop_unreadable_fragments(store, keys, spec)
     actions += _sweep(store, keys)
-    actions += _record_stored_units(store, spec, keys)
+    actions += _record_stored_units(store, spec, keys, identity)
     return actions
 
 
@@ -200,9 +204,9 @@ def _sweep(store: Store, keys: ImageKeys) -> list[str]:
     return [f"deleted {gone} temporary file(s) a killed writer left"] if gone else []
 
 
-def _record_stored_units(store: Store, spec: ImageSpec, keys: ImageKeys) -> list[str]:
+def _record_stored_units(store: Store, spec: ImageSpec, keys: ImageKeys, identity: Identity) -> list[str]:
     """Record every level-0 unit whose object exists but no record lists (reads it back)."""
-    ledger = Ledger(store, spec, keys.image)
+    ledger = Ledger(store, spec, keys.image, identity=identity)
     ledger.refresh()
     path = f"{keys.image}/0" if keys.image else "0"
     with store_errors(f"opening the level-0 array of {keys.image!r}", store):

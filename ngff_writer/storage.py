@@ -29,6 +29,7 @@ import json
 import math
 import os
 from collections.abc import Coroutine, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,15 +39,17 @@ from zarr.buffer import default_buffer_prototype
 from zarr.core.sync import sync  # the one internal name: see run()
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore
 
-from .errors import CorruptError, NgffWriterError, StoreError
+from .errors import CorruptError, NgffWriterError, ReadOnlyError, StoreError
 from .guard import GuardedStore
 from .localstore import DirectLocalStore
 from .s3 import obstore_for
 
 __all__ = [
-    "Mode", "StoreLike", "atomic_create", "create_if_absent", "delete_keys", "delete_tree", "describe",
-    "get_bytes", "get_json", "get_many", "is_temporary", "join", "list_dir", "list_prefix", "open_store",
-    "put_bytes", "put_json", "store_errors", "sweep_temporary",
+    "Mode", "StoreLike", "atomic_create", "base_store", "create_if_absent", "delete_keys", "delete_tree",
+    "describe", "get_bytes", "get_json", "get_many", "is_temporary", "join", "key_exists", "list_dir",
+    "list_prefix", "open_store",
+    "put_bytes", "put_json", "read_only_array", "repair_hint", "store_errors", "sweep_temporary",
+    "without_new_threads",
 ]
 
 Mode = Literal["w-", "w", "a", "r"]
@@ -89,7 +92,7 @@ def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | No
         if path.exists() and not path.is_dir():
             raise StoreError(f"{path} exists and is not a directory")
         return LocalStore(path, read_only=read_only)
-    if isinstance(_base(store), (LocalStore, MemoryStore)) or _guard_of(store) is not None:
+    if isinstance(base_store(store), (LocalStore, MemoryStore)) or _guard_of(store) is not None:
         return store
     return GuardedStore(store, timeout, retries)
 
@@ -142,6 +145,36 @@ def run[T](coro: Coroutine[Any, Any, T]) -> T:
     return sync(coro)
 
 
+class _InlineExecutor(ThreadPoolExecutor):
+    """Runs each call in the caller's thread: an executor that never starts a thread."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def without_new_threads() -> None:
+    """From now on, run zarr's store and codec work without starting a thread (at interpreter exit).
+
+    Python 3.12.0-3.12.2 refuse to start threads once the interpreter begins to exit, which
+    is when an output left open is closed. zarr's local store and codecs run their work
+    through ``asyncio.to_thread`` on its loop's default executor, and its codec pipeline
+    through a pool, both of which start threads when they need more: this makes the first
+    run each call on zarr's loop thread and the second run inline. Slower (one call at a
+    time), and only for the moments before the process ends.
+    """
+    zarr.config.set({"codec_pipeline.max_workers": 1})
+
+    async def swap() -> None:
+        asyncio.get_running_loop().set_default_executor(_InlineExecutor(max_workers=1))
+
+    run(swap())
+
+
 def _buffer(data: bytes) -> Any:
     return default_buffer_prototype().buffer.from_bytes(data)
 
@@ -161,13 +194,20 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def repair_hint(store: Store) -> str:
+    """What to run after a :class:`CorruptError` in ``store``: the end of its message."""
+    return (f"run `ngff-writer repair {describe(store)}` (in Python: "
+            f"ngff_writer.repair_output(...)) with no writer running, then write again what it "
+            "reports missing")
+
+
 def _decode(store: Store, key: str, raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptError(
             f"{key} in {describe(store)} is not readable JSON ({len(raw)} bytes: {exc}); "
-            "run `ngff-writer repair` on the output", key=key,
+            f"{repair_hint(store)}", key=key,
         ) from exc
 
 
@@ -209,15 +249,23 @@ def get_many(store: Store, keys: Iterable[str]) -> dict[str, bytes | None]:
     return {k: (None if b is None else b.to_bytes()) for k, b in zip(keys, bufs, strict=True)}
 
 
-def _base(store: Store) -> Store:
+def base_store(store: Store) -> Store:
+    """The store under any wrappers (the guard, a user's ``WrapperStore``)."""
     while isinstance(store, WrapperStore):
         store = store._store
     return store
 
 
+
+def key_exists(store: Store, key: str) -> bool:
+    """True when an object (not a prefix) is stored at ``key``."""
+    with store_errors(f"looking for {key}", store):
+        return run(store.exists(key))
+
+
 def atomic_create(store: Store) -> bool:
     """True when :func:`create_if_absent` is atomic on ``store`` (see the module docstring)."""
-    base = _base(store)
+    base = base_store(store)
     if isinstance(base, (LocalStore, MemoryStore)):
         return True
     if isinstance(base, FsspecStore):
@@ -236,7 +284,7 @@ def create_if_absent(store: Store, key: str, data: bytes) -> bytes:
     The returned bytes equal ``data`` when this call created the object (or another
     writer created the same bytes) and are the other object otherwise.
     """
-    base = _base(store)
+    base = base_store(store)
     with store_errors(f"creating {key}", store):
         if isinstance(base, FsspecStore) and "s3" in _protocols(base):
             # zarr's FsspecStore checks, then writes; s3fs offers S3's conditional PUT.
@@ -269,7 +317,7 @@ def sweep_temporary(store: Store, prefix: str) -> int:
     Only local directories have them (object stores write whole objects), so this walks
     the directory itself: zarr's own listing of a large image takes seconds.
     """
-    base = _base(store)
+    base = base_store(store)
     if not isinstance(base, LocalStore):
         return 0
     gone = 0
@@ -346,11 +394,6 @@ def delete_tree(store: Store, prefix: str, attempts: int = 8) -> None:
                 raise
 
 
-def clear(store: Store) -> None:
-    """Delete everything in the store (``mode="w"``)."""
-    with store_errors("clearing the store", store):
-        run(store.delete_dir(""))
-
 
 # ---- groups ---------------------------------------------------------------------------------
 def node_attributes(store: Store, path: str) -> tuple[int, dict[str, Any]] | None:
@@ -411,7 +454,7 @@ def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array:
     """
     chosen = zarr.config.get("codec_pipeline.path")
     pipeline = _FUSED_PIPELINE if chosen == _DEFAULT_PIPELINE else chosen
-    if isinstance(_base(store), DirectLocalStore) and pipeline == _FUSED_PIPELINE \
+    if isinstance(base_store(store), DirectLocalStore) and pipeline == _FUSED_PIPELINE \
             and zarr.config.get("codec_pipeline.max_workers", None) is None:
         # The fused pipeline encodes and stores each chunk in one task, on a pool of one
         # thread per core by default, so a core idles while its thread waits for a direct
@@ -422,3 +465,36 @@ def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array:
     with store_errors(f"opening the array {path}", store), \
             zarr.config.set({"codec_pipeline.path": pipeline}):
         return zarr.open_array(store, path=path, mode=mode)
+
+
+class ReadOnlyArray(zarr.Array):  # type: ignore[type-arg]
+    """A zarr array whose every write raises :class:`ReadOnlyError`: an image's data, handed to users.
+
+    A write straight into the array would store data the image's log never hears of:
+    the image would never complete, and pyramid levels and contrast windows would miss
+    it. zarr has no read-only view of an array on a writable store, so the writing
+    methods are refused here, pointing at the tracked ones.
+    """
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise ReadOnlyError(
+            f"the array {self.path!r} is read-only: writes go through the image, which tracks them "
+            "(image.write_sample(index, data), write_block(data, start), write_region or write_tile)"
+        )
+
+    __setitem__ = _refuse
+    set_basic_selection = _refuse
+    set_orthogonal_selection = _refuse
+    set_mask_selection = _refuse
+    set_coordinate_selection = _refuse
+    set_block_selection = _refuse
+    resize = _refuse
+    append = _refuse
+    update_attributes = _refuse
+
+
+def read_only_array(store: Store, path: str) -> ReadOnlyArray:
+    """Open the array at ``path`` for reading only (see :class:`ReadOnlyArray`)."""
+    with store_errors(f"opening the array {path}", store):
+        array = zarr.open_array(store, path=path, mode="r")
+    return ReadOnlyArray(array.async_array)

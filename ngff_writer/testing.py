@@ -1,4 +1,8 @@
-"""Test helpers: a real S3 endpoint on 127.0.0.1, for testing exports without a cloud account.
+"""Test helpers: a real S3 endpoint on 127.0.0.1, and a writer that dies without a trace.
+
+:func:`abandon` leaves an output as a killed process leaves it (the stores that landed
+stay, nothing is closed, not even at exit), for testing how a job resumes after a crash
+without killing a process.
 
 :class:`LocalS3` starts moto's S3 server in a child process on a free local port and
 hands out buckets, fsspec URLs with their ``storage_options``, and obstore-backed zarr
@@ -28,10 +32,26 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["LocalS3"]
+__all__ = ["LocalS3", "abandon"]
 
 _CREDENTIALS = {"key": "testing", "secret": "testing"}
 _REGION = "us-east-1"
+
+
+def abandon(output: Any, commit: bool = True) -> None:
+    """Drop ``output`` as a killed process would, in this process.
+
+    Waits for the stores in flight (a killed process's may or may not have landed; here
+    they have), commits the log records if ``commit`` (a writer killed right after its
+    committer ran) and stops its committer and heartbeats. The output is then never
+    closed: not when it is dropped, nor at exit. Its writers' heartbeats stay, as a killed
+    process's do, and name this live process: replacing the output needs ``force=True``.
+    """
+    for name in list(output._images):
+        output[name].progress()  # its stores in flight land
+    if commit:
+        output.engine.commit_all()
+    output._abandon()
 
 
 def _free_port() -> int:

@@ -28,12 +28,22 @@ Why this shape:
   never lists a unit that is not stored. A killed writer loses the records it had not
   committed yet (at most ``commit_interval`` seconds of writes); writing that data again
   is an accepted retry.
+- **The image it writes to.** Before each commit a writer reads the image's
+  declaration: if the image was deleted or declared anew (``mode="w"``, ``overwrite``)
+  the writer stops with :class:`~ngff_writer.errors.ImageReplacedError` instead of
+  recording units into an image that does not hold them.
+- **Heartbeats.** A writer of an image that is not final keeps a small document
+  ``writers/<writer>.json`` with the time, host and process, rewritten every
+  ``HEARTBEAT`` seconds and deleted when it closes, so that replacing an output can
+  tell a live writer from a crashed one (:func:`live_writers`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import threading
 import time
 import uuid
@@ -45,19 +55,24 @@ from typing import Any
 import numpy as np
 from zarr.abc.store import Store
 
-from .bookkeeping import FORMAT, ImageKeys
-from .errors import CorruptError, StoreError
+from .bookkeeping import FORMAT, Identity, ImageKeys
+from .errors import CorruptError, ImageReplacedError, StoreError
 from .grid import Box, box_slices, grid_shape
 from .spec import ImageSpec, Layout
 from .stats import Summary, merge_channels
-from .storage import delete_keys, describe, get_many, list_prefix, put_json
+from .storage import delete_keys, describe, get_many, list_prefix, node_attributes, put_json, repair_hint
 
-__all__ = ["Coverage", "Ledger", "Segment", "samples_done"]
+__all__ = ["HEARTBEAT", "LIVE_FOR", "Coverage", "Ledger", "Segment", "live_writers", "samples_done"]
 
 #: Records a writer holds before committing them (a segment of ~100-200 kB).
 BATCH = 4096
 #: Segments of one size a writer merges into one of the next.
 FANOUT = 8
+#: Seconds between a live writer's heartbeats.
+HEARTBEAT = 10.0
+#: A heartbeat younger than this many seconds is a live writer's (unless its process is
+#: known gone): three beats missed, with room for a slow store.
+LIVE_FOR = 45.0
 
 
 class Coverage:
@@ -124,6 +139,9 @@ class Segment:
         Segments whose records this one holds (they are garbage once it exists).
     tier
         How many merges made it (in the writer's memory only).
+    image
+        The id of the image's declaration it was written for (None before ids existed):
+        readers skip segments of another declaration, whatever their timing.
     """
 
     name: str
@@ -131,6 +149,7 @@ class Segment:
     stats: list[Summary] | None
     replaces: tuple[str, ...] = ()
     tier: int = 0
+    image: str | None = None
 
     @property
     def writer(self) -> str:
@@ -146,12 +165,13 @@ class Segment:
 
     def to_json(self) -> dict[str, Any]:
         """The stored document."""
-        return {
+        doc = {
             "format": FORMAT,
             "records": {str(level): rows.tolist() for level, rows in self.records.items()},
             "stats": None if self.stats is None else [s.to_json() for s in self.stats],
             "replaces": list(self.replaces),
         }
+        return doc if self.image is None else {**doc, "image": self.image}
 
     @classmethod
     def from_json(cls, name: str, doc: Any, ndim: int) -> Segment:
@@ -165,13 +185,14 @@ class Segment:
                 records[int(level)] = array
             stats = None if doc["stats"] is None else [Summary.from_json(s) for s in doc["stats"]]
             replaces = tuple(str(r) for r in doc["replaces"])
+            image = doc.get("image")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"malformed log segment: {exc}") from exc
-        return cls(name, records, stats, replaces)
+        return cls(name, records, stats, replaces, image=image if isinstance(image, str) else None)
 
 
 def _merge(name: str, group: Sequence[Segment], replaces: Iterable[str], tier: int,
-           n_channels: int) -> Segment:
+           n_channels: int, image: str | None) -> Segment:
     records: dict[int, list[np.ndarray]] = {}
     for seg in group:
         for level, rows in seg.records.items():
@@ -183,6 +204,7 @@ def _merge(name: str, group: Sequence[Segment], replaces: Iterable[str], tier: i
         merge_channels(stats, n_channels) if stats else None,
         tuple(replaces),
         tier,
+        image,
     )
 
 
@@ -198,14 +220,17 @@ class Ledger:
     path
         Where the image is in this store (default: the name it was declared under; an
         image's own directory opened as a store has it at "").
+    identity
+        The declaration this handle writes to (its id is checked before every commit).
     batch, fanout
         Records per commit at most, and segments merged at once (see the module docstring).
     """
 
-    def __init__(self, store: Store, spec: ImageSpec, path: str | None = None, *, batch: int = BATCH,
-                 fanout: int = FANOUT) -> None:
+    def __init__(self, store: Store, spec: ImageSpec, path: str | None = None, *,
+                 identity: Identity | None = None, batch: int = BATCH, fanout: int = FANOUT) -> None:
         self.store = store
         self.spec = spec
+        self.identity = identity or Identity()
         self.keys = ImageKeys(spec.name if path is None else path, spec.zarr_format)
         self.coverage = Coverage(spec)
         self.writer = uuid.uuid4().hex[:16]
@@ -228,6 +253,10 @@ class Ledger:
         #: image was finalized (its log deleted) meanwhile.
         self.vanished = False
         self._sealed = False
+        #: Set once the image was found deleted or declared anew under this writer; every
+        #: later commit (and every write of its handle) raises it.
+        self.replaced: ImageReplacedError | None = None
+        self._beat_at: float | None = None  # monotonic time of the last heartbeat; None: not beating
 
     # ---- writing -----------------------------------------------------------------------
     def record(self, level: int, box: Box, stats: list[Summary] | None = None,
@@ -261,9 +290,13 @@ class Ledger:
     def seal(self) -> None:
         """The image is final: drop pending records and never commit again (its log is gone)."""
         with self._commit_lock, self._lock:
-            self._sealed = True
-            self._pending, self._pending_stats, self._n_pending, self._since = {}, [], 0, None
-            self._then = []
+            self._drop()
+        self._beat_at = None  # finalizing deletes every heartbeat
+
+    def _drop(self) -> None:
+        self._sealed = True
+        self._pending, self._pending_stats, self._n_pending, self._since = {}, [], 0, None
+        self._then = []
 
     def due(self, interval: float) -> bool:
         """True when records have waited ``interval`` seconds or more."""
@@ -300,9 +333,15 @@ class Ledger:
             records = {level: np.asarray(rows, dtype=np.int64).reshape(-1, 2 * self._ndim)
                        for level, rows in pending.items()}
             n_channels = self.spec.n_channels
-            segment = Segment(self._name(), records, merge_channels(stats, n_channels) if stats else None)
+            segment = Segment(self._name(), records, merge_channels(stats, n_channels) if stats else None,
+                              image=self.identity.id)
             try:
+                self.check_identity()
                 put_json(self.store, self.keys.segment(segment.name), segment.to_json())
+            except ImageReplacedError:
+                with self._lock:  # its records describe data the image no longer holds
+                    self._drop()
+                raise
             except StoreError:
                 with self._lock:  # keep them for the next commit
                     for level, rows in pending.items():
@@ -315,6 +354,59 @@ class Ledger:
             self._own.append(segment)
             self._run(then)
             self._compact()
+
+    # ---- the image it writes to, and heartbeats ----------------------------------------------
+    def check_identity(self) -> bool:
+        """Raise :class:`ImageReplacedError` if the image's declaration is not this handle's any more.
+
+        Returns True when the image is final (its declaration holds the checkpoint).
+        """
+        if self.replaced is not None:
+            raise self.replaced
+        node = node_attributes(self.store, self.keys.group)
+        found = Identity.of(node[1]) if node is not None and "spec" in node[1] else None
+        if found is not None and found.id == self.identity.id:
+            return "final" in node[1]  # type: ignore[index]
+        if found is None:
+            what = "deleted"
+        else:
+            what = (f"declared anew (fingerprint {found.fingerprint!r}; this writer's: "
+                    f"{self.identity.fingerprint!r})")
+        self.replaced = ImageReplacedError(
+            f"image {self.keys.image!r} in {describe(self.store)} was {what} while this writer wrote to "
+            "it (mode='w' or overwrite=True elsewhere); what this writer stored since is not part of it. "
+            "Open the output again to write the image anew."
+        )
+        raise self.replaced
+
+    def start_beating(self) -> None:
+        """Write this writer's first heartbeat (after checking the image is still the one declared)."""
+        if self._beat_at is None and not self._sealed:
+            self.check_identity()
+            self._beat()
+
+    def beat_due(self) -> bool:
+        """True when this writer beats and its last heartbeat is ``HEARTBEAT`` seconds old."""
+        at = self._beat_at
+        return at is not None and not self._sealed and time.monotonic() - at >= HEARTBEAT
+
+    def beat(self) -> None:
+        """Check the image is still this handle's, then renew the heartbeat (none once it is final)."""
+        if self.check_identity():
+            self.stop_beating()
+        else:
+            self._beat()
+
+    def _beat(self) -> None:
+        put_json(self.store, self.keys.heartbeat(self.writer),
+                 {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid()})
+        self._beat_at = time.monotonic()
+
+    def stop_beating(self) -> None:
+        """Delete this writer's heartbeat (it closes, or the image is final)."""
+        if self._beat_at is not None:
+            self._beat_at = None
+            delete_keys(self.store, [self.keys.heartbeat(self.writer)])
 
     def _run(self, actions: list[Callable[[], None]]) -> None:
         for action in actions:
@@ -334,7 +426,7 @@ class Ledger:
             group = [s for s in self._own if s.tier == tier][: self._fanout]
             names = [s.name for s in group]
             merged = _merge(self._name(), group, [*names, *sorted(self._undeleted)], tier + 1,
-                            self.spec.n_channels)
+                            self.spec.n_channels, self.identity.id)
             put_json(self.store, self.keys.segment(merged.name), merged.to_json())
             self._own = [s for s in self._own if s.name not in names] + [merged]
             self._undeleted.clear()
@@ -392,11 +484,18 @@ class Ledger:
             return Segment.from_json(name, json.loads(data), self._ndim)
         except ValueError as exc:  # json's errors are ValueErrors too
             raise CorruptError(f"log segment {key} in {describe(self.store)} is unreadable "
-                               f"({len(data)} bytes: {exc}); run `ngff-writer repair` on the output",
+                               f"({len(data)} bytes: {exc}); {repair_hint(self.store)}",
                                key=key) from exc
+
+    def _of_this_image(self, segment: Segment) -> bool:
+        # A segment of an earlier declaration of this image (its writer was still running
+        # when the image was replaced) says nothing of this one's data.
+        return None in (segment.image, self.identity.id) or segment.image == self.identity.id
 
     def _apply(self, segment: Segment) -> None:
         self._read[segment.name] = segment
+        if not self._of_this_image(segment):
+            return
         with self._lock:
             for level, rows in segment.records.items():
                 self.coverage.add_rows(level, rows)
@@ -410,7 +509,7 @@ class Ledger:
         others = [self._read[n] for n in sorted(self._listed) if n in self._read]
         segments = [*self._own, *others]
         replaced = {r for s in segments for r in s.replaces}
-        return [s for s in segments if s.name not in replaced]
+        return [s for s in segments if s.name not in replaced and self._of_this_image(s)]
 
     def summaries(self) -> list[Summary]:
         """Per channel, the statistics of every level-0 record in the live segments."""
@@ -421,6 +520,43 @@ class Ledger:
         """Keys of every segment known (own and others'), for deleting the log."""
         names = {s.name for s in self._own} | self._listed | self._undeleted
         return [self.keys.segment(n) for n in sorted(names)]
+
+
+def live_writers(store: Store, keys: ImageKeys, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The heartbeats of the image's live writers (see the module docstring), oldest first.
+
+    A heartbeat counts when it is younger than ``LIVE_FOR`` seconds, unless it names a
+    process of this host that no longer exists (a writer killed a moment ago). Each entry
+    holds ``writer``, ``host``, ``pid`` and ``age`` (seconds). Writers in ``exclude``
+    (this process's own handles) are left out.
+    """
+    skip = set(exclude)
+    prefix = keys.writers + "/"
+    names = [k for k in list_prefix(store, prefix) if k.endswith(".json") and "/" not in k[len(prefix):]]
+    names = [k for k in names if k[len(prefix):-5] not in skip]
+    found = []
+    now, host = time.time(), socket.gethostname()
+    for key, raw in get_many(store, names).items():
+        try:
+            beat = json.loads(raw) if raw is not None else None
+            age, pid = now - float(beat["time"]), int(beat["pid"])
+            where = str(beat["host"])
+        except (ValueError, TypeError, KeyError):
+            continue  # half-written or foreign: not a heartbeat
+        if age > LIVE_FOR or (where == host and not _process_exists(pid)):
+            continue
+        found.append({"writer": key[len(prefix):-5], "host": where, "pid": pid, "age": max(age, 0.0)})
+    return sorted(found, key=lambda b: -b["age"])
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists, under another user
+    return True
 
 
 def samples_done(layout: Layout, covered: np.ndarray) -> np.ndarray:

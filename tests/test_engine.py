@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import ngff_writer as nw
+from ngff_writer.testing import abandon
 
 
 def _threads(prefix: str) -> list[str]:
@@ -85,9 +86,7 @@ def test_reads_never_write(tmp_path):
         for i in half:
             out["p"].write_sample(i, np.full((16, 16), i + 1, np.float32))
     for out in writers:
-        out["p"].progress()
-        out.engine.commit_all()
-        out.engine._stop.set()  # dies here
+        abandon(out)  # dies here
     del writers, out
     before = _files(root)
     with nw.open_output(root, mode="r") as ro:

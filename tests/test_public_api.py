@@ -6,13 +6,14 @@ import ngff_writer
 def test_public_names():
     assert sorted(ngff_writer.__all__) == sorted([
         "Blend", "BufferFullError", "ClosedError", "CorruptError", "DirectLocalStore", "DuplicateImageError",
-        "FormatVersionError", "Image", "ImageFinalizedError", "ImageSpec",
+        "FormatVersionError", "Image", "ImageFinalizedError", "ImageReplacedError", "ImageSpec",
         "InvalidAxesError", "InvalidChunksError", "LossyCastError", "MetadataError", "NgffWriterError",
-        "NotAnOutputError", "Output",
-        "OutputExistsError", "OutputNotFoundError", "OverlapError", "Plate", "PlateProgress", "Progress",
-        "Pyramid", "ReadOnlyError",
+        "NotAnOutputError", "NotOursError", "Output",
+        "OutputExistsError", "OutputInUseError", "OutputNotFoundError", "OverlapError", "Plate",
+        "PlateProgress", "Progress", "Pyramid", "ReadOnlyError",
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
-        "UnknownImageError", "UnsupportedDtypeError", "WriteError", "__version__", "open_output",
+        "UnclosedOutputWarning", "UnknownImageError", "UnsupportedDtypeError", "WriteError", "__version__",
+        "open_output",
         "repair_output",
     ])
     for name in ngff_writer.__all__:
@@ -29,6 +30,9 @@ def test_errors_share_one_base_and_builtin_mixins():
     assert issubclass(ngff_writer.CorruptError, ngff_writer.StoreError)
     assert issubclass(ngff_writer.FormatVersionError, OSError)
     assert issubclass(ngff_writer.NotAnOutputError, ngff_writer.StoreError)
+    assert issubclass(ngff_writer.NotOursError, ngff_writer.OutputExistsError)
+    assert issubclass(ngff_writer.ImageReplacedError, ngff_writer.StoreError)
+    assert issubclass(ngff_writer.UnclosedOutputWarning, UserWarning)
 
 
 def test_core_imports_no_edge_module():

@@ -8,14 +8,14 @@ import zarr
 from zarr.storage import FsspecStore, ObjectStore
 
 import ngff_writer as nw
-from ngff_writer.storage import _base, open_store
+from ngff_writer.storage import base_store, open_store
 from ngff_writer.validate import validate_image
 
 SAMPLES = np.random.default_rng(11).random((6, 32, 32), dtype=np.float32)
 
 
 def _client(url: str, options: dict | None) -> type:
-    return type(_base(open_store(url, "r", options)))
+    return type(base_store(open_store(url, "r", options)))
 
 
 def test_credentials_and_endpoint_open_on_obstore(s3):
@@ -45,12 +45,12 @@ def test_a_public_bucket_opens_unsigned_on_obstore(s3):
 def test_an_export_moves_between_the_two_clients(s3):
     url = s3.url("both.zarr")
     with nw.open_output(url, mode="w", storage_options=s3.storage_options) as out:  # obstore
-        assert type(_base(out.store)) is ObjectStore
+        assert type(base_store(out.store)) is ObjectStore
         img = out.create_image("p", SAMPLES.shape, "syx", chunks=(1, 16, 16))
         for s in range(3):
             img.write_sample(s, SAMPLES[s])
     with nw.open_output(url, mode="a", storage_options=s3.fsspec_options) as out:  # s3fs resumes
-        assert type(_base(out.store)) is FsspecStore
+        assert type(base_store(out.store)) is FsspecStore
         img = out["p"]
         assert img.progress().done == 3
         for s in range(3, len(SAMPLES)):
