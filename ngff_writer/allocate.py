@@ -25,6 +25,7 @@ import zarr
 from zarr.abc.store import Store
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from zarr.errors import ContainsArrayError
+from zarr.storage import MemoryStore
 
 from ._version import __version__
 from .bookkeeping import FORMAT, Identity, ImageKeys, check_format
@@ -34,8 +35,10 @@ from .spec import ImageSpec, Level
 from .storage import (
     create_if_absent,
     describe,
+    get_many,
     group_document,
     join,
+    list_prefix,
     node_attributes,
     put_json,
     repair_hint,
@@ -43,7 +46,8 @@ from .storage import (
     write_group,
 )
 
-__all__ = ["Declaration", "allocate_image", "declaration_of", "declare", "ensure_parents", "spec_of"]
+__all__ = ["Declaration", "allocate_image", "array_documents", "declaration_of", "declare", "ensure_parents",
+           "spec_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +137,8 @@ def declaration_of(attributes: dict[str, Any], where: str, store_name: str) -> D
     return Declaration(spec_of(attributes, where, store_name), Identity.of(attributes))
 
 
-def _create_level(store: Store, path: str, spec: ImageSpec, level: Level) -> None:
+def _array_options(spec: ImageSpec, level: Level) -> dict[str, Any]:
+    """What ``zarr.create_array`` takes for a level's array (but the store and name)."""
     kwargs: dict[str, Any] = {}
     if spec.zarr_format == 3:
         kwargs["dimension_names"] = list(spec.layout.axes)
@@ -142,23 +147,31 @@ def _create_level(store: Store, path: str, spec: ImageSpec, level: Level) -> Non
     else:
         # NGFF 0.4 requires "/" between chunk indices; zarr's v2 default is ".".
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    return {"shape": level.shape, "dtype": spec.np_dtype, "chunks": level.chunks,
+            "compressors": _compressors(spec), "fill_value": spec.fill_value,
+            "zarr_format": spec.zarr_format, **kwargs}
+
+
+def array_documents(spec: ImageSpec, level: Level) -> dict[str, bytes]:
+    """The metadata documents of a level's array (``zarr.json``, or ``.zarray``...): name → bytes.
+
+    Made by zarr itself in memory, with the options the array was created with: what
+    repair writes back where a level's metadata is damaged (the declaration holds all it
+    takes), without touching the chunks.
+    """
+    memory = MemoryStore()
+    zarr.create_array(memory, name="a", **_array_options(spec, level))
+    return {key.removeprefix("a/"): data for key, data in get_many(memory, list_prefix(memory, "a/")).items()
+            if data is not None}
+
+
+def _create_level(store: Store, path: str, spec: ImageSpec, level: Level) -> None:
     name = join(path, level.path)
     with store_errors(f"creating the array {name}", store):
         try:
-            zarr.create_array(
-                store,
-                name=name,
-                shape=level.shape,
-                dtype=spec.np_dtype,
-                chunks=level.chunks,
-                compressors=_compressors(spec),
-                fill_value=spec.fill_value,
-                zarr_format=spec.zarr_format,
-                # Never overwrite: another process declaring the same image at the same time
-                # may already be writing chunks, and overwriting would delete them.
-                overwrite=False,
-                **kwargs,
-            )
+            # Never overwrite: another process declaring the same image at the same time
+            # may already be writing chunks, and overwriting would delete them.
+            zarr.create_array(store, name=name, overwrite=False, **_array_options(spec, level))
             return
         except ContainsArrayError:
             existing = zarr.open_array(store, path=name, mode="r")

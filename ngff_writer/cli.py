@@ -29,6 +29,7 @@ from .errors import (
     NgffWriterError,
     NotAnOutputError,
     OutputExistsError,
+    OutputInUseError,
     OutputNotFoundError,
     StoreError,
 )
@@ -75,7 +76,7 @@ def _errors[F: Callable[..., Any]](command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (OutputNotFoundError, OutputExistsError) as exc:
+        except (OutputNotFoundError, OutputExistsError, OutputInUseError) as exc:
             raise Failure(str(exc), EXIT_USAGE) from None
         except NotAnOutputError as exc:
             raise Failure(str(exc), EXIT_NO_IMAGE) from None
@@ -248,7 +249,8 @@ def status(path: str, options: dict | None, as_json: bool, watch: bool, interval
                                     "complete" if p.complete else "in progress")
             _console().print(plate_table)
         if failed:
-            click.echo("Some images cannot be read; `ngff-writer repair` fixes what it can.", err=True)
+            click.echo(f"Some images cannot be read: run `ngff-writer repair {path}` (with no writer "
+                       "running), then resume the export.", err=True)
     if failed:
         sys.exit(EXIT_PROBLEM)
 
@@ -450,16 +452,19 @@ def finalize(path: str, options: dict | None) -> None:
 Example:
   ngff-writer repair out.zarr       # then resume the export""")
 @path_argument
+@click.option("--force", is_flag=True, help="Repair even while a writer appears to be writing.")
 @_errors
-def repair(path: str, options: dict | None) -> None:
-    """Make damaged images resumable (run it while no writer is running).
+def repair(path: str, options: dict | None, force: bool) -> None:
+    """Make damaged ngff-writer images resumable (run it while no writer is running).
 
-    Rebuilds unreadable metadata, drops unreadable log segments and fragments, records
-    stored data no record lists, and deletes temporary files.
+    Rebuilds unreadable metadata (images, declarations, level arrays) from what is left,
+    drops unreadable log segments and fragments, records stored data no record lists,
+    finalizes images that are then complete, and deletes temporary files. It changes
+    ngff-writer outputs only: anything else exits with 3 and nothing written.
     """
     if "://" not in path and not Path(path).exists():
         raise Failure(f"no such path: {path}", EXIT_USAGE)
-    done = repair_output(path, storage_options=options)
+    done = repair_output(path, storage_options=options, force=force)
     if not done:
         click.echo(f"{path}: nothing to repair")
     for name, actions in done.items():

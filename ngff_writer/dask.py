@@ -24,6 +24,12 @@ How the graph is made, and why:
   builds store tasks only for blocks with a chunk not yet stored; dask then drops the
   prediction tasks of every other block. After a crash (a killed worker, a restarted
   cluster, a failed job), call :func:`to_image` again.
+- **Another array is another job.** The image records dask's token of the array (its
+  graph: the inputs and the functions that make it) as its fingerprint. Calling
+  :func:`to_image` again with the same array continues (or does nothing if it is
+  complete); with another one (``a * 5``, a retrained model in ``map_blocks``) it raises
+  :class:`~ngff_writer.OutputExistsError` before computing anything, unless
+  ``overwrite=True``, which replaces the image.
 
 Each worker process keeps one open output per image it writes (one writer, so the log
 stays a few objects per worker however many blocks there are); store tasks on it take
@@ -52,6 +58,7 @@ __all__ = ["aligned_chunks", "store_blocks", "to_image"]
 try:
     import dask
     import dask.array as da
+    import dask.base
 except ImportError as exc:  # pragma: no cover - dask is a dependency
     raise ImportError("ngff_writer.dask needs dask: pip install dask") from exc
 
@@ -158,7 +165,8 @@ def store_blocks(array: da.Array, root: StoreLike, name: str, *,
 
 def to_image(array: da.Array, root: StoreLike, name: str, axes: str, *,
              storage_options: dict[str, Any] | None = None, ngff_version: str = "0.5",
-             compute: bool = True, **declaration: Any) -> Any:
+             compute: bool = True, fingerprint: str | None = None, overwrite: bool = False,
+             **declaration: Any) -> Any:
     """Declare the image ``name`` for ``array`` (or resume it) and store every block not stored yet.
 
     Parameters
@@ -179,6 +187,13 @@ def to_image(array: da.Array, root: StoreLike, name: str, axes: str, *,
     compute
         Compute now (with the current scheduler or ``distributed`` client) and return the
         image's :class:`~ngff_writer.Progress`; False returns the ``dask.delayed`` object.
+    fingerprint
+        What produces the array; default ``"dask:" + dask.base.tokenize(array)``, dask's
+        deterministic token of its graph. Pass your own where that token is not stable
+        across runs (an array built from unseeded random data, say): every run would
+        otherwise look like another job.
+    overwrite
+        Replace the image when it holds another array's data (see the module docstring).
     **declaration
         Passed to ``create_image`` (``chunks``, ``pyramid``, ``scale``, ``units``,
         ``channel_names``...). The dtype is the array's. Without ``chunks``, the image's
@@ -187,12 +202,17 @@ def to_image(array: da.Array, root: StoreLike, name: str, axes: str, *,
 
     Raises
     ------
+    OutputExistsError
+        The image holds another array's data (another fingerprint) and ``overwrite`` is False.
     SpecMismatchError
         The image exists with other settings.
     """
     if declaration.get("chunks") is None and declaration.get("shards") is None:
         declaration["chunks"] = aligned_chunks(array, axes)
+    if fingerprint is None:
+        fingerprint = f"dask:{dask.base.tokenize(array)}"
     with open_output(root, mode="a", storage_options=storage_options, ngff_version=ngff_version) as out:
-        out.create_image(name, array.shape, axes, array.dtype, exist_ok=True, **declaration)
+        out.create_image(name, array.shape, axes, array.dtype, exist_ok=True, fingerprint=fingerprint,
+                         overwrite=overwrite, **declaration)
     export = store_blocks(array, root, name, storage_options=storage_options)
     return export.compute() if compute else export

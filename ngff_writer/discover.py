@@ -72,8 +72,8 @@ def _kind(store: Store, path: str) -> Kind:
     return "directory"
 
 
-def scan(store: Store) -> list[Found]:
-    """Every image under the store's root, ours and other tools', sorted by path.
+def scan(store: Store, path: str = "") -> list[Found]:
+    """Every image under ``path`` (default: the store's root), ours and other tools', sorted by path.
 
     Hidden entries (``.name``), arrays and the inside of images (but for their
     ``labels/`` group) are not visited.
@@ -96,10 +96,10 @@ def scan(store: Store) -> list[Found]:
         elif kind != "array":
             descend(path)
 
-    walk("")
+    walk(path)
     return sorted(found, key=lambda f: f.path)
 
 
-def find_images(store: Store) -> list[str]:
-    """Paths of every ngff-writer image in the store ("" when the root itself is one)."""
-    return [f.path for f in scan(store) if f.ngff_writer]
+def find_images(store: Store, path: str = "") -> list[str]:
+    """Paths of every ngff-writer image under ``path`` ("" when the root itself is one)."""
+    return [f.path for f in scan(store, path) if f.ngff_writer]

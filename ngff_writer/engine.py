@@ -533,6 +533,12 @@ class ImageWriter:
         return self.levels[0].started
 
     @property
+    def holds(self) -> bool:
+        """True while this writer has something not yet stored and recorded (or an image to finalize)."""
+        return self.started and not self.final and bool(
+            self.engine.inflight or self.buffered_units or self.ledger.pending or self.all_handed)
+
+    @property
     def all_handed(self) -> bool:
         """True when every unit of level 0 is known stored or handed to the engine."""
         return self.started and self.levels[0].assembler.all_stored

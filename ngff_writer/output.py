@@ -203,7 +203,8 @@ class _Closer:
         """Close an output its user never closed: same as close(), told as a warning."""
         if os.getpid() != self.pid:
             return
-        wrote = any(w.started for w in self.writers) or bool(self.series.pending)
+        # Told when closing saves something (a flushed output left open loses nothing).
+        wrote = any(w.holds for w in self.writers) or bool(self.series.pending)
         try:
             self.close()
         except Exception as exc:  # nobody is left to catch it

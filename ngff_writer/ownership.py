@@ -150,8 +150,8 @@ def survey(store: Store, path: str = "", limit: int = 5) -> Survey:
         else:  # an array, another tool's image, a group that cannot be read, a non-image label
             foreign(where)
 
-    if _is_link(store, path):
-        foreign(path)
+    if _is_link(store, path) or (path and key_exists(store, path)):
+        foreign(path)  # a link, or a file (an object, not a prefix)
     else:
         walk(path)
     return found

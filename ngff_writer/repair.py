@@ -15,27 +15,36 @@ then puts the image back into a state a resumed run completes:
 - temporary files a killed writer left (zarr's local store writes ``*.partial`` files
   and renames them) are deleted.
 
+- a level array whose metadata cannot be read (or says another shape, dtype or chunks)
+  gets it back from the declaration, which holds everything it takes; its chunks stay;
+- an image whose every unit of level 0 is then recorded is finalized (pyramid units
+  missing are built from level 0, as a writer would have).
+
 Repair reads chunk data back, unlike every other ngff-writer path; it writes nothing
-but bookkeeping, metadata and deletions.
+but bookkeeping, metadata, deletions and those pyramid units. It changes ngff-writer
+outputs only: on anything else (another tool's zarr, a plain folder) it raises
+:class:`~ngff_writer.errors.NotAnOutputError` and writes nothing.
 """
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import zarr
 from zarr.abc.store import Store
 
 from ._version import __version__
-from .allocate import Declaration
+from .allocate import Declaration, array_documents
 from .assemble import unit_region
 from .bookkeeping import GROUP, Identity, ImageKeys
 from .discover import find_images
-from .errors import CorruptError, NgffWriterError
-from .finalize import read_checkpoint
+from .errors import CorruptError, NgffWriterError, NotAnOutputError, OutputInUseError
+from .finalize import finalize_image, read_checkpoint
 from .fragments import Fragments
 from .ngff import STATUS_COMPLETE, STATUS_IN_PROGRESS, WRITER_KEY, image_attributes, read_writer_attrs
+from .ownership import survey
 from .spec import ImageSpec
 from .stats import Summary, summarize, windows
 from .storage import (
@@ -43,23 +52,31 @@ from .storage import (
     delete_keys,
     describe,
     get_bytes,
+    join,
+    key_exists,
+    list_dir,
     list_prefix,
     node_attributes,
+    open_array,
     open_store,
+    put_bytes,
     store_errors,
     sweep_temporary,
     write_group,
 )
-from .track import Ledger
+from .track import Ledger, live_writers
 
 __all__ = ["repair_image", "repair_output"]
 
 
-def repair_output(root: StoreLike, *, storage_options: dict[str, Any] | None = None) -> dict[str, list[str]]:
-    """Repair an output's root and every image in it (see the module docstring).
+def repair_output(root: StoreLike, *, storage_options: dict[str, Any] | None = None,
+                  force: bool = False) -> dict[str, list[str]]:
+    """Repair an output's root and every ngff-writer image in it (see the module docstring).
 
     Works where :func:`~ngff_writer.open_output` cannot (the root's own metadata
-    damaged). Run it when no writer is running.
+    damaged). Run it when no writer is running. Only ngff-writer's own objects are
+    changed: a root whose document cannot be read is rebuilt only when everything in it
+    is ngff-writer's.
 
     Parameters
     ----------
@@ -67,26 +84,71 @@ def repair_output(root: StoreLike, *, storage_options: dict[str, Any] | None = N
         The output: a path, a URL or a store, as for ``open_output``.
     storage_options
         Options for fsspec URLs.
+    force
+        Repair even while an image has a live writer (a heartbeat younger than 45 s):
+        repairing under a writer can drop the parts it is saving.
 
     Returns
     -------
     dict
         What was done, per image path ("" for the root); empty when nothing needed repair.
+
+    Raises
+    ------
+    NotAnOutputError
+        No ngff-writer image is in it (another tool's data, a plain folder): nothing was
+        written.
+    OutputInUseError
+        An image has a live writer and ``force`` is False: nothing was written.
     """
     store = open_store(root, "a", storage_options)
+    where = describe(store)
     done: dict[str, list[str]] = {}
-    root, error = _attributes(store, "")
-    if root is None and error is not None:
-        declared, _ = _attributes(store, ImageKeys("", 3).group)
-        if _spec(declared) is None:  # not an image: an output's root group
+    root_attributes, error = _attributes(store, "")
+    broken_root = root_attributes is None and error is not None
+    if broken_root and _spec(_attributes(store, ImageKeys("", 3).group)[0]) is not None:
+        images = [""]  # the root is an image: its attributes are rebuilt from its declaration
+    elif broken_root:
+        children = [c for c in list_dir(store, "") if c not in ("zarr.json", ".zgroup", ".zattrs")]
+        images = [i for c in sorted(children) for i in find_images(store, c)]
+        foreign = [f for c in children for f in survey(store, c).foreign]
+        if not images:
+            raise NotAnOutputError(f"{where}: its zarr.json cannot be read ({error}) and it holds no "
+                                   "ngff-writer image: repair changes ngff-writer outputs only; nothing "
+                                   "was written")
+        if foreign:
+            done[""] = [f"left the root's unreadable document as it is: the root also holds what "
+                        f"ngff-writer did not write ({', '.join(foreign[:3])})"]
+        else:
             write_group(store, "", 3 if get_bytes(store, "zarr.json") is not None else 2,
                         {WRITER_KEY: {"output": 1, "version": __version__}})
             done[""] = ["rebuilt the output's root attributes"]
-    for name in find_images(store):
+    else:
+        images = find_images(store)
+    if not images:
+        raise NotAnOutputError(f"{where} holds no ngff-writer image: repair changes ngff-writer outputs "
+                               "only; nothing was written")
+    if not force:
+        for name in images:
+            _refuse_live_writers(store, name)
+    for name in images:
         actions = repair_image(store, name)
         if actions:
             done.setdefault(name, []).extend(actions)
     return done
+
+
+def _refuse_live_writers(store: Store, name: str) -> None:
+    for fmt in (3, 2):
+        live = live_writers(store, ImageKeys(name, fmt))
+        if live:
+            beat = live[-1]
+            raise OutputInUseError(
+                f"image {name or '.'!r} in {describe(store)} is being written (writer {beat['writer']}, "
+                f"process {beat['pid']} on {beat['host']}, alive {beat['age']:.0f} s ago); repair it once "
+                "no writer runs, or pass force=True (--force); nothing was written")
+        if fmt == 3 and key_exists(store, join(name, "zarr.json")):
+            return
 
 
 def _attributes(store: Store, path: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -150,14 +212,51 @@ def repair_image(store: Store, name: str) -> list[str]:
         write_group(store, keys.image, spec.zarr_format, attributes)
         actions.append(f"rebuilt the image's attributes from its declaration ({attributes[GROUP]['status']})")
         block = attributes[GROUP]
+    actions += _rebuild_arrays(store, spec, keys)
     if block.get("status") == STATUS_COMPLETE:
         return actions + _leftovers(store, keys) + _sweep(store, keys)
 
     actions += _drop_unreadable_segments(store, keys, spec)
     actions += _drop_unreadable_fragments(store, keys, spec)
     actions += _sweep(store, keys)
-    actions += _record_stored_units(store, spec, keys, identity)
+    ledger = Ledger(store, spec, keys.image, identity=identity)
+    actions += _record_stored_units(store, spec, keys, ledger)
+    actions += _finalize_if_complete(store, spec, ledger)
     return actions
+
+
+def _rebuild_arrays(store: Store, spec: ImageSpec, keys: ImageKeys) -> list[str]:
+    """Write back the metadata of every level array that cannot be read or is not as declared.
+
+    Only the metadata documents are written (made by zarr from the declaration): the
+    chunks stay, so no stored unit is lost.
+    """
+    actions = []
+    for k, level in enumerate(spec.levels):
+        path = join(keys.image, level.path)
+        try:
+            with store_errors(f"opening the array {path}", store):
+                array = zarr.open_array(store, path=path, mode="r")
+            intact = (array.shape, array.dtype, array.chunks) == (level.shape, spec.np_dtype, level.chunks)
+        except (NgffWriterError, ValueError, KeyError, TypeError):
+            intact = False
+        if not intact:
+            for name, data in array_documents(spec, level).items():
+                put_bytes(store, join(path, name), data)
+            actions.append(f"rebuilt the metadata of level {k}'s array ({path}) from the declaration")
+    return actions
+
+
+def _finalize_if_complete(store: Store, spec: ImageSpec, ledger: Ledger) -> list[str]:
+    """Finalize an image whose every unit of level 0 is recorded (pyramid units are rebuilt)."""
+    ledger.refresh()
+    if not ledger.complete(0):
+        return []
+    arrays = {k: open_array(store, join(ledger.keys.image, level.path), "r+")
+              for k, level in enumerate(spec.levels)}
+    with ThreadPoolExecutor(2, thread_name_prefix="ngff-writer-repair") as pool:
+        finalize_image(store, spec, ledger, arrays.__getitem__, pool)
+    return ["finalized it: every unit of level 0 is stored (pyramid units missing were rebuilt from it)"]
 
 
 def _drop_unreadable_segments(store: Store, keys: ImageKeys, spec: ImageSpec) -> list[str]:
@@ -204,9 +303,8 @@ def _sweep(store: Store, keys: ImageKeys) -> list[str]:
     return [f"deleted {gone} temporary file(s) a killed writer left"] if gone else []
 
 
-def _record_stored_units(store: Store, spec: ImageSpec, keys: ImageKeys, identity: Identity) -> list[str]:
+def _record_stored_units(store: Store, spec: ImageSpec, keys: ImageKeys, ledger: Ledger) -> list[str]:
     """Record every level-0 unit whose object exists but no record lists (reads it back)."""
-    ledger = Ledger(store, spec, keys.image, identity=identity)
     ledger.refresh()
     path = f"{keys.image}/0" if keys.image else "0"
     with store_errors(f"opening the level-0 array of {keys.image!r}", store):

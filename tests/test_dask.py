@@ -184,3 +184,24 @@ def test_store_blocks_checks_the_shape(tmp_path):
         out.create_image("img", (2, 8, 8), "syx")
     with pytest.raises(nw.ShapeMismatchError, match="shape"):
         store_blocks(da.zeros((3, 8, 8), dtype=np.float32), root, "img")
+
+
+def test_another_array_is_another_job(tmp_path, truth):
+    root = tmp_path / "o.zarr"
+    small = dict(chunks=(1, 1, 4, 32, 32), pyramid=None)
+    with dask.config.set(scheduler="threads"):
+        assert to_image(predictions(), root, "img", AXES, **small).complete
+        stored = zarr.open_array(root / "img" / "0")[:]
+        # The same array again (built anew, as a re-run builds it): the same job, nothing to do.
+        export = store_blocks(predictions(), root, "img")
+        assert not [k for k in dict(export.__dask_graph__()) if str(k).startswith("ngff-store")]
+        assert to_image(predictions(), root, "img", AXES, **small).complete
+        # Another array (a retrained model, here * 5): refused before anything is computed.
+        with pytest.raises(nw.OutputExistsError, match="dask:"):
+            to_image(predictions() * 5, root, "img", AXES, **small)
+        np.testing.assert_array_equal(zarr.open_array(root / "img" / "0")[:], stored)
+        # ... unless asked: then it replaces the image.
+        assert to_image(predictions() * 5, root, "img", AXES, overwrite=True, **small).complete
+    np.testing.assert_allclose(zarr.open_array(root / "img" / "0")[:], truth * 5, rtol=1e-6)
+    with nw.open_output(root, mode="r") as out:
+        assert out["img"].fingerprint.startswith("dask:")
