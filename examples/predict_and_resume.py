@@ -1,10 +1,15 @@
-"""Export predictions of several images, sample by sample, and resume after a crash.
+"""Export predictions of several images, sample by sample; resume after a crash, re-run, retrain.
 
-Run it twice: the first run "crashes" half-way (``--crash-after``), the second run
-reopens the output, skips every sample already stored and completes the images.
+The first run crashes half-way (``--crash-after``: an exception in the loop); the second
+reopens the output, skips every sample already stored and completes the images; a third
+finds nothing to do. A retrained model (``--model v2``) is another job: refused before
+anything is written, unless ``--overwrite`` replaces the images.
 
     python examples/predict_and_resume.py out.zarr --crash-after 5
     python examples/predict_and_resume.py out.zarr
+    python examples/predict_and_resume.py out.zarr                       # nothing to do
+    python examples/predict_and_resume.py out.zarr --model v2            # refused
+    python examples/predict_and_resume.py out.zarr --model v2 --overwrite
     ngff-writer status out.zarr
 """
 
@@ -21,18 +26,31 @@ IMAGES = {"fish_01": 6, "fish_02": 4}  # image name -> number of samples (S)
 SAMPLE_SHAPE = (2, 16, 128, 128)  # c z y x predicted per sample
 
 
-def model(raw: np.ndarray) -> np.ndarray:
-    """A stand-in network: two output channels from one input channel."""
-    return np.stack([raw, np.sqrt(np.abs(raw))]).astype(np.float32)
+#: Stand-in networks by version: two output channels from one input channel.
+GAIN = {"v1": 1.0, "v2": 3.0}
+
+
+def model(raw: np.ndarray, version: str) -> np.ndarray:
+    return np.stack([raw * GAIN[version], np.sqrt(np.abs(raw))]).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
-    parser.add_argument("--crash-after", type=int, default=None, help="stop after N samples")
+    parser.add_argument("--crash-after", type=int, default=None, help="crash after N samples")
+    parser.add_argument("--model", default="v1", choices=sorted(GAIN), help="the model's version")
+    parser.add_argument("--overwrite", action="store_true", help="replace images of another model")
     args = parser.parse_args(argv)
 
     # mode="a" creates the output on the first run and reopens it on the next ones.
+    try:
+        return export(args)
+    except nw.OutputExistsError as exc:  # another model's images: nothing was written
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+
+
+def export(args: argparse.Namespace) -> int:
     with nw.open_output(args.out, mode="a") as out:
         # Declare every image first: each is valid OME-Zarr, viewable while it fills.
         images = [
@@ -44,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                 # 128 x 128 plane fits in one chunk, so "auto" would build none.
                 pyramid=1,
                 exist_ok=True,  # same settings as last time: resume instead of refusing
+                # What makes the data (in a real job: a hash of the weights and settings).
+                # The same one: this job again. Another: refused, or replaced if asked.
+                fingerprint=f"stand-in model {args.model}",
+                overwrite=args.overwrite,
             )
             for name, n_samples in IMAGES.items()
         ]
@@ -51,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         for image in images:
             for index in image.pending_samples():  # everything already stored is skipped
                 raw = np.random.default_rng(index).normal(size=SAMPLE_SHAPE[1:]).astype(np.float32)
-                image.write_sample(index, model(raw))
+                image.write_sample(index, model(raw, args.model))
                 written += 1
                 if args.crash_after is not None and written >= args.crash_after:
-                    print(f"simulated crash after {written} samples", file=sys.stderr)
-                    return 1
+                    # What was written is kept however the run ends (with or without close()).
+                    raise RuntimeError(f"simulated crash after {written} samples")
+        print(f"{written} samples predicted")
         for progress in out.status():
             print(f"{progress.name}: {progress.done}/{progress.total} samples, {progress.levels} levels, "
                   f"{'complete' if progress.complete else 'in progress'}")

@@ -25,7 +25,7 @@ would reach for, so ``except ValueError`` keeps working::
     │   ├── ShapeMismatchError
     │   ├── SampleIndexError (IndexError)
     │   ├── LossyCastError (TypeError)
-    │   ├── ImageFinalizedError
+    │   ├── ImageFinalizedError                     (no longer raised: see its docstring)
     │   ├── OverlapError                            two different tiles overlap (crop mode)
     │   └── BufferFullError (MemoryError)           partial chunks past max_buffer_bytes
     └── ClosedError (RuntimeError)                  using an output after close()
@@ -136,7 +136,7 @@ class NotAnOutputError(StoreError):
 
 
 class ReadOnlyError(StoreError, PermissionError):
-    """Writing to an output opened read-only."""
+    """Writing to an output opened read-only, or into an array an image handed out."""
 
 
 class SpecError(NgffWriterError, ValueError):
@@ -191,7 +191,12 @@ class LossyCastError(WriteError, TypeError):
 
 
 class ImageFinalizedError(WriteError):
-    """The image is complete and final; its data can no longer change."""
+    """The image is complete and final; its data can no longer change.
+
+    No longer raised: a write into a complete image is a retry of the job that made it
+    (accepted, nothing changes), and another job is refused when it declares the image
+    (:class:`OutputExistsError`). Kept so that ``except ImageFinalizedError`` still works.
+    """
 
 
 class OverlapError(WriteError):

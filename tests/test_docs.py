@@ -61,3 +61,22 @@ def test_the_site_builds_without_a_warning(tmp_path):
     for name in ngff_writer.__all__:
         if name != "__version__":
             assert f'id="ngff_writer.{name}"' in api or f'id="ngff_writer.errors.{name}"' in api, name
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", ROOT / "docs" / "guide" / "quickstart.md"],
+                         ids=["README", "quickstart"])
+def test_the_quickstart_run_twice_works_and_changes_nothing(page, tmp_path):
+    """Each run a process of its own, as a user runs the script again."""
+    script = tmp_path / "quickstart.py"
+    script.write_text(blocks(page)[0])
+
+    def run() -> dict[str, bytes]:
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert "Warning" not in done.stderr, done.stderr
+        out = tmp_path / "predictions.zarr"
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first = run()
+    assert run() == first

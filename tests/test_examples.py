@@ -27,13 +27,18 @@ def run_example(name: str, *args: str) -> int:
 
 def test_predict_and_resume(tmp_path):
     out = tmp_path / "out.zarr"
-    assert run_example("predict_and_resume.py", str(out), "--crash-after", "5") == 1
+    with pytest.raises(RuntimeError, match="simulated crash after 5"):
+        run_example("predict_and_resume.py", str(out), "--crash-after", "5")
     with nw.open_output(out, mode="r") as o:
         assert [(p.name, p.done, p.complete) for p in o.status()] == [
             ("fish_01", 5, False), ("fish_02", 0, False)]
     assert run_example("predict_and_resume.py", str(out)) == 0
     with nw.open_output(out, mode="r") as o:
         assert all(p.complete for p in o.status())
+    files = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert run_example("predict_and_resume.py", str(out)) == 0  # the same job again: nothing to do
+    assert run_example("predict_and_resume.py", str(out), "--model", "v2") == 2  # refused
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == files
     stored = zarr.open_array(out / "fish_01" / "0", mode="r")
     raw = np.random.default_rng(3).normal(size=(16, 128, 128)).astype(np.float32)
     np.testing.assert_array_equal(stored[3, 0], raw)
@@ -42,6 +47,9 @@ def test_predict_and_resume(tmp_path):
     full = zarr.open_array(out / "fish_01" / "0", mode="r")[:].astype(np.float64)
     want = full.reshape(*full.shape[:3], 64, 2, 64, 2).mean(axis=(4, 6))
     np.testing.assert_allclose(level, want, rtol=1e-5, atol=1e-6)
+    # The retrained model, asked to replace: every image anew, with its predictions.
+    assert run_example("predict_and_resume.py", str(out), "--model", "v2", "--overwrite") == 0
+    np.testing.assert_array_equal(zarr.open_array(out / "fish_01" / "0", mode="r")[3, 0], raw * 3)
 
 
 def test_tiled_prediction(tmp_path):
