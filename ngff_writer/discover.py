@@ -26,9 +26,9 @@ from .errors import CorruptError
 from .ngff import read_writer_attrs
 from .storage import get_json, list_dir, node_attributes
 
-__all__ = ["Found", "find_images", "scan"]
+__all__ = ["Found", "find_images", "node_kind", "scan"]
 
-Kind = Literal["image", "foreign", "group", "array", "directory"]
+Kind = Literal["image", "foreign", "group", "array", "directory", "unreadable"]
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,17 @@ def _has_multiscales(attributes: dict) -> bool:
     return isinstance(ome, dict) and isinstance(ome.get("multiscales"), list)
 
 
-def _kind(store: Store, path: str) -> Kind:
-    """What is at ``path``; raises CorruptError for a group that cannot be read."""
+def node_kind(store: Store, path: str, strict: bool = True) -> Kind:
+    """What is at ``path``: an ngff-writer image, another tool's ("foreign"), a group, an
+    array, a plain directory; a group that cannot be read raises CorruptError, or is
+    ``"unreadable"`` when not ``strict``."""
     try:
         node = node_attributes(store, path)
     except CorruptError:
         if GROUP in list_dir(store, path):
             return "image"  # a damaged image: its readers report the damage
+        if not strict:
+            return "unreadable"
         raise
     if node is not None:
         attributes = node[1]
@@ -87,7 +91,7 @@ def scan(store: Store, path: str = "") -> list[Found]:
             walk(f"{path}/{child}" if path else child)
 
     def walk(path: str) -> None:
-        kind = _kind(store, path)
+        kind = node_kind(store, path)
         if kind in ("image", "foreign"):
             found.append(Found(path, kind == "image"))
             # An image's label images are images too (status, finalize, validate see them);

@@ -27,7 +27,7 @@ looks complete to nobody and half-written to everyone.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from zarr.abc.store import Store
@@ -35,6 +35,7 @@ from zarr.storage import LocalStore
 
 from .bookkeeping import GROUP, ImageKeys
 from .collection import OME_GROUP
+from .discover import node_kind
 from .errors import CorruptError, NotOursError, OutputInUseError
 from .ngff import STATUS_COMPLETE, read_writer_attrs
 from .storage import (
@@ -83,57 +84,40 @@ def survey(store: Store, path: str = "", limit: int = 5) -> Survey:
     """Walk ``path`` (see the module docstring): what is not ours, and the images that are."""
     found = Survey()
 
-    def full() -> bool:
-        return len(found.foreign) >= limit
-
     def foreign(where: str) -> None:
-        if not full():
+        if len(found.foreign) < limit:
             found.foreign.append(where or "/")
 
-    def image(where: str, attributes: dict | None) -> None:
-        block = read_writer_attrs(attributes) if attributes else None
-        fmt = 3 if key_exists(store, join(where, "zarr.json")) else 2
-        found.images.append((where, fmt, bool(block and block.get("status") == STATUS_COMPLETE)))
+    def entries(where: str) -> Iterator[tuple[str, str]]:
+        """The children of ``where`` to judge; links are foreign at once, never followed."""
         for child in sorted(list_dir(store, where)):
-            sub = join(where, child)
-            if full():
+            if len(found.foreign) >= limit:
                 return
+            sub = join(where, child)
             if _is_link(store, sub):
                 foreign(sub)
-            elif child in _METADATA or child == GROUP or is_temporary(child):
-                continue
-            elif child == _LABELS and not key_exists(store, sub):
-                container(sub, labels=True)
-            elif child.isdigit() and _node(sub)[0] == "array":
-                continue  # a level: its chunks are ours by construction
             else:
-                foreign(sub)
+                yield child, sub
 
-    def _node(where: str) -> tuple[str, dict | None]:
+    def image(where: str) -> None:
         try:
             node = node_attributes(store, where)
-        except CorruptError:
-            return ("image" if GROUP in list_dir(store, where) else "unreadable"), None
-        if node is not None:
-            attributes = node[1]
-            if read_writer_attrs(attributes) is not None:
-                return "image", attributes
-            ome = attributes.get("ome", attributes)
-            if isinstance(ome, dict) and isinstance(ome.get("multiscales"), list):
-                return "foreign image", attributes
-            return "group", attributes
-        if key_exists(store, join(where, "zarr.json")) or key_exists(store, join(where, ".zarray")):
-            return "array", None
-        return "directory", None
+        except CorruptError:  # a damaged image (found by its bookkeeping group): still ours
+            node = None
+        block = read_writer_attrs(node[1]) if node else None
+        fmt = 3 if key_exists(store, join(where, "zarr.json")) else 2
+        found.images.append((where, fmt, bool(block and block.get("status") == STATUS_COMPLETE)))
+        for child, sub in entries(where):
+            if child in _METADATA or child == GROUP or is_temporary(child):
+                continue
+            if child == _LABELS and not key_exists(store, sub):
+                container(sub, labels=True)
+            elif not (child.isdigit() and node_kind(store, sub, strict=False) == "array"):
+                foreign(sub)  # levels are ours, chunks and all; anything else is not
 
     def container(where: str, labels: bool = False) -> None:
-        for child in sorted(list_dir(store, where)):
-            sub = join(where, child)
-            if full():
-                return
-            if _is_link(store, sub):
-                foreign(sub)
-            elif key_exists(store, sub):  # an object (a file), not a prefix
+        for child, sub in entries(where):
+            if key_exists(store, sub):  # an object (a file), not a prefix
                 ours = child in _METADATA or is_temporary(child) or (
                     child == "METADATA.ome.xml" and where == OME_GROUP)
                 if not ours:
@@ -142,9 +126,9 @@ def survey(store: Store, path: str = "", limit: int = 5) -> Survey:
                 walk(sub, label=labels)
 
     def walk(where: str, label: bool = False) -> None:
-        kind, attributes = _node(where)
+        kind = node_kind(store, where, strict=False)
         if kind == "image":
-            image(where, attributes)
+            image(where)
         elif kind in ("group", "directory") and not label:
             container(where)
         else:  # an array, another tool's image, a group that cannot be read, a non-image label
