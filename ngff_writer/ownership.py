@@ -75,6 +75,15 @@ class Survey:
     images: list[tuple[str, int, bool]] = dataclasses.field(default_factory=list)
 
 
+def _is_object(store: Store, path: str) -> bool:
+    """True for an object (a file), False for a prefix (a folder), whatever the store.
+
+    Object stores have no folders and fsspec says a prefix "exists": a prefix is what
+    lists children, an object what exists and lists none.
+    """
+    return bool(path) and not list_dir(store, path) and key_exists(store, path)
+
+
 def _is_link(store: Store, path: str) -> bool:
     base = base_store(store)
     return isinstance(base, LocalStore) and bool(path) and (Path(base.root) / path).is_symlink()
@@ -110,14 +119,14 @@ def survey(store: Store, path: str = "", limit: int = 5) -> Survey:
         for child, sub in entries(where):
             if child in _METADATA or child == GROUP or is_temporary(child):
                 continue
-            if child == _LABELS and not key_exists(store, sub):
+            if child == _LABELS and not _is_object(store, sub):
                 container(sub, labels=True)
             elif not (child.isdigit() and node_kind(store, sub, strict=False) == "array"):
                 foreign(sub)  # levels are ours, chunks and all; anything else is not
 
     def container(where: str, labels: bool = False) -> None:
         for child, sub in entries(where):
-            if key_exists(store, sub):  # an object (a file), not a prefix
+            if _is_object(store, sub):
                 ours = child in _METADATA or is_temporary(child) or (
                     child == "METADATA.ome.xml" and where == OME_GROUP)
                 if not ours:
@@ -134,8 +143,8 @@ def survey(store: Store, path: str = "", limit: int = 5) -> Survey:
         else:  # an array, another tool's image, a group that cannot be read, a non-image label
             foreign(where)
 
-    if _is_link(store, path) or (path and key_exists(store, path)):
-        foreign(path)  # a link, or a file (an object, not a prefix)
+    if _is_link(store, path) or _is_object(store, path):
+        foreign(path)
     else:
         walk(path)
     return found
@@ -196,7 +205,7 @@ def delete_contents(store: Store, found: Survey, path: str = "") -> None:
     delete_keys(store, [ImageKeys(name, fmt).declaration for name, fmt, _ in found.images])
     for child in list_dir(store, path):
         sub = join(path, child)
-        if key_exists(store, sub):
+        if _is_object(store, sub):
             delete_keys(store, [sub])
         else:
             delete_tree(store, sub)

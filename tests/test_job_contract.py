@@ -366,3 +366,22 @@ def test_a_writer_racing_mode_w_in_another_process_never_reports_complete(tmp_pa
         pass
     out, err = proc.communicate(timeout=120)
     assert out.startswith("replaced:"), (out, err)
+
+
+@pytest.mark.parametrize("kind", ["fsspec", "obstore"])
+def test_mode_w_on_s3_replaces_ours_and_refuses_other_objects(tmp_path, s3, kind):
+    from targets import make_target, open_target, store_of
+
+    target = make_target(kind, tmp_path, s3)
+    with open_target(target, mode="w") as out:
+        out.create_image("a", (2, 8, 8), "syx").write_sample(0, np.ones((8, 8), np.float32))
+    with open_target(target, mode="w") as out:  # ours: replaced
+        assert out.images() == []
+        out.create_image("b", (8, 8), "yx")
+    url, options = store_of(target)
+    store = zarr.storage.FsspecStore.from_url(f"{url}/b/notes.txt", storage_options=options)
+    zarr.core.sync.sync(store.set("", zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(b"mine")))
+    with pytest.raises(nw.NotOursError, match="b/notes.txt"):
+        open_target(target, mode="w")
+    with open_target(target, mode="r") as out:
+        assert out.images() == ["b"]
