@@ -376,6 +376,7 @@ def info(path: str, options: dict | None, as_json: bool) -> None:
             dict(i.to_json(), path=target.shown(f)) if i else {"path": target.shown(f), "error": err}
             for f, i, err in infos]}, indent=2))
         return
+    from rich.markup import escape
     from rich.table import Table
     from rich.tree import Tree
 
@@ -386,7 +387,8 @@ def info(path: str, options: dict | None, as_json: bool) -> None:
             continue
         status = {"complete": "complete", "in_progress": "in progress"}.get(i.status or "", "")
         node = tree.add(f"[bold]{target.shown(f)}[/bold]  NGFF {i.ngff_version}, axes "
-                        f"{''.join(i.axes)}, {i.written_by}" + (f", {status}" if status else ""))
+                        f"{''.join(i.axes)}, {i.written_by}" + (f", {status}" if status else "")
+                        + (f", fingerprint {escape(i.fingerprint)}" if i.fingerprint else ""))
         table = Table("level", "shape", "chunks", "shards", "dtype", "codecs", "stored", "ratio",
                       box=None, pad_edge=False)
         for lv in i.levels:

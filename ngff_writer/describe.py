@@ -72,7 +72,8 @@ class ChannelInfo:
 class ImageInfo:
     """An OME-Zarr image: where it is, who wrote it, its axes, levels and channels.
 
-    ``status`` is ngff-writer's (``"in_progress"``, ``"complete"``), None for other tools'.
+    ``status`` is ngff-writer's (``"in_progress"``, ``"complete"``), None for other tools';
+    ``fingerprint`` what produced the data, when the writer said.
     """
 
     path: str
@@ -83,6 +84,7 @@ class ImageInfo:
     levels: tuple[LevelInfo, ...]
     channels: tuple[ChannelInfo, ...]
     status: str | None = None
+    fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``ngff-writer info --json``)."""
@@ -161,6 +163,8 @@ def describe_image(store: Store, path: str) -> ImageInfo:
         for c in (ome.get("omero") or {}).get("channels", []) if isinstance(c, dict))
     writer = node[1].get("ngff_writer")
     status = writer.get("status") if isinstance(writer, dict) else None
+    fingerprint = writer.get("fingerprint") if isinstance(writer, dict) else None
     return ImageInfo(path=path, ngff_version=version,
                      written_by="ngff-writer" if isinstance(writer, dict) else "another tool",
-                     axes=axes, units=units, levels=levels, channels=channels, status=status)
+                     axes=axes, units=units, levels=levels, channels=channels, status=status,
+                     fingerprint=fingerprint if isinstance(fingerprint, str) else None)

@@ -255,6 +255,9 @@ def test_the_same_job_twice_is_a_retry_even_when_complete(tmp_path):
 def test_another_fingerprint_is_refused_before_anything_is_written(tmp_path):
     root = tmp_path / "o.zarr"
     _job(root, "model-a", 1.0)
+    info = subprocess.run([sys.executable, "-m", "ngff_writer.cli", "info", str(root)], capture_output=True,
+                          text=True, timeout=120)
+    assert "fingerprint model-a" in info.stdout
     before = _tree(root)
     with pytest.raises(nw.OutputExistsError) as info:
         _job(root, "model-b", 5.0)
