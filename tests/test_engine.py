@@ -36,6 +36,8 @@ def test_no_thread_outlives_close(tmp_path):
     assert _threads(name) == []
 
 
+@pytest.mark.drops_outputs
+@pytest.mark.filterwarnings("ignore::ngff_writer.UnclosedOutputWarning")  # told, as it should be
 def test_an_output_dropped_without_close_lets_its_threads_go(tmp_path):
     out = nw.open_output(tmp_path / "o.zarr", commit_interval=0.05)
     out.create_image("p", (2, 8, 8), "syx").write_sample(0, np.ones((8, 8), np.float32))

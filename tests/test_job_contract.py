@@ -183,7 +183,7 @@ def test_mode_w_refuses_a_home_directory_and_the_filesystem_root(tmp_path, monke
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     for path in (home, "~", "~/", "/"):
-        with pytest.raises(nw.NotOursError, match="home directory|filesystem root"):
+        with pytest.raises(nw.NotOursError, match=r"home directory|filesystem root"):
             nw.open_output(path, mode="w")
     assert home.exists()
 
@@ -207,7 +207,7 @@ def test_mode_w_refuses_our_output_with_a_users_file_or_a_link_inside(tmp_path):
     with nw.open_output(root) as out:
         out.create_image("a", (4, 4), "yx").write_sample(0, np.ones((4, 4), np.float32))
     (root / "a" / "README.md").write_text("my notes about this prediction")
-    with pytest.raises(nw.NotOursError, match="a/README.md"):
+    with pytest.raises(nw.NotOursError, match=r"a/README\.md"):
         nw.open_output(root, mode="w")
     assert (root / "a" / "README.md").exists() and (root / "a" / "0").exists()
     (root / "a" / "README.md").unlink()
@@ -384,7 +384,7 @@ def test_mode_w_on_s3_replaces_ours_and_refuses_other_objects(tmp_path, s3, kind
     url, options = store_of(target)
     store = zarr.storage.FsspecStore.from_url(f"{url}/b/notes.txt", storage_options=options)
     zarr.core.sync.sync(store.set("", zarr.core.buffer.default_buffer_prototype().buffer.from_bytes(b"mine")))
-    with pytest.raises(nw.NotOursError, match="b/notes.txt"):
+    with pytest.raises(nw.NotOursError, match=r"b/notes\.txt"):
         open_target(target, mode="w")
     with open_target(target, mode="r") as out:
         assert out.images() == ["b"]

@@ -8,8 +8,10 @@ single-process write of the same samples serves as the reference.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import zarr
 from procs import TIMEOUT, run_children  # noqa: F401
 
 import ngff_writer as nw
+from ngff_writer.testing import abandon
 
 VERSIONS = ("0.4", "0.5")
 AXES = "sczyx"
@@ -36,22 +39,32 @@ def sample(i: int) -> np.ndarray:
     return data
 
 
-def declare(root: Path, version: str) -> nw.Image:
-    """Declare the image in a fresh output (left open, as a launcher would)."""
-    out = nw.open_output(root, mode="w", ngff_version=version)
+def create(out: nw.Output) -> nw.Image:
     return out.create_image(
         "pred", SHAPE, AXES, dtype="float32", chunks=CHUNKS,
         scale={"z": 2.0, "y": 0.5, "x": 0.5}, units="micrometer",
     )
 
 
-def reference(root: Path, version: str) -> nw.Image:
+@pytest.fixture
+def launcher() -> Iterator[contextlib.ExitStack]:
+    """Closes, after the test, the outputs ``declare`` left open."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def declare(root: Path, version: str, launcher: contextlib.ExitStack) -> nw.Image:
+    """Declare the image in a fresh output (left open, as a launcher would, until the test ends)."""
+    return create(launcher.enter_context(nw.open_output(root, mode="w", ngff_version=version)))
+
+
+def reference(root: Path, version: str) -> None:
     """A single-process write of every sample, in order."""
-    img = declare(root, version)
-    for i in range(N):
-        img.write_sample(i, sample(i))
-    assert img.progress().complete
-    return img
+    with nw.open_output(root, mode="w", ngff_version=version) as out:
+        img = create(out)
+        for i in range(N):
+            img.write_sample(i, sample(i))
+        assert img.progress().complete
 
 
 def attrs_of(root: Path) -> dict[str, Any]:
@@ -143,44 +156,52 @@ def _write_then_die(root: str, indices: list[int], crash: str | None, nxt: int) 
 
 # ---- (a) two writers ---------------------------------------------------------------------
 @pytest.mark.parametrize("version", VERSIONS)
-def test_two_processes_write_alternate_samples_concurrently(tmp_path: Path, version: str) -> None:
+def test_two_processes_write_alternate_samples_concurrently(
+    tmp_path: Path, launcher: contextlib.ExitStack, version: str
+) -> None:
     ref_root = tmp_path / "ref.zarr"
     reference(ref_root, version)
     root = tmp_path / "out.zarr"
-    declare(root, version)
+    declare(root, version, launcher)
     barrier = mp.get_context("spawn").Barrier(2)
     evens, odds = list(range(0, N, 2)), list(range(1, N, 2))
     codes = run_children((_write_samples, (str(root), evens, barrier)),
                          (_write_samples, (str(root), odds, barrier)))
     assert codes == [0, 0]
 
-    progress = nw.open_output(root, mode="r").image("pred").progress()
+    with nw.open_output(root, mode="r") as ro:
+        progress = ro.image("pred").progress()
     assert progress.complete and progress.done == N and progress.pending == ()
     assert_same_image(root, ref_root, version)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_image_completes_exactly_when_last_sample_lands(tmp_path: Path, version: str) -> None:
+def test_image_completes_exactly_when_last_sample_lands(
+    tmp_path: Path, launcher: contextlib.ExitStack, version: str
+) -> None:
     ref_root = tmp_path / "ref.zarr"
     reference(ref_root, version)
     root = tmp_path / "out.zarr"
-    declare(root, version)
+    declare(root, version, launcher)
     evens, odds = list(range(0, N, 2)), list(range(1, N, 2))
 
     assert run_children((_write_samples, (str(root), evens))) == [0]
-    progress = nw.open_output(root, mode="r").image("pred").progress()
+    with nw.open_output(root, mode="r") as ro:
+        progress = ro.image("pred").progress()
     assert not progress.complete
     assert progress.done == len(evens) and progress.pending == tuple(odds)
     assert status_of(root) == "in_progress"
 
     # All but the last odd sample: still in progress.
     assert run_children((_write_samples, (str(root), odds[:-1]))) == [0]
-    progress = nw.open_output(root, mode="r").image("pred").progress()
+    with nw.open_output(root, mode="r") as ro:
+        progress = ro.image("pred").progress()
     assert not progress.complete and progress.pending == (odds[-1],)
     assert status_of(root) == "in_progress"
 
     assert run_children((_write_samples, (str(root), odds[-1:]))) == [0]
-    progress = nw.open_output(root, mode="r").image("pred").progress()
+    with nw.open_output(root, mode="r") as ro:
+        progress = ro.image("pred").progress()
     assert progress.complete and progress.done == N
     assert_same_image(root, ref_root, version)
 
@@ -191,13 +212,14 @@ def test_progress_survives_reopening(tmp_path: Path, version: str) -> None:
     ref_root = tmp_path / "ref.zarr"
     reference(ref_root, version)
     root = tmp_path / "out.zarr"
-    img = declare(root, version)
+    launcher = nw.open_output(root, mode="w", ngff_version=version)
+    img = create(launcher)
     first = [5, 0, 3]
     for i in first:
         img.write_sample(i, sample(i))
     before = img.progress()  # this writer's own view: what it stored
     img.flush()  # its log records are committed: every other handle sees them
-    del img  # the launcher goes away; only the store remains
+    abandon(launcher, commit=False)  # the launcher goes away; only the store remains
     pending = tuple(sorted(set(range(N)) - set(first)))
     assert before.done == len(first) and before.pending == pending
 
@@ -236,11 +258,13 @@ CRASHES = [
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("crash", CRASHES)
-def test_killed_writer_keeps_everything_it_recorded(tmp_path: Path, version: str, crash: str | None) -> None:
+def test_killed_writer_keeps_everything_it_recorded(
+    tmp_path: Path, launcher: contextlib.ExitStack, version: str, crash: str | None
+) -> None:
     ref_root = tmp_path / "ref.zarr"
     reference(ref_root, version)
     root = tmp_path / "out.zarr"
-    declare(root, version)
+    declare(root, version, launcher)
     done_before = [6, 1, 4]
     codes = run_children((_write_then_die, (str(root), done_before, crash, 2)))
     assert codes == [CRASH_EXIT]

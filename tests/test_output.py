@@ -78,12 +78,12 @@ def test_read_only_refuses_writes(tmp_path, rng):
 
 def test_any_zarr_store(rng):
     store = zarr.storage.MemoryStore()
-    out = nw.open_output(store)
-    img = out.create_image("mem", (2, 16, 16), "syx")
-    data = rng.random((2, 16, 16), dtype=np.float32)
-    for i in range(2):
-        img.write_sample(i, data[i])
-    assert img.progress().complete
+    with nw.open_output(store) as out:
+        img = out.create_image("mem", (2, 16, 16), "syx")
+        data = rng.random((2, 16, 16), dtype=np.float32)
+        for i in range(2):
+            img.write_sample(i, data[i])
+        assert img.progress().complete
     np.testing.assert_array_equal(zarr.open_array(store, path="mem/0", mode="r")[:], data)
 
 

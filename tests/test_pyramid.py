@@ -16,6 +16,7 @@ import ngff_writer as nw
 from ngff_writer import InvalidChunksError, SpecError, SpecMismatchError
 from ngff_writer.pyramid import downsample
 from ngff_writer.spec import parse_image_spec
+from ngff_writer.testing import abandon
 from ngff_writer.track import Ledger
 
 
@@ -312,12 +313,13 @@ def test_units_a_lost_writer_left_unbuilt_are_made_from_the_level_above(tmp_path
 
     lost = nw.open_output(root, mode="a")
     write(lost["p"], tiles[: len(tiles) // 2])
-    lost["p"].progress()  # its background stores land
-    lost.engine.commit_all()  # as its committer thread would have, before the process died
-    log = Ledger(LocalStore(root), lost["p"].spec)
+    spec = lost["p"].spec
+    # Its background stores land and its records are committed (as its committer thread
+    # would have, before the process died); then it is dropped, never closed.
+    abandon(lost)
+    log = Ledger(LocalStore(root), spec)
     log.refresh()
     blocks_before, built_before = log.coverage.counts[:2]
-    del lost  # dropped, never closed
 
     CountingStore.reset()
     with nw.open_output(CountingStore(LocalStore(root)), mode="a") as out:

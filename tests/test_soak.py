@@ -72,14 +72,14 @@ def write(target: tuple, worker: int, seed: int, pause: float) -> None:
         if image in done:
             continue  # as a resumed loop does: an image another writer completed is skipped
         img = out[image]
-        try:
-            if image == "samples":
-                img.write_sample(s, sample(s))
-            else:
-                t = specs[k]
-                img.write_tile(s, tile(s, t), crop_start=t.crop_coords, crop_size=t.crop_size,
-                               stitch_start=t.stitch_coords)
-        except nw.ImageFinalizedError:
+        # Into an image another writer completed meanwhile, a write is a retry: dropped.
+        if image == "samples":
+            img.write_sample(s, sample(s))
+        else:
+            t = specs[k]
+            img.write_tile(s, tile(s, t), crop_start=t.crop_coords, crop_size=t.crop_size,
+                           stitch_start=t.stitch_coords)
+        if img.is_final:
             done.add(image)
         time.sleep(pause)
     out.close()

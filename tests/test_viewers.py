@@ -12,7 +12,9 @@ merged by a reshape, sample-major).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +103,18 @@ def expected_scale(stored_axes: list[str]) -> list[float]:
 
 
 def write_image(
-    root: Path, version: str, declared: str, *, only: int | None = None, seed: int = 0
+    outputs: contextlib.ExitStack, root: Path, version: str, declared: str, *, only: int | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Write ``declared`` (all samples, or the first ``only`` of a shuffled order)."""
+    """Write ``declared`` (all samples, or the first ``only`` of a shuffled order).
+
+    The output stays open for the test to read through it; ``outputs`` closes it after.
+    """
     axes = declared.lower()
     rng = np.random.default_rng(seed)
     full = make_full(axes, rng)
     samples = samples_of(axes, full)
-    out = nw.open_output(root, mode="w", ngff_version=version)
+    out = outputs.enter_context(nw.open_output(root, mode="w", ngff_version=version))
     img = out.create_image(
         "pred",
         full.shape,
@@ -134,6 +140,13 @@ def write_image(
         "written": sorted(int(i) for i in written),
         "n": len(samples),
     }
+
+
+@pytest.fixture
+def outputs() -> Iterator[contextlib.ExitStack]:
+    """Closes, after the test, the outputs write_image opened for it."""
+    with contextlib.ExitStack() as stack:
+        yield stack
 
 
 def group_attrs(path: Path) -> dict[str, Any]:
@@ -201,8 +214,10 @@ CASES = [pytest.param(v, a, id=f"{v}-{a}") for v in VERSIONS for a in AXES_CASES
 
 
 @pytest.mark.parametrize(("version", "declared"), CASES)
-def test_data_and_metadata_roundtrip(tmp_path: Path, version: str, declared: str) -> None:
-    w = write_image(tmp_path / "out.zarr", version, declared)
+def test_data_and_metadata_roundtrip(
+    tmp_path: Path, outputs: contextlib.ExitStack, version: str, declared: str
+) -> None:
+    w = write_image(outputs, tmp_path / "out.zarr", version, declared)
     img, ref = w["img"], w["ref"]
     progress = img.progress()
     assert progress.complete and progress.done == progress.total == w["n"]
@@ -259,20 +274,24 @@ def test_data_and_metadata_roundtrip(tmp_path: Path, version: str, declared: str
 
 
 @pytest.mark.parametrize(("version", "declared"), CASES)
-def test_validates_with_ome_zarr_models(tmp_path: Path, version: str, declared: str) -> None:
-    check_models(write_image(tmp_path / "out.zarr", version, declared), version)
+def test_validates_with_ome_zarr_models(
+    tmp_path: Path, outputs: contextlib.ExitStack, version: str, declared: str
+) -> None:
+    check_models(write_image(outputs, tmp_path / "out.zarr", version, declared), version)
 
 
 @pytest.mark.parametrize(("version", "declared"), CASES)
-def test_ome_zarr_reader_lists_image(tmp_path: Path, version: str, declared: str) -> None:
-    check_reader(write_image(tmp_path / "out.zarr", version, declared))
+def test_ome_zarr_reader_lists_image(
+    tmp_path: Path, outputs: contextlib.ExitStack, version: str, declared: str
+) -> None:
+    check_reader(write_image(outputs, tmp_path / "out.zarr", version, declared))
 
 
 @pytest.mark.parametrize(("version", "declared"), CASES)
 def test_napari_opens_image(
-    tmp_path: Path, napari_viewer_model: Any, version: str, declared: str
+    tmp_path: Path, outputs: contextlib.ExitStack, napari_viewer_model: Any, version: str, declared: str
 ) -> None:
-    w = write_image(tmp_path / "out.zarr", version, declared)
+    w = write_image(outputs, tmp_path / "out.zarr", version, declared)
     vm, layers = open_in_napari(napari_viewer_model, w["path"])
     check_napari(vm, layers, w, version)
 
@@ -287,9 +306,10 @@ PARTIAL = [
 
 @pytest.mark.parametrize(("version", "declared", "written"), PARTIAL)
 def test_in_progress_image_is_readable(
-    tmp_path: Path, napari_viewer_model: Any, version: str, declared: str, written: int
+    tmp_path: Path, outputs: contextlib.ExitStack, napari_viewer_model: Any, version: str, declared: str,
+    written: int,
 ) -> None:
-    w = write_image(tmp_path / "out.zarr", version, declared, only=written)
+    w = write_image(outputs, tmp_path / "out.zarr", version, declared, only=written)
     img, ref, stored_axes = w["img"], w["ref"], w["axes"]
     progress = img.progress()
     assert not progress.complete
