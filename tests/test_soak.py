@@ -20,8 +20,6 @@ import pytest
 from targets import make_target, open_target, read_level
 from tiling import tile_specs
 
-import ngff_writer as nw
-
 pytestmark = pytest.mark.slow
 
 SAMPLES = (12, 64, 80)  # s y x
