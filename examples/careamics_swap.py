@@ -17,14 +17,19 @@ many samples an image has::
     writer = PredictionWriterCallback(dirpath, write_strategy=strategy)
     trainer = Trainer(callbacks=[writer, FinalizePredictions(strategy)])
 
-``FinalizePredictions`` finalizes the images when prediction ends (also under DDP).
+``FinalizePredictions`` finalizes the images when prediction ends (also under DDP), and
+fingerprints the job when it starts (the model's weights and prediction settings): a re-run
+of the same job continues and changes nothing, a retrained model's run is refused unless
+``OmeZarrWriteStrategy(overwrite=True)``.
 Each image gets pyramid levels (``pyramid="auto"``), built as the tiles arrive, so napari
 can zoom out of an image while it is still being predicted.
 Outputs: ``dirpath/<source dir relative to the sources' common base>/<stem>.ome.zarr``.
 
 This script needs neither CAREamics nor torch: it simulates what the callback does
 (tiled prediction of two time-lapse TIFF "files", batches of 4 tiles, a model that
-predicts 2 channels from 1) and drives the strategy exactly as CAREamics would::
+predicts 2 channels from 1) and drives the strategy exactly as CAREamics would; the
+fingerprint FinalizePredictions would compute is given by hand (``MODEL``). Run it twice
+into the same OUT_DIR: the second run is the same job and changes nothing::
 
     python examples/careamics_swap.py OUT_DIR [--blend]
 """
@@ -44,6 +49,7 @@ from ngff_writer.tiling import tiles
 TILE, OVERLAP = (128, 128), (32, 32)
 SOURCES = ("raw/day1/embryo.tif", "raw/day2/embryo.tif")  # same stem, kept apart by their dirs
 SHAPE = (3, 300, 420)  # T Y X
+MODEL = "stand-in model v1"  # what FinalizePredictions derives from the weights and settings
 
 
 def raw_image(idx: int) -> np.ndarray:
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     base = out.parent / "inputs"  # where the (simulated) source files live
     kw = {"tile_mode": "blend", "tile_overlap": OVERLAP} if args.blend else {}
-    strategy = OmeZarrWriteStrategy(**kw)
+    strategy = OmeZarrWriteStrategy(fingerprint=f"{MODEL}, {kw or 'crop'}", **kw)
     strategy.set_source_base(base / "raw")  # the callback does this in setup()
     stream = prediction_stream(base)
     for i in range(0, len(stream), 4):  # write_on_batch_end, one decollated batch at a time

@@ -8,6 +8,11 @@ contrast windows, instead of being stitched in memory and written at the end.
     pip install 'ngff-writer[careamics]'
     python examples/careamist_to_ome_zarr.py OUT
     ngff-writer status OUT
+
+Each run trains anew, so its weights differ from the last run's: a second run into the
+same OUT is refused (``OutputExistsError`` naming both fingerprints) before anything is
+predicted, unless ``--overwrite``, which replaces the images. The same model predicting
+again would skip the complete images instead.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import numpy as np
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="directory for the .ome.zarr outputs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the images a model trained earlier predicted in OUT")
     args = parser.parse_args(argv)
 
     from careamics import CAREamist
@@ -44,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             predict={"axes": "SYX", "data_type": "array", "tile_size": (32, 32),
                      "tile_overlap": (8, 8)},
             tile_mode="blend",  # average the overlaps; the default "crop" matches CAREamics exactly
+            overwrite=args.overwrite,
         )
     for path in written:
         print(path)

@@ -19,11 +19,18 @@ What it does with each prediction
 - Nothing is cached per image: memory holds at most the partial chunks of tiles.
 - Pyramid levels (``pyramid="auto"`` by default) are built as predictions arrive, so
   napari can zoom out of an image while it is still being predicted.
-- Existing outputs are never overwritten silently, and never silently kept: an
-  in-progress image with the same settings is resumed (a crashed run); a complete one,
-  one with other settings, or one this strategy wrote in an earlier run (``predict()``
-  called again with the same strategy) raises :class:`~ngff_writer.OutputExistsError`
-  before anything is written, unless ``overwrite=True``, which replaces it.
+- Existing outputs are never overwritten silently, and never silently kept. Each image
+  stores the fingerprint of the job that makes it (:attr:`OmeZarrWriteStrategy.fingerprint`
+  and the source; :func:`predict_to_ome_zarr`, :func:`attach` and
+  :class:`~ngff_writer.lightning.FinalizePredictions` compute it from the model's weights
+  and the prediction settings, see :func:`model_fingerprint`). The same job continues: a
+  crashed run, a restarted process, the whole job re-run (an image complete already, also
+  one another process completed, takes every prediction as a retry that changes nothing).
+  Another fingerprint (a retrained model, other settings or inputs) raises
+  :class:`~ngff_writer.OutputExistsError` naming both, before anything is written, unless
+  ``overwrite=True``, which replaces the image (only what ngff-writer wrote, never while
+  another writer is writing it). Without a fingerprint the strategy cannot tell a
+  retrained model from the same one: every re-run continues.
 - Runs: CAREamics calls ``set_source_base`` when each prediction starts, which begins a
   new run (so does :meth:`OmeZarrWriteStrategy.start_run`); :meth:`finalize` ends one.
 
@@ -35,29 +42,33 @@ as is. ``strategy="ddp_spawn"`` pickles the model to its ranks, and CAREamics' N
 holds a ``torch.Generator`` that torch cannot send with its default ``file_descriptor``
 sharing strategy (pytorch/pytorch#146828): the rank dies unpickling it and the launcher
 hangs. Call ``torch.multiprocessing.set_sharing_strategy("file_system")`` first. Under
-DDP, :attr:`OmeZarrWriteStrategy.written` lists what this process wrote (nothing in a
-``ddp_spawn`` launcher); :func:`predict_to_ome_zarr` reads the outputs from the store.
+DDP, every rank computes the same fingerprint (the same weights and settings), and
+:attr:`OmeZarrWriteStrategy.written` lists what this process wrote (nothing in a
+``ddp_spawn`` launcher); :func:`predict_to_ome_zarr` returns the output of every source.
 """
 
 from __future__ import annotations
 
-import shutil
+import hashlib
+import json
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import ImageFinalizedError, NgffWriterError, OutputExistsError, SpecError, SpecMismatchError
+from .errors import NgffWriterError, OutputExistsError, SpecError, SpecMismatchError
 from .output import Image, Output, open_output
 
-__all__ = ["ImageRegionData", "OmeZarrWriteStrategy", "attach", "output_path", "predict_to_ome_zarr"]
+__all__ = ["ImageRegionData", "OmeZarrWriteStrategy", "attach", "model_fingerprint", "output_path",
+           "predict_to_ome_zarr"]
 
 _IMAGE = ""  # each output store is one image, at its root
+logger = logging.getLogger(__name__)
 
 
 class ImageRegionData(NamedTuple):
@@ -121,6 +132,15 @@ class _Target:
     record: tuple[str, tuple[int, ...], tuple[int, ...]]  # axes, data_shape, original shape
 
 
+class _Place(NamedTuple):
+    """Where one source's image goes."""
+
+    path: Path  # what ``written`` and predict_to_ome_zarr name: the image's directory
+    store: Path  # the output it is in: the image itself, or the collection holding it
+    name: str  # the image's name in that output
+    title: str | None  # a collection's series title
+
+
 _REQUIRED = ("data", "source", "data_shape", "axes", "original_data_shape", "region_spec")
 
 
@@ -149,6 +169,13 @@ class OmeZarrWriteStrategy:
 
     Parameters
     ----------
+    fingerprint
+        What produces the predictions (e.g. :func:`model_fingerprint`): each image stores
+        it with its source, and a later run continues an image only with the same one
+        (see the module docstring). None (default): the same job whatever wrote the
+        image, so a retrained model's run continues an old model's images; the Lightning
+        callbacks (:class:`~ngff_writer.lightning.FinalizePredictions`) set it at each
+        prediction start from the model's weights (:meth:`derive_fingerprint`).
     ngff_version
         ``"0.5"`` (default) or ``"0.4"``.
     chunks
@@ -167,8 +194,13 @@ class OmeZarrWriteStrategy:
     scale, units
         Physical pixel sizes and unit, as in ``create_image``.
     overwrite
-        Replace outputs that exist (single process only: under DDP, clear ``dirpath``
-        before launching instead).
+        Replace an image that holds another job's predictions (another fingerprint, or
+        other settings) instead of refusing it; one of this very job is continued. As
+        ``create_image(overwrite=True)``: only what ngff-writer wrote is deleted
+        (:class:`~ngff_writer.NotOursError` otherwise) and never while another writer
+        is writing it (:class:`~ngff_writer.OutputInUseError`). Without a fingerprint
+        every image of a run is replaced when this process first writes to it: under
+        DDP give one (the Lightning callbacks do), or the ranks replace each other's.
     max_buffer_bytes
         Cap on memory for partial chunks of tiles, per image.
     pyramid
@@ -180,11 +212,17 @@ class OmeZarrWriteStrategy:
         ``"predictions.ome.zarr"``), as series numbered by ``data_idx`` and titled by their
         source (:meth:`ngff_writer.Output.create_series`: the bioformats2raw layout napari
         opens as a whole), instead of one store per source.
+
+    Attributes
+    ----------
+    fingerprint
+        The job's fingerprint, as above; may be set between runs.
     """
 
     def __init__(
         self,
         *,
+        fingerprint: str | None = None,
         ngff_version: str = "0.5",
         chunks: Sequence[int] | None = None,
         compressor: Any = "default",
@@ -203,6 +241,7 @@ class OmeZarrWriteStrategy:
             raise SpecError(f"tile_mode must be 'crop' or 'blend', got {tile_mode!r}")
         if tile_mode == "blend" and tile_overlap is None:
             raise SpecError("tile_mode='blend' needs tile_overlap, the overlap used for prediction")
+        self.fingerprint = fingerprint
         self.ngff_version = ngff_version
         self.chunks = None if chunks is None else tuple(chunks)
         self.compressor = compressor
@@ -221,16 +260,13 @@ class OmeZarrWriteStrategy:
                             f"got {collection!r}")
         self.collection = collection
         self._source_base: Path | None = None
-        # Images finalized after this moment were completed in this run (by another rank):
-        # predictions for them are duplicates, e.g. a distributed sampler's padding.
-        self._started = datetime.now(UTC).isoformat(timespec="microseconds")
+        # The fingerprint derive_fingerprint set last: replaced at the next derivation,
+        # where one a caller set is kept.
+        self._derived: str | None = None
         self._targets: dict[Path, _Target] = {}
         #: The open output of each store of this run (a collection's images share one).
         self._opened: dict[Path, Output] = {}
         self._owners: dict[Path, tuple[str, int]] = {}
-        self._cleared: set[Path] = set()
-        #: Outputs this object wrote in its earlier runs: results, not crashed work to resume.
-        self._earlier: set[Path] = set()
         self._last_run: set[Path] = set()
 
     # ---- CAREamics' strategy protocol ---------------------------------------------------
@@ -251,10 +287,9 @@ class OmeZarrWriteStrategy:
     def start_run(self) -> None:
         """Begin a new prediction run with this strategy.
 
-        Outputs it wrote in earlier runs are results now: writing to them again raises
-        :class:`~ngff_writer.OutputExistsError` before anything is written, unless
-        ``overwrite=True`` (then they are replaced). Outputs left open by a run that was
-        not finalized are flushed and closed first (their progress is kept).
+        Outputs left open by a run that was not finalized are flushed and closed first
+        (their progress is kept); the next prediction for an image declares it again,
+        which checks the fingerprint (see the module docstring).
         """
         for output in self._outputs():
             output.close()  # idempotent
@@ -266,16 +301,51 @@ class OmeZarrWriteStrategy:
 
     def _end_run(self) -> None:
         self._last_run = set(self._targets)
-        self._earlier |= self._last_run  # the run is over: its outputs are results
         self._targets.clear()
         self._opened.clear()
         self._owners.clear()
-        self._cleared.clear()
 
     def write_batch(self, dirpath: Path | str, predictions: Sequence[Any]) -> None:
         """Store every prediction of a decollated batch into its image."""
         for prediction in predictions:
             self._write(Path(dirpath), prediction)
+
+    # ---- the job's fingerprint -----------------------------------------------------------
+    def derive_fingerprint(self, model: Any, datamodule: Any = None) -> str | None:
+        """Set :attr:`fingerprint` from ``model`` unless a caller set one; return it.
+
+        :func:`model_fingerprint` of ``model``, ``datamodule`` and this strategy. A
+        fingerprint derived here is derived again at the next call (the model may have
+        been retrained meanwhile); one a caller set (the constructor's, an assignment)
+        is kept. The Lightning callbacks call it when each prediction starts.
+        """
+        if self.fingerprint is None or self.fingerprint == self._derived:
+            self.fingerprint = self._derived = model_fingerprint(model, datamodule, self)
+        return self.fingerprint
+
+    def _settings(self) -> dict[str, Any]:
+        """What this strategy changes in the stored images (for the fingerprint)."""
+        blend = [self.tile_overlap, self.blend_ramp] if self.tile_mode == "blend" else None
+        return {"ngff_version": self.ngff_version, "chunks": self.chunks, "compressor": self.compressor,
+                "tile_mode": self.tile_mode, "blend": blend,
+                "dtype": None if self.dtype is None else np.dtype(self.dtype).str,
+                "scale": self.scale, "units": self.units, "pyramid": self.pyramid}
+
+    def _image_fingerprint(self, source: str, data_idx: int) -> str | None:
+        """The fingerprint stored with one source's image: the job's, naming the source."""
+        if self.fingerprint is None:
+            return None  # no fingerprint: whatever is there is taken as this job's
+        # Another source landing on the same output is then another job too.
+        name = f"array {data_idx}" if source == "array" else source
+        return f"{self.fingerprint}; source {name}"
+
+    def _place(self, dirpath: Path, source: str, data_idx: int) -> _Place:
+        path = output_path(dirpath, source, data_idx, self._source_base)
+        if self.collection is None:
+            return _Place(path, path, _IMAGE, None)
+        # One store for the run; the image is its series data_idx, titled by the source.
+        store = dirpath / self.collection
+        return _Place(store / str(data_idx), store, str(data_idx), path.name.removesuffix(".ome.zarr"))
 
     # ---- end of prediction ---------------------------------------------------------------
     def flush(self) -> None:
@@ -320,13 +390,9 @@ class OmeZarrWriteStrategy:
         sample = int(np.asarray(spec["sample_idx"]))
         if not target.channels_in_data:
             data = data[0]
-        image = target.image
-        if image.is_final:
-            return  # completed in this run, by this or another rank: a duplicate prediction
-        try:
-            self._store(image, spec, sample, data)
-        except ImageFinalizedError:
-            pass  # another rank finished it meanwhile: this prediction is a duplicate
+        # Into an image that is complete already (this job's: a re-run, another rank's or
+        # process's work, a sampler's padding) a write is a retry that changes nothing.
+        self._store(target.image, spec, sample, data)
 
     @staticmethod
     def _store(image: Image, spec: Mapping[str, Any], sample: int, data: np.ndarray) -> None:
@@ -343,11 +409,8 @@ class OmeZarrWriteStrategy:
                 image.write_sample(sample, data)
 
     def _target(self, dirpath: Path, pred: Any, data: np.ndarray, data_idx: int) -> _Target:
-        path = output_path(dirpath, pred.source, data_idx, self._source_base)
-        title = None
-        if self.collection is not None:  # one store; the image is its series data_idx
-            title = path.name.removesuffix(".ome.zarr")
-            path = dirpath / self.collection / str(data_idx)
+        place = self._place(dirpath, str(pred.source), data_idx)
+        path = place.path
         owner = (str(pred.source), data_idx)
         target = self._targets.get(path)
         record = (str(pred.axes).upper(), tuple(int(v) for v in pred.data_shape),
@@ -395,49 +458,135 @@ class OmeZarrWriteStrategy:
             blend = {"tile_size": tile, "overlap": overlap, "ramp": self.blend_ramp}
         dtype = np.dtype(self.dtype) if self.dtype is not None else data.dtype
 
-        # The store to clear or open: the image's own, or the collection holding it.
-        store_path = path.parent if self.collection is not None else path
-        if store_path not in self._cleared and store_path.exists():
-            if self.overwrite:
-                shutil.rmtree(store_path)
-            elif path in self._earlier:
-                raise OutputExistsError(
-                    f"{path} holds this strategy's prediction from an earlier run; pass "
-                    "overwrite=True to replace it, or another dirpath"
-                )
-        self._cleared.add(store_path)
-        output = self._opened.get(store_path)
+        output = self._opened.get(place.store)
         shared = output is not None and not output.closed
         if not shared:
-            output = open_output(store_path, mode="a", ngff_version=self.ngff_version,
+            output = open_output(place.store, mode="a", ngff_version=self.ngff_version,
                                  max_buffer_bytes=self.max_buffer_bytes)
+        # The core decides from the fingerprint: continue this job's image (in progress or
+        # complete), refuse another job's, or replace it with overwrite=True (only what
+        # ngff-writer wrote, and no live writer's).
         options = {"sample_axes": "".join(a for a in "st" if a in declared) or None,
                    "chunks": self.chunks, "compressor": self.compressor, "scale": self.scale,
                    "units": self.units, "cast": "same_kind", "blend": blend, "pyramid": self.pyramid,
-                   "exist_ok": True}
+                   "exist_ok": True, "fingerprint": self._image_fingerprint(str(pred.source), data_idx),
+                   "overwrite": self.overwrite}
         shape = tuple(sizes[a] for a in declared)
         try:
             if self.collection is not None:
-                image = output.create_series(data_idx, shape, declared, dtype, title=title, **options)
+                image = output.create_series(data_idx, shape, declared, dtype, title=place.title, **options)
             else:
                 image = output.create_image(_IMAGE, shape, declared, dtype, **options)
+        except OutputExistsError as exc:
+            if not shared:
+                output.close()
+            if type(exc) is not OutputExistsError:
+                raise  # NotOursError: its message names the path
+            raise OutputExistsError(f"{path}: {exc}") from exc
         except Exception:
             if not shared:
                 output.close()
             raise
-        progress = image.progress()
-        if progress.complete and (progress.finalized_at or "") < self._started:
-            if not shared:
-                output.close()
-            raise OutputExistsError(
-                f"{path} is a complete prediction from an earlier run; pass overwrite=True or "
-                "another dirpath"
-            )
         target = _Target(output, image, keep_c, record)
-        self._opened[store_path] = output
+        self._opened[place.store] = output
         self._targets[path] = target
         self._owners[path] = owner
         return target
+
+
+# ---- fingerprints --------------------------------------------------------------------------------
+#: Fields of CAREamics' prediction DataConfig that change the predicted values (not the
+#: batch size, workers or in_memory).
+_DATA_SETTINGS = ("data_type", "axes", "target_axes", "channels", "patching", "normalization")
+
+
+def model_fingerprint(model: Any, datamodule: Any = None,
+                      strategy: OmeZarrWriteStrategy | None = None) -> str:
+    """The fingerprint of a prediction job: what makes its images' values.
+
+    ``"weights <hash>, settings <hash>"`` (and ``", arrays <hash>"`` for in-memory inputs),
+    each hash the first 16 hex digits of a SHA-256 over:
+
+    - weights: every entry of the model's ``state_dict()`` in order, its name, dtype,
+      shape and bytes (the exact bits, whatever the device);
+    - settings: the prediction settings of a CAREamics ``datamodule`` (data type, axes,
+      output axes, channels, tiling with tile size and overlap, normalization with its
+      statistics; not the batch size nor the workers) and the strategy's output settings
+      (dtype, tile mode, blend overlap and ramp, pyramid, chunks, compressor, NGFF
+      version, scale, units);
+    - arrays: the contents of the datamodule's in-memory inputs (``"array"`` sources),
+      whose names say nothing of them. Files and zarr arrays are named by their path in
+      each image's fingerprint (:class:`OmeZarrWriteStrategy`), not hashed: one changed
+      in place at the same path is not noticed.
+
+    Processes and DDP ranks with the same weights and settings compute the same string.
+
+    Parameters
+    ----------
+    model
+        A torch module (a CAREamics ``LightningModule``) or a ``state_dict`` mapping (of
+        tensors or numpy arrays).
+    datamodule
+        CAREamics' prediction datamodule, set up (``setup("predict")``); other objects
+        add nothing.
+    strategy
+        The strategy writing the predictions.
+
+    Returns
+    -------
+    str
+        The fingerprint.
+    """
+    state = model if isinstance(model, Mapping) else model.state_dict()
+    weights = hashlib.sha256()
+    for name, value in state.items():
+        weights.update(f"{name}\0".encode())
+        if hasattr(value, "detach"):  # a tensor: its exact bytes, whatever the device and dtype
+            import torch
+
+            flat = value.detach().to("cpu").contiguous().reshape(-1)
+            weights.update(f"{value.dtype} {tuple(value.shape)}\0".encode())
+            weights.update(flat.view(torch.uint8).numpy())
+        elif isinstance(value, np.ndarray | np.number):
+            array = np.ascontiguousarray(value)
+            weights.update(f"{array.dtype.str} {array.shape}\0".encode())
+            weights.update(array.reshape(-1).view(np.uint8))
+        else:  # extra state a module keeps
+            weights.update(repr(value).encode())
+    config = getattr(datamodule, "config", None)
+    data = config.model_dump(mode="json") if hasattr(config, "model_dump") else {}
+    settings = {"data": {k: data.get(k) for k in _DATA_SETTINGS} if data else None,
+                "output": strategy._settings() if strategy is not None else None}
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    fingerprint = (f"weights {weights.hexdigest()[:16]}, "
+                   f"settings {hashlib.sha256(text.encode()).hexdigest()[:16]}")
+    arrays = _arrays_digest(_image_stacks(datamodule))
+    return fingerprint if arrays is None else f"{fingerprint}, arrays {arrays}"
+
+
+def _image_stacks(datamodule: Any) -> list[Any]:
+    """The inputs of a set-up CAREamics prediction datamodule, in ``data_idx`` order.
+
+    The path CAREamics' own ``predict_source_paths`` reads; empty for anything else.
+    """
+    dataset = getattr(datamodule, "predict_dataset", None)
+    extractor = getattr(getattr(dataset, "patch_constructor", None), "input_extractor", None)
+    return list(getattr(extractor, "image_stacks", None) or [])
+
+
+def _arrays_digest(stacks: Sequence[Any]) -> str | None:
+    """A hash of the in-memory inputs (``"array"`` sources), or None without any."""
+    digest, found = hashlib.sha256(), False
+    for data_idx, stack in enumerate(stacks):
+        if str(stack.source) != "array":
+            continue
+        found = True
+        shape = tuple(int(n) for n in stack.data_shape)  # S C (Z) Y X
+        digest.update(f"{data_idx} {shape}\0".encode())
+        for sample in range(shape[0]):  # one whole sample at a time, through the stack's API
+            digest.update(np.ascontiguousarray(stack.extract_patch(sample, None, (0,) * len(shape[2:]),
+                                                                   shape[2:])))
+    return digest.hexdigest()[:16] if found else None
 
 
 # ---- CAREamist -----------------------------------------------------------------------------------
@@ -448,7 +597,12 @@ def attach(careamist: Any, dirpath: Path | str, strategy: OmeZarrWriteStrategy |
     A ``CAREamist`` builds its own writer callback with writing off and accepts no strategy
     object; this sets that callback's public ``write_strategy`` and ``dirpath``, enables
     writing, and adds :class:`~ngff_writer.lightning.FinalizePredictions` to its trainer's
-    callbacks (once). Every later ``predict()`` is a new run (see the module docstring).
+    callbacks (once). Every later ``predict()`` is a new run, fingerprinted from the
+    CAREamist's weights at that moment, its prediction settings and in-memory inputs
+    (:meth:`OmeZarrWriteStrategy.derive_fingerprint`, unless the strategy has a
+    fingerprint of yours): predicting again with the same model continues, and changes
+    nothing where the images are complete; after ``train()`` again, or on other arrays,
+    it raises :class:`~ngff_writer.OutputExistsError` unless ``overwrite=True``.
 
     Parameters
     ----------
@@ -491,6 +645,25 @@ def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
     with its writer callback streaming into OME-Zarr and nothing kept in memory: unlike
     ``careamist.predict``, which returns (so holds) every prediction.
 
+    Before predicting, it fingerprints the job (:func:`model_fingerprint`: the weights
+    that will predict, the prediction settings, in-memory inputs) and looks at each
+    source's output:
+
+    - complete with this fingerprint: the source is skipped, before any inference is
+      spent on it, and a warning on the logger ``ngff_writer.careamics`` names it (so a
+      re-run of the whole job predicts only what is missing, and nothing when nothing is);
+    - in progress with this fingerprint (a crashed run): predicted, and continued;
+    - another fingerprint (a retrained model, other settings or inputs): raises
+      :class:`~ngff_writer.OutputExistsError` naming both before anything is predicted,
+      unless ``overwrite=True`` (then replaced, see :class:`OmeZarrWriteStrategy`).
+
+    Skipping keeps every remaining source's ``data_idx`` and folder: CAREamics' dataset
+    is built once for all sources, and only the remaining sources' patches are loaded,
+    so outputs land where a run without skipping puts them (``array_<data_idx>``, a
+    collection's series ``data_idx``, folders relative to the sources' common base).
+    That holds for every data type, a directory of TIFFs, zarr groups and CZI files too:
+    skipping happens after CAREamics has listed them.
+
     Parameters
     ----------
     careamist
@@ -505,25 +678,30 @@ def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
         ``tile_overlap``, ``axes``, ``data_type``, ``batch_size``, ``output_axes``,
         ``channels``, ``in_memory``, ``num_workers``.
     checkpoint
-        A checkpoint path to load first; by default the model as it is in memory (after
-        ``train()``: its last weights).
+        A checkpoint path, ``"last"`` or ``"best"`` to load first (its weights are
+        fingerprinted); by default the model as it is in memory (after ``train()``: its
+        last weights).
     **options
         Passed to :class:`OmeZarrWriteStrategy`. For ``tile_mode="blend"`` the
-        ``tile_overlap`` defaults to ``predict["tile_overlap"]``.
+        ``tile_overlap`` defaults to ``predict["tile_overlap"]``. A ``fingerprint`` given
+        here is used instead of the computed one.
 
     Returns
     -------
     list of Path
-        The images written, sorted: those finalized during this call and those left in
-        progress, read from ``dirpath`` (so complete under DDP, whichever rank wrote them).
-        The CAREamist's writer is left as it was.
+        The output image of every source, sorted: skipped ones too (under DDP, whichever
+        rank wrote them). The CAREamist's writer is left as it was.
     """
+    from careamics.lightning.callbacks.prediction.file_path_utils import common_source_base
     from careamics.lightning.data import CareamicsDataModule
     from careamics.models import get_model_constraints
+
+    from .lightning import _PredictSubset  # needs lightning, which CAREamics brings
 
     predict = dict(predict or {})
     if options.get("tile_mode") == "blend" and "tile_overlap" not in options:
         options["tile_overlap"] = predict.get("tile_overlap", (48, 48))
+    strategy = OmeZarrWriteStrategy(**options)
     config = careamist.config
     loader = {"num_workers": predict.pop("num_workers")} if "num_workers" in predict else None
     data_type = predict.pop("data_type", None)
@@ -542,32 +720,79 @@ def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
     datamodule = CareamicsDataModule(
         data_config=data_config, pred_data=source,
         model_constraints=get_model_constraints(config.algorithm_config.model))
-    writer = careamist.prediction_writer
-    saved = (writer.write_strategy, getattr(writer, "dirpath", None), writer.is_enabled,
-             list(careamist.trainer.callbacks))
-    strategy = attach(careamist, dirpath, **options)
-    started = datetime.now(UTC).isoformat(timespec="microseconds")
-    try:
-        careamist.trainer.predict(model=careamist.model, datamodule=datamodule,
-                                  ckpt_path=checkpoint, return_predictions=False)
-    finally:
-        writer.write_strategy, writer.dirpath, _, careamist.trainer.callbacks[:] = saved
-        writer.enable_writing(saved[2])
-    return sorted(set(strategy.written) | _written_since(Path(dirpath), started))
+    # Built once, here: its image stacks are the sources the writer will be handed, in
+    # data_idx order, and their common base is the one CAREamics' callback will set.
+    datamodule.setup("predict")
+    dirpath = Path(dirpath).resolve()
+    stacks = _image_stacks(datamodule)
+    strategy.set_source_base(common_source_base(datamodule.predict_source_paths))
+    if strategy.fingerprint is None:  # set as the caller's: kept when the callbacks start
+        strategy.fingerprint = model_fingerprint(_weights(careamist, checkpoint), datamodule, strategy)
+    places = [strategy._place(dirpath, str(stack.source), i) for i, stack in enumerate(stacks)]
+    done = [_done(place, strategy._image_fingerprint(str(stack.source), i), strategy.overwrite)
+            for i, (stack, place) in enumerate(zip(stacks, places, strict=True))]
+    todo = [i for i, finished in enumerate(done) if not finished]
+    skipped = sorted(str(place.path) for place, finished in zip(places, done, strict=True) if finished)
+    if skipped:
+        logger.warning("predict_to_ome_zarr skips %d of %d sources, their outputs are complete with this "
+                       "fingerprint (%s): %s", len(skipped), len(stacks), strategy.fingerprint,
+                       ", ".join(skipped))
+    if todo:
+        constructor = datamodule.predict_dataset.patch_constructor
+        patches = None if len(todo) == len(stacks) else sorted(
+            index for i in todo for index in constructor.get_patch_indices(i))
+        writer = careamist.prediction_writer
+        saved = (writer.write_strategy, getattr(writer, "dirpath", None), writer.is_enabled,
+                 list(careamist.trainer.callbacks))
+        attach(careamist, dirpath, strategy)
+        try:
+            careamist.trainer.predict(model=careamist.model, datamodule=_PredictSubset(datamodule, patches),
+                                      ckpt_path=checkpoint, return_predictions=False)
+        finally:
+            writer.write_strategy, writer.dirpath, _, careamist.trainer.callbacks[:] = saved
+            writer.enable_writing(saved[2])
+    return sorted({place.path for place in places})
 
 
-def _written_since(dirpath: Path, started: str) -> set[Path]:
-    """Outputs under ``dirpath`` finalized since ``started`` or still in progress, read from the store.
+def _weights(careamist: Any, checkpoint: str | Path | None) -> Any:
+    """The weights that will predict: the model's, or the checkpoint's ``state_dict``."""
+    if checkpoint is None:
+        return careamist.model
+    import torch
 
-    Under DDP the ranks write and the launching process (``ddp_spawn``) or rank 0
-    (``ddp``) saw only part of it, or nothing: the store knows all of it.
+    path = checkpoint
+    if checkpoint in ("last", "best"):  # as Lightning resolves them
+        callback = careamist.trainer.checkpoint_callback
+        path = getattr(callback, f"{checkpoint}_model_path", "") if callback is not None else ""
+        if not path:
+            raise SpecError(f"checkpoint={checkpoint!r}: the CAREamist's trainer has no {checkpoint} "
+                            "checkpoint; pass a checkpoint path")
+    # Lightning stores the module's state_dict() as it is: the same entries, in order.
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _done(place: _Place, fingerprint: str | None, overwrite: bool) -> bool:
+    """Is this source's image complete with this fingerprint (skip it)?
+
+    Raises
+    ------
+    OutputExistsError
+        The image holds another fingerprint and ``overwrite`` is False: refused before
+        any inference, as the strategy would refuse its first prediction.
     """
-    if not dirpath.exists():
-        return set()
+    if not place.store.exists():
+        return False
     try:
-        output = open_output(dirpath, mode="r")
-    except NgffWriterError:
-        return set()
-    with output:
-        return {(dirpath / p.name).resolve() for p in output.status()
-                if not p.complete or (p.finalized_at or "") >= started}
+        with open_output(place.store, mode="r") as output:
+            image = output[place.name]
+            found, complete = image.fingerprint, image.progress().complete
+    except (NgffWriterError, KeyError):
+        return False  # not an image (yet): the strategy decides when it declares it
+    if fingerprint is not None and found != fingerprint:
+        if overwrite:
+            return False
+        raise OutputExistsError(
+            f"{place.path} holds another job's prediction: its fingerprint is {found!r}, this job's "
+            f"{fingerprint!r}. Pass overwrite=True to replace it, or another dirpath; nothing was predicted"
+        )
+    return complete

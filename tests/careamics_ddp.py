@@ -19,12 +19,19 @@ payload (larger than a pipe buffer here) while still holding the child's read en
 ``strategy="ddp"`` pickles nothing and needs no workaround.
 
 usage (the ``ddp`` route): ``python careamics_ddp.py CHECKPOINT DATA.npy OUT``
+
+It also runs one writer process of a job on TIFF files, through a ``CAREamist`` loaded
+from a checkpoint and :func:`ngff_writer.careamics.attach`, optionally killed (SIGKILL)
+after some batches: ``python careamics_ddp.py job CHECKPOINT OUT KILL_AFTER TIFF...``
+(``KILL_AFTER`` 0: never).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Iterator
@@ -35,7 +42,7 @@ import numpy as np
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 
-from ngff_writer.careamics import OmeZarrWriteStrategy
+from ngff_writer.careamics import OmeZarrWriteStrategy, attach
 from ngff_writer.lightning import FinalizePredictions
 
 AXES = "SYX"
@@ -83,32 +90,70 @@ def file_system_sharing() -> Iterator[None]:
         torch.multiprocessing.set_sharing_strategy(before)
 
 
-def predict(model: Any, config: Any, images: np.ndarray, out: Path, record: Path, *,
-            strategy: str) -> None:
-    """Predict ``images`` on two CPU ranks with CAREamics' datamodule and writer callback."""
-    from careamics.lightning.callbacks import PredictionWriterCallback
+def datamodule(config: Any, images: np.ndarray) -> Any:
+    """CAREamics' prediction datamodule for ``images``, tiled (not set up)."""
     from careamics.lightning.data import CareamicsDataModule
     from careamics.models import get_model_constraints
 
     data_config = config.data_config.convert_mode(
         new_mode="predicting", new_patch_size=TILES["tile_size"], overlap_size=TILES["tile_overlap"],
         new_data_type="array", new_axes=AXES, new_batch_size=BATCH)
-    datamodule = CareamicsDataModule(data_config=data_config, pred_data=images,
-                                     model_constraints=get_model_constraints(config.algorithm_config.model))
-    writer = OmeZarrWriteStrategy()
+    return CareamicsDataModule(data_config=data_config, pred_data=images,
+                               model_constraints=get_model_constraints(config.algorithm_config.model))
+
+
+def predict(model: Any, config: Any, images: np.ndarray, out: Path, record: Path, *,
+            strategy: str) -> None:
+    """Predict ``images`` on two CPU ranks with CAREamics' datamodule and writer callback."""
+    from careamics.lightning.callbacks import PredictionWriterCallback
+
+    writer = OmeZarrWriteStrategy()  # FinalizePredictions fingerprints the model on each rank
     trainer = Trainer(accelerator="cpu", devices=2, strategy=strategy, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                       callbacks=[PredictionWriterCallback(out, write_strategy=writer),
                                  FinalizePredictions(writer), RecordTiles(record)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.predict(model=model, datamodule=datamodule, return_predictions=False)
+        trainer.predict(model=model, datamodule=datamodule(config, images), return_predictions=False)
+
+
+class KillAfter(Callback):
+    """Kill this process (SIGKILL: no clean-up, as a crash or a lost node) after ``n`` batches."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx + 1 >= self.n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def job(checkpoint: Path, out: Path, sources: list[str], kill_after: int = 0) -> None:
+    """One writer process: ``careamist.predict`` of TIFF ``sources`` streaming into ``out``.
+
+    A new process with a new strategy each time, as a job scheduler restarts one;
+    ``attach`` fingerprints the checkpoint's weights when prediction starts.
+    """
+    from careamics import CAREamist
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        careamist = CAREamist(checkpoint_path=checkpoint, work_dir=out.parent / "work_job",
+                              enable_progress_bar=False)
+        attach(careamist, out)
+        if kill_after:
+            careamist.trainer.callbacks.append(KillAfter(kill_after))
+        careamist.predict(sources, data_type="tiff", axes=AXES, batch_size=BATCH, checkpoint=checkpoint,
+                          **TILES)
 
 
 def main(argv: list[str]) -> None:
     """The ``ddp`` route: rank 0 runs this script, Lightning relaunches it for rank 1."""
     from careamics import CAREamist
 
+    if argv[0] == "job":
+        job(Path(argv[1]), Path(argv[2]), argv[4:], int(argv[3]))
+        return
     checkpoint, images, out = Path(argv[0]), np.load(argv[1]), Path(argv[2])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

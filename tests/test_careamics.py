@@ -8,6 +8,8 @@ its predictions, validate as OME-NGFF, and be complete after ``finalize()``.
 
 from __future__ import annotations
 
+import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from careamics_standin import (
 from procs import run_children
 
 import ngff_writer as nw
-from ngff_writer.careamics import OmeZarrWriteStrategy, output_path
+from ngff_writer.careamics import OmeZarrWriteStrategy, model_fingerprint, output_path
 
 # axes -> (input shape in those axes, output channels of the model)
 AXES = {
@@ -253,6 +255,8 @@ def test_two_sources_with_one_output_name_are_refused(tmp_path):
     strategy.write_batch(out, predictions(srcs[0])[:1])  # image A in progress
     with pytest.raises(nw.OutputExistsError, match="set_source_base"):
         strategy.write_batch(out, predictions(other))
+    with pytest.warns(UserWarning, match="incomplete"):
+        strategy.finalize()
 
 
 # ---- finalize, resume, overwrite ---------------------------------------------------------------
@@ -283,61 +287,153 @@ def test_finalize_lists_incomplete_images_and_a_rerun_completes_them(tmp_path):
         check_image(path, expected_output(stitch(stream), "SCZYX", src.array.shape), "SCZYX", 1, None)
 
 
-def test_complete_output_is_never_overwritten_unless_asked(tmp_path):
-    out, images = run(tmp_path, "SYX", tiled=False)
-    before = {p: stored(out / p) for p in EXPECTED_NAMES}
-    again = OmeZarrWriteStrategy()
-    again.set_source_base(tmp_path / "raw")
-    with pytest.raises(nw.OutputExistsError, match="overwrite=True"):
-        again.write_batch(out, [images[0][1][0]])
-    assert isinstance(nw.OutputExistsError("x"), FileExistsError)
-    for p, data in before.items():
-        np.testing.assert_array_equal(stored(out / p), data)
+def chunk_files(out: Path) -> dict[Path, int]:
+    """Every stored chunk of every level under ``out``, with its modification time."""
+    return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "/c/" in p.as_posix()}
 
-    # overwrite=True replaces them with the new run's predictions
+
+def test_the_fingerprint_decides_what_a_second_run_does(tmp_path):
+    """The same job again continues and changes nothing; another fingerprint is refused
+    naming both before anything is written; overwrite=True replaces."""
+    out, images = run(tmp_path, "SYX", tiled=True, fingerprint="model A")
+    before = {p: stored(out / p) for p in EXPECTED_NAMES}
+    files = chunk_files(out)
+    with nw.open_output(out / "sub/img_001.ome.zarr", mode="r") as o:
+        assert o[""].fingerprint == f"model A; source {images[0][0].source}"  # the job's, naming the source
+    with nw.open_output(out / "array_1.ome.zarr", mode="r") as o:
+        assert o[""].fingerprint == "model A; source array 1"
+
+    # The whole job again (a new strategy, or none given): every write is a retry.
+    for fingerprint in ("model A", None):
+        again = OmeZarrWriteStrategy(fingerprint=fingerprint)
+        again.set_source_base(tmp_path / "raw")
+        write_stream(again, out, interleave([s for _, s in images], 4), 4)
+        assert finalize_quietly(again) == []
+        assert chunk_files(out) == files  # not a chunk written again
+        for p, data in before.items():
+            np.testing.assert_array_equal(stored(out / p), data)
+
+    # A retrained model: refused, naming both fingerprints, before anything is written.
     srcs = make_sources(tmp_path, "SYX", scale=0.5)
-    streams = streams_for(srcs, tiled=False)
-    strategy = OmeZarrWriteStrategy(overwrite=True)
-    strategy.set_source_base(tmp_path / "raw")
-    write_stream(strategy, out, interleave(streams, 3), 3)
-    assert finalize_quietly(strategy) == []
+    streams = streams_for(srcs, tiled=True)
+    other = OmeZarrWriteStrategy(fingerprint="model B")
+    other.set_source_base(tmp_path / "raw")
+    with pytest.raises(nw.OutputExistsError, match=r"img_001.ome.zarr.*'model A; .*'model B; .*overwrite"):
+        other.write_batch(out, [streams[0][0]])
+    assert isinstance(nw.OutputExistsError("x"), FileExistsError)
+    assert chunk_files(out) == files
+    other.finalize()
+
+    # overwrite=True replaces them with the new model's predictions.
+    replacing = OmeZarrWriteStrategy(fingerprint="model B", overwrite=True)
+    replacing.set_source_base(tmp_path / "raw")
+    write_stream(replacing, out, interleave(streams, 3), 3)
+    assert finalize_quietly(replacing) == []
     for src, stream in zip(srcs, streams, strict=True):
         path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
         check_image(path, expected_output(stitch(stream), "SYX", src.array.shape), "SYX", 1, None)
+        with nw.open_output(path, mode="r") as o:
+            name = "array 1" if src.source == "array" else src.source
+            assert o[""].fingerprint == f"model B; source {name}"
     assert not np.array_equal(stored(out / EXPECTED_NAMES[0]), before[EXPECTED_NAMES[0]])
+    # ... and overwrite=True with the same fingerprint continues: nothing to redo.
+    files = chunk_files(out)
+    same = OmeZarrWriteStrategy(fingerprint="model B", overwrite=True)
+    same.set_source_base(tmp_path / "raw")
+    write_stream(same, out, interleave(streams, 5), 5)
+    assert finalize_quietly(same) == []
+    assert chunk_files(out) == files
+
+
+def test_another_source_on_the_same_output_is_another_job(tmp_path):
+    srcs = make_sources(tmp_path, "SYX", n_images=1)
+    first = OmeZarrWriteStrategy(fingerprint="model A")  # no source_base: out/img_001.ome.zarr
+    write_stream(first, tmp_path / "out", predictions(srcs[0]), 0)
+    assert finalize_quietly(first) == []
+    moved = Source(srcs[0].array, "SYX", str(tmp_path / "raw" / "other" / "img_001.tif"), data_idx=0, c_out=1)
+    second = OmeZarrWriteStrategy(fingerprint="model A")
+    with pytest.raises(nw.OutputExistsError, match=r"sub/img_001.tif'.*other/img_001.tif'"):
+        second.write_batch(tmp_path / "out", predictions(moved)[:1])
+    second.finalize()
+
+
+def test_overwrite_never_deletes_what_ngff_writer_did_not_write(tmp_path):
+    out, images = run(tmp_path, "SYX", tiled=False, fingerprint="model A")
+    path = out / EXPECTED_NAMES[2]
+    (path / "notes.txt").write_text("mine")  # a user's file inside an output
+    kept = stored(path)
+    replacing = OmeZarrWriteStrategy(fingerprint="model B", overwrite=True)
+    replacing.set_source_base(tmp_path / "raw")
+    sub = next(s for s, _ in images if s.source.endswith("img_001.tif"))
+    with pytest.raises(nw.NotOursError, match=r"notes\.txt"):
+        replacing.write_batch(out, predictions(sub)[:1])
+    replacing.finalize()
+    assert (path / "notes.txt").read_text() == "mine"
+    np.testing.assert_array_equal(stored(path), kept)
+    with nw.open_output(path, mode="r") as o:
+        assert o[""].complete and o[""].fingerprint.startswith("model A")
 
 
 @pytest.mark.parametrize("finalized", [True, False])
-def test_a_reused_strategy_never_keeps_the_first_prediction_silently(tmp_path, finalized):
-    """One strategy kept on CAREamics' writer callback, predict() twice on different data of
-    the same shape: CAREamics calls set_source_base at each start, which starts a run."""
+def test_a_reused_strategy_fingerprints_each_prediction(tmp_path, finalized):
+    """One strategy kept on CAREamics' writer callback, predict() three times, as
+    FinalizePredictions drives it: derive_fingerprint from the weights at each start."""
     first = streams_for(make_sources(tmp_path, "SYX", n_images=1), tiled=True)[0]
     second_srcs = make_sources(tmp_path, "SYX", n_images=1, scale=0.5)
     second = streams_for(second_srcs, tiled=True)[0]
     out = tmp_path / "out"
     path = output_path(out, second_srcs[0].source, 0, tmp_path / "raw")
+    weights = {"conv.weight": np.array([[2.0, 1.0]], np.float32), "conv.bias": np.float32(0.5)}
+    retrained = {**weights, "conv.bias": np.float32(0.25)}
 
     strategy = OmeZarrWriteStrategy()
     strategy.set_source_base(tmp_path / "raw")
+    trained = strategy.derive_fingerprint(weights)
+    assert trained == model_fingerprint(weights, strategy=strategy)
     write_stream(strategy, out, first, 0)
     if finalized:  # the Lightning callbacks finalize; CAREamics' own callback does not
         assert finalize_quietly(strategy) == []
     kept = stored(path)
-    strategy.set_source_base(tmp_path / "raw")  # the second predict() starts
-    with pytest.raises(nw.OutputExistsError, match=r"earlier run.*overwrite=True"):
+    # The same model again: the same job, continued.
+    strategy.set_source_base(tmp_path / "raw")
+    assert strategy.derive_fingerprint(weights) == trained
+    write_stream(strategy, out, first, 1)
+    assert finalize_quietly(strategy) == []
+    np.testing.assert_array_equal(stored(path), kept)
+    # Retrained: another fingerprint (the weights' part differs), refused before writing.
+    strategy.set_source_base(tmp_path / "raw")
+    new = strategy.derive_fingerprint(retrained)
+    assert new.split(",")[0] != trained.split(",")[0] and new.split(",")[1:] == trained.split(",")[1:]
+    with pytest.raises(nw.OutputExistsError, match="overwrite=True") as refused:
         strategy.write_batch(out, second[:1])
-    np.testing.assert_array_equal(stored(path), kept)  # refused before writing anything
-
-    replacing = OmeZarrWriteStrategy(overwrite=True)
-    replacing.set_source_base(tmp_path / "raw")
-    write_stream(replacing, out, first, 0)
-    assert finalize_quietly(replacing) == []
-    replacing.set_source_base(tmp_path / "raw")  # reused, with overwrite: the new run wins
-    write_stream(replacing, out, second, 1)
-    assert finalize_quietly(replacing) == []
+    assert trained in str(refused.value) and new in str(refused.value)
+    np.testing.assert_array_equal(stored(path), kept)
+    strategy.overwrite = True  # the new run wins
+    write_stream(strategy, out, second, 1)
+    assert finalize_quietly(strategy) == []
     want = expected_output(stitch(second), "SYX", second_srcs[0].array.shape)
     check_image(path, want, "SYX", 1, None)
-    assert not np.array_equal(stored(path), kept)
+    # A fingerprint the caller set is kept.
+    mine = OmeZarrWriteStrategy(fingerprint="mine")
+    assert mine.derive_fingerprint(retrained) == "mine"
+
+
+def test_model_fingerprint_names_weights_and_output_settings():
+    weights = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    base = model_fingerprint(weights, strategy=OmeZarrWriteStrategy())
+    assert base == model_fingerprint({"w": np.arange(6, dtype=np.float32).reshape(2, 3)},
+                                     strategy=OmeZarrWriteStrategy())
+    assert base.startswith("weights ") and ", settings " in base
+    changed = {"w": weights["w"].copy()}
+    changed["w"][1, 2] = np.nextafter(changed["w"][1, 2], np.float32(9))  # one ulp
+    assert model_fingerprint(changed, strategy=OmeZarrWriteStrategy()) != base
+    assert model_fingerprint({"w": weights["w"].reshape(3, 2)}, strategy=OmeZarrWriteStrategy()) != base
+    assert model_fingerprint({"w": weights["w"].astype(np.float64)}, strategy=OmeZarrWriteStrategy()) != base
+    # What changes the stored values changes it; how much memory the writer uses does not.
+    for options in ({"dtype": "float16"}, {"tile_mode": "blend", "tile_overlap": (8, 8)}, {"pyramid": None}):
+        assert model_fingerprint(weights, strategy=OmeZarrWriteStrategy(**options)) != base
+    assert model_fingerprint(weights, strategy=OmeZarrWriteStrategy(max_buffer_bytes=1 << 20)) == base
+    assert model_fingerprint(weights, strategy=OmeZarrWriteStrategy(tile_overlap=(8, 8))) == base  # crop
 
 
 def test_records_careamics_could_not_mean_are_refused_before_writing(tmp_path):
@@ -356,6 +452,8 @@ def test_records_careamics_could_not_mean_are_refused_before_writing(tmp_path):
         strategy.write_batch(tmp_path / "out", [stream[1]._replace(axes="SXY")])
     with pytest.raises(nw.SpecError, match="lacks"):
         strategy.write_batch(tmp_path / "out", [object()])
+    with pytest.warns(UserWarning, match="incomplete"):
+        strategy.finalize()
 
 
 def test_in_progress_output_with_other_settings_is_refused(tmp_path):
@@ -535,6 +633,7 @@ def _rank(base: str, out: str, rank: int, world: int, mode: str) -> None:
     for batch in ddp_stream(Path(base))[rank::world]:
         strategy.write_batch(Path(out), batch)
     strategy.flush()  # partial chunks become fragments the other rank (or a later run) completes
+    strategy.start_run()  # closes the outputs, as the rank's exit would
 
 
 @pytest.mark.parametrize("mode", ["crop", "blend"])
@@ -629,22 +728,98 @@ def test_lightning_trainer_predict(tmp_path, writer):
         seen = [p for p in module.seen if p.region_spec["data_idx"] == src.data_idx]
         path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
         check_image(path, expected_output(stitch(seen), axes, src.array.shape), axes, c_out, "0.5")
+        with nw.open_output(path, mode="r") as o:  # the callbacks fingerprinted the module
+            assert o[""].fingerprint.startswith(model_fingerprint(module, strategy=strategy))
+
+    # Predicting again with the same weights is the same job: nothing changes.
+    files = chunk_files(out)
+    trainer.predict(module, dataloaders=torch.utils.data.DataLoader(Tiles(), batch_size=3),
+                    return_predictions=False)
+    assert chunk_files(out) == files
+    # Retrained: refused before anything is written, naming both fingerprints.
+    before = model_fingerprint(module, strategy=strategy)
+    with torch.no_grad():
+        module.conv.bias += 1
+    with pytest.raises(nw.OutputExistsError, match="overwrite=True") as refused:
+        trainer.predict(module, dataloaders=torch.utils.data.DataLoader(Tiles(), batch_size=3),
+                        return_predictions=False)
+    assert before in str(refused.value) and model_fingerprint(module, strategy=strategy) in str(refused.value)
+    strategy.start_run()  # Lightning ended the run with the error: close what it opened
+    assert chunk_files(out) == files
 
 
-def test_duplicates_of_an_image_completed_in_this_run_are_skipped(tmp_path):
-    """A distributed sampler pads the last batch with repeats: they must not fail the run."""
+def test_writes_into_an_image_complete_already_are_retries(tmp_path):
+    """A distributed sampler pads the last batch with repeats, another rank or process
+    completed the image, the job runs again: none of it fails, nothing changes."""
     srcs = make_sources(tmp_path, "SYX", n_images=1)
     stream = predictions(srcs[0])
     out = tmp_path / "out"
-    first = OmeZarrWriteStrategy()
+    first = OmeZarrWriteStrategy(fingerprint="model A")
     first.write_batch(out, stream)  # completes the image
-    second = OmeZarrWriteStrategy()
-    second._started = "0"  # another rank of the same run: started before the image was final
-    second.write_batch(out, stream[:1])  # a padded duplicate: skipped, no error
+    files = chunk_files(out)
+    second = OmeZarrWriteStrategy(fingerprint="model A")  # another rank of the same run
+    second.write_batch(out, stream[:1])  # a padded duplicate: a retry, no error
     assert finalize_quietly(first) == [] and finalize_quietly(second) == []
-    later = OmeZarrWriteStrategy()  # a new run into the finished output still refuses
-    with pytest.raises(nw.OutputExistsError, match="earlier run"):
-        later.write_batch(out, stream[:1])
+    later = OmeZarrWriteStrategy(fingerprint="model A")  # the job run again, after the end
+    write_stream(later, out, stream, 0)
+    assert finalize_quietly(later) == []
+    assert chunk_files(out) == files
+    np.testing.assert_array_equal(stored(out / "img_001.ome.zarr"),
+                                  expected_output(stitch(stream), "SYX", srcs[0].array.shape))
+
+
+# ---- a job of several writer processes, one killed and restarted ------------------------------
+def _writer(base: str, out: str, rank: int, world: int, crash: bool) -> None:
+    """Writer ``rank`` of ``world`` processes sharing one job's predictions (``ddp_stream``).
+
+    ``crash``: it stores its part of image 0, then is killed (SIGKILL: no clean-up, as a
+    lost node) in the middle of its part of image 1.
+    """
+    strategy = ddp_strategy("crop")
+    strategy.fingerprint = "model A"  # the same model and settings in every process
+    strategy.set_source_base(Path(base) / "raw")
+    share = [p for batch in ddp_stream(Path(base))[rank::world] for p in batch]
+    if crash:
+        image1 = [p for p in share if p.region_spec["data_idx"] == 1]
+        strategy.write_batch(Path(out), [p for p in share if p.region_spec["data_idx"] == 0])
+        strategy.flush()
+        strategy.write_batch(Path(out), image1[:len(image1) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    strategy.write_batch(Path(out), share)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # images other writers still have parts of
+        strategy.finalize()  # as FinalizePredictions does when the process's prediction ends
+
+
+def test_a_restarted_writer_process_continues_images_others_completed(tmp_path):
+    """Three writer processes stream one job into one directory; one is killed, another
+    process completes an image, the killed one is restarted (a new process, a new
+    strategy): it continues, its writes into the complete image are retries. Then the
+    whole job again: nothing changes."""
+    base, out = str(tmp_path), tmp_path / "out"
+    ref = tmp_path / "ref"
+    _rank(base, str(ref), 0, 1, "crop")  # the whole job in one process, for reference
+    assert run_children((_writer, (base, str(out), 2, 3, True))) == [-signal.SIGKILL]
+    assert run_children(*[(_writer, (base, str(out), r, 3, False)) for r in (0, 1)]) == [0, 0]
+    image0, image1 = out / "sub/img_001.ome.zarr", out / "array_1.ome.zarr"
+    with nw.open_output(image0, mode="a") as o:  # another process completes image 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert o.finalize() == []
+    with nw.open_output(image1, mode="r") as o:
+        assert not o[""].complete  # writer 2's part is missing
+    # Writer 2 restarted: its whole part again, image 0's included.
+    assert run_children((_writer, (base, str(out), 2, 3, False))) == [0]
+    for name in ("sub/img_001.ome.zarr", "array_1.ome.zarr"):
+        with nw.open_output(out / name, mode="r") as o:
+            assert o[""].complete and o[""].fingerprint.startswith("model A; source ")
+        with nw.open_output(ref / name, mode="a") as o:
+            o.finalize()
+        assert stored(out / name).tobytes() == stored(ref / name).tobytes()
+    # The whole job again, all three processes: every write a retry, not a chunk rewritten.
+    files = chunk_files(out)
+    assert run_children(*[(_writer, (base, str(out), r, 3, False)) for r in range(3)]) == [0, 0, 0]
+    assert chunk_files(out) == files
 
 
 def test_library_record_type_matches_careamics_fields():
@@ -675,7 +850,7 @@ def test_lightning_ddp_two_ranks(tmp_path):
 @pytest.mark.parametrize("tiled", [False, True])
 def test_a_run_into_one_collection_equals_one_store_per_source(tmp_path, tiled):
     each, images = run(tmp_path / "each", "SCZYX", tiled, seed=3)
-    one, _ = run(tmp_path / "one", "SCZYX", tiled, seed=3, collection="run.ome.zarr")
+    one, _ = run(tmp_path / "one", "SCZYX", tiled, seed=3, collection="run.ome.zarr", fingerprint="model A")
     root = one / "run.ome.zarr"
     series = zarr.open_group(root / "OME", mode="r").attrs["series"]
     assert series == [str(src.data_idx) for src, _ in images]
@@ -686,13 +861,27 @@ def test_a_run_into_one_collection_equals_one_store_per_source(tmp_path, tiled):
             per_source = output_path(each, src.source, src.data_idx, tmp_path / "each" / "raw")
             assert image.progress().title == per_source.name.removesuffix(".ome.zarr")
             np.testing.assert_array_equal(image.array[:], stored(per_source))
-    # A second run into the same collection is refused (an earlier result), unless overwrite.
+    # The job again continues; another fingerprint is refused, naming the series; overwrite
+    # replaces that series only.
     srcs = make_sources(tmp_path / "one", "SCZYX")
-    again = OmeZarrWriteStrategy(collection="run.ome.zarr")
+    files = chunk_files(root)
+    again = OmeZarrWriteStrategy(collection="run.ome.zarr", fingerprint="model A")
     again.set_source_base(tmp_path / "one" / "raw")
-    with pytest.raises(nw.OutputExistsError):
-        again.write_batch(one, predictions(srcs[0])[:1])
-    again.finalize()
+    again.write_batch(one, predictions(srcs[0])[:1])
+    assert finalize_quietly(again) == [] and chunk_files(root) == files
+    other = OmeZarrWriteStrategy(collection="run.ome.zarr", fingerprint="model B")
+    other.set_source_base(tmp_path / "one" / "raw")
+    with pytest.raises(nw.OutputExistsError, match=r"run.ome.zarr/0: .*'model A; .*'model B; "):
+        other.write_batch(one, predictions(srcs[0])[:1])
+    other.finalize()
+    other.overwrite = True
+    stream = predictions(srcs[0], noise=0.05)
+    write_stream(other, one, stream, 0)
+    assert finalize_quietly(other) == []
+    with nw.open_output(root, mode="r") as out:
+        assert out["0"].fingerprint.startswith("model B") and out["1"].fingerprint.startswith("model A")
+        np.testing.assert_array_equal(out["0"].array[:], expected_output(stitch(stream), "SCZYX",
+                                                                         srcs[0].array.shape))
 
 
 def test_collection_names_one_directory():

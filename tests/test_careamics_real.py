@@ -11,9 +11,14 @@ without it they skip.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +27,15 @@ import zarr
 
 careamics = pytest.importorskip("careamics", reason="needs the careamics extra")
 
+from lightning.pytorch.callbacks import Callback  # noqa: E402  (CAREamics brings Lightning)
+
 import ngff_writer as nw  # noqa: E402  (after the skip: nothing to import without careamics)
-from ngff_writer.careamics import OmeZarrWriteStrategy, attach, predict_to_ome_zarr  # noqa: E402
+from ngff_writer.careamics import (  # noqa: E402
+    OmeZarrWriteStrategy,
+    attach,
+    model_fingerprint,
+    predict_to_ome_zarr,
+)
 
 
 def _careamist(tmp_path: Path, axes: str, patch: tuple[int, ...], data: np.ndarray,
@@ -108,23 +120,200 @@ def test_zero_padded_3d_tiles_crop_and_blend(tmp_path, trained_3d):
     assert not np.array_equal(got[~single], want[~single])  # and the overlaps were blended
 
 
-def test_attach_then_predict_twice_is_two_runs(tmp_path, trained_2d):
+class Inference(Callback):
+    """What the model predicted: the ``data_idx`` of the records of every predicted batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[set[int]] = []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        from careamics.lightning.prediction import decollate_image_region_data
+
+        self.batches.append({int(r.region_spec["data_idx"]) for r in decollate_image_region_data(outputs)})
+
+    @property
+    def images(self) -> set[int]:
+        return set().union(*self.batches)
+
+
+@contextlib.contextmanager
+def inference(careamist):
+    """Record the batches ``careamist``'s trainer predicts meanwhile."""
+    seen = Inference()
+    careamist.trainer.callbacks.append(seen)
+    try:
+        yield seen
+    finally:
+        careamist.trainer.callbacks.remove(seen)
+
+
+def chunk_files(out: Path) -> dict[Path, int]:
+    """Every stored chunk of every level under ``out``, with its modification time."""
+    return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "/c/" in p.as_posix()}
+
+
+def _fingerprint(path: Path) -> str:
+    with nw.open_output(path, mode="r") as out:
+        return out[""].fingerprint
+
+
+def test_attach_fingerprints_each_predict_from_the_weights(tmp_path):
+    """predict, predict again, predict other arrays, retrain, predict: continued, continued,
+    refused, refused, and replaced with overwrite=True."""
+    careamist = _careamist(tmp_path / "train", "SYX", (32, 32),
+                           np.random.default_rng(20).random((4, 64, 64), dtype=np.float32))
     first = np.random.default_rng(7).random((2, 64, 64), dtype=np.float32)
     second = first[::-1].copy()
-    predict = {"axes": "SYX", "data_type": "array"}
-    strategy = attach(trained_2d, tmp_path / "out")
+    predict = {"axes": "SYX", "data_type": "array", "tile_size": (32, 32), "tile_overlap": (8, 8)}
+    (trained,) = careamist.get_checkpoints()
+    strategy = attach(careamist, tmp_path / "out")
     try:
-        want = _in_memory(trained_2d, first, **predict)
-        path = strategy.written[0]
+        want = _in_memory(careamist, first, checkpoint=trained, **predict)
+        (path,) = strategy.written
         np.testing.assert_array_equal(_level0(path), want.reshape(2, 64, 64))
-        with pytest.raises(nw.OutputExistsError, match="earlier run"):
-            trained_2d.predict(second, **predict)
+        fingerprint = strategy.fingerprint
+        assert _fingerprint(path) == f"{fingerprint}; source array 0"
+        files = chunk_files(path)
+        # The same model on the same data: the same job, continued, nothing rewritten.
+        _in_memory(careamist, first, checkpoint=trained, **predict)
+        assert strategy.fingerprint == fingerprint and chunk_files(path) == files
+        # Other arrays into the same output: their contents are in the fingerprint.
+        with pytest.raises(nw.OutputExistsError, match=r"arrays .*arrays .*overwrite=True"):
+            _in_memory(careamist, second, checkpoint=trained, **predict)
+        strategy.start_run()  # the error ended the run: close what it opened
+        # Retrained (one more epoch, on other data): the weights that predict changed.
+        careamist.trainer.fit_loop.max_epochs += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            careamist.train(train_data=np.random.default_rng(21).random((4, 64, 64), dtype=np.float32))
+        retrained = tmp_path / "retrained.ckpt"
+        careamist.trainer.save_checkpoint(retrained)
+        with pytest.raises(nw.OutputExistsError, match="overwrite=True") as refused:
+            _in_memory(careamist, first, checkpoint=retrained, **predict)
+        strategy.start_run()
+        old, new = re.findall(r"'(weights \w+), settings", str(refused.value))
+        assert old == fingerprint.split(",")[0] and new != old
+        assert chunk_files(path) == files
         np.testing.assert_array_equal(_level0(path), want.reshape(2, 64, 64))  # untouched
-        attach(trained_2d, tmp_path / "out", OmeZarrWriteStrategy(overwrite=True))
-        want2 = _in_memory(trained_2d, second, **predict)
+        strategy.overwrite = True
+        want2 = _in_memory(careamist, first, checkpoint=retrained, **predict)
         np.testing.assert_array_equal(_level0(path), want2.reshape(2, 64, 64))
+        assert _fingerprint(path).startswith(new) and not np.array_equal(want2, want)
     finally:
-        trained_2d.prediction_writer.enable_writing(False)
+        careamist.prediction_writer.enable_writing(False)
+
+
+def test_predict_to_ome_zarr_skips_complete_sources_before_inference(tmp_path, trained_2d, caplog):
+    images = [np.random.default_rng(22 + k).random((2, 64, 72), dtype=np.float32) for k in range(3)]
+    predict = {"axes": "SYX", "data_type": "array", "batch_size": 2, "tile_size": (32, 32),
+               "tile_overlap": (8, 8)}
+    out = tmp_path / "out"
+    with inference(trained_2d) as first:
+        written = predict_to_ome_zarr(trained_2d, images, out, predict=predict)
+    assert [p.name for p in written] == [f"array_{k}.ome.zarr" for k in range(3)]
+    assert first.images == {0, 1, 2}
+    files = chunk_files(out)
+    caplog.set_level(logging.WARNING, logger="ngff_writer.careamics")
+    # The whole job again (the batch size changes no value): no inference at all, said so.
+    with inference(trained_2d) as again:
+        assert predict_to_ome_zarr(trained_2d, images, out, predict={**predict, "batch_size": 4}) == written
+    assert again.batches == []
+    assert "skips 3 of 3 sources" in caplog.text and all(str(p) in caplog.text for p in written)
+    assert chunk_files(out) == files
+    # One output lost: only its patches are predicted, and it lands where it was, array_1
+    # (its data_idx kept), equal to CAREamics' own prediction of it.
+    shutil.rmtree(out / "array_1.ome.zarr")
+    caplog.clear()
+    with inference(trained_2d) as third:
+        assert predict_to_ome_zarr(trained_2d, images, out, predict=predict) == written
+    assert third.images == {1} and len(third.batches) == 9  # 2 samples x 9 tiles, 2 a batch
+    assert "skips 2 of 3 sources" in caplog.text and "array_1" not in caplog.text
+    want = _in_memory(trained_2d, images[1], **predict)
+    np.testing.assert_array_equal(_level0(out / "array_1.ome.zarr"), want.reshape(2, 64, 72))
+    assert {p: t for p, t in chunk_files(out).items() if "array_1" not in str(p)} == {
+        p: t for p, t in files.items() if "array_1" not in str(p)}
+
+
+def test_predict_to_ome_zarr_refuses_a_retrained_model_before_inference(tmp_path, trained_2d):
+    other = _careamist(tmp_path / "train", "SYX", (32, 32),
+                       np.random.default_rng(23).random((4, 64, 64), dtype=np.float32))
+    data = np.random.default_rng(24).random((2, 64, 64), dtype=np.float32)
+    predict = {"axes": "SYX", "data_type": "array", "tile_size": (32, 32), "tile_overlap": (8, 8)}
+    (path,) = predict_to_ome_zarr(trained_2d, data, tmp_path / "out", predict=predict)
+    old, files, kept = _fingerprint(path), chunk_files(path), _level0(path)
+    with inference(other) as seen, pytest.raises(nw.OutputExistsError, match="overwrite=True") as refused:
+        predict_to_ome_zarr(other, data, tmp_path / "out", predict=predict)
+    assert seen.batches == []  # refused before any inference
+    weights = model_fingerprint(other.model).split(",")[0]  # "weights <hash>" of the other model
+    assert old in str(refused.value) and old != re.findall(r"this job's '([^']*)'", str(refused.value))[0]
+    assert weights in str(refused.value) and weights not in old
+    assert chunk_files(path) == files
+    np.testing.assert_array_equal(_level0(path), kept)
+    (path,) = predict_to_ome_zarr(other, data, tmp_path / "out", predict=predict, overwrite=True)
+    want = _in_memory(other, data, **predict)
+    np.testing.assert_array_equal(_level0(path), want.reshape(2, 64, 64))
+    assert _fingerprint(path).split(",")[0] == weights
+
+
+def test_a_restarted_process_continues_images_another_process_completed(tmp_path, trained_2d, monkeypatch,
+                                                                           caplog):
+    """The issue's crashed job, with CAREamics itself: a writer process (a CAREamist from
+    the checkpoint, attach, predict on two TIFFs) is killed in the middle of b.tif;
+    another process predicts a.tif, completing it; the first is restarted (a new process,
+    a new strategy) and completes b.tif, its predictions of a.tif being retries. Then
+    predict_to_ome_zarr in this process (the in-memory model, or the checkpoint) finds the
+    whole job done: the fingerprints agree across processes and routes."""
+    import careamics_ddp
+    import tifffile
+    import torch
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    sources = [raw / "a.tif", raw / "b.tif"]
+    rng = np.random.default_rng(25)
+    for source in sources:
+        tifffile.imwrite(source, rng.random(careamics_ddp.SHAPE, dtype=np.float32), photometric="minisblack")
+    (checkpoint,) = trained_2d.get_checkpoints()
+    out = tmp_path / "out"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same sums in every process (see the DDP test)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def job(files: list[Path], kill_after: int = 0) -> int:
+        done = subprocess.run([sys.executable, careamics_ddp.__file__, "job", str(checkpoint), str(out),
+                               str(kill_after), *map(str, files)], timeout=200, capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert done.returncode in (0, -9), done.stderr[-3000:]
+        return done.returncode
+
+    try:
+        # 27 tiles an image, one a batch: killed after all of a.tif and 10 tiles of b.tif.
+        assert job(sources, kill_after=37) == -9
+        with nw.open_output(out / "b.ome.zarr", mode="r") as o:
+            assert not o[""].complete
+        assert job(sources[:1]) == 0  # another process: a.tif alone
+        with nw.open_output(out / "a.ome.zarr", mode="r") as o:
+            assert o[""].complete
+        assert job(sources) == 0  # restarted: continues (it died with OutputExistsError before)
+        predict = {"axes": careamics_ddp.AXES, "data_type": "tiff", "batch_size": careamics_ddp.BATCH,
+                   **careamics_ddp.TILES}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wants, names = trained_2d.predict([str(s) for s in sources], **predict)
+    finally:
+        torch.set_num_threads(threads)
+    for want, name in zip(wants, names, strict=True):
+        got = _level0(out / f"{Path(name).stem}.ome.zarr")
+        np.testing.assert_array_equal(got, np.asarray(want).reshape(got.shape))
+    files = chunk_files(out)
+    caplog.set_level(logging.WARNING, logger="ngff_writer.careamics")
+    for weights in (None, str(checkpoint)):
+        with inference(trained_2d) as seen:
+            written = predict_to_ome_zarr(trained_2d, [str(s) for s in sources], out, predict=predict,
+                                          checkpoint=weights)
+        assert seen.batches == [] and [p.name for p in written] == ["a.ome.zarr", "b.ome.zarr"]
+        assert "skips 2 of 2 sources" in caplog.text
+    assert chunk_files(out) == files
 
 
 @pytest.mark.parametrize(("axes", "shape", "tiled"), [
@@ -273,8 +462,6 @@ def test_two_ddp_ranks_equal_careamics_in_memory(tmp_path, trained_2d, monkeypat
     strategy rank 0 dies unpickling it and the launcher hangs); ``ddp`` relaunches a script.
     """
     import faulthandler
-    import subprocess
-    import sys
 
     import careamics_ddp
     import torch
@@ -286,7 +473,6 @@ def test_two_ddp_ranks_equal_careamics_in_memory(tmp_path, trained_2d, monkeypat
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     faulthandler.dump_traceback_later(240, exit=True)  # a hang fails the run, loudly
-    started = datetime.now(UTC).isoformat(timespec="microseconds")
     try:
         data = careamics_ddp.data()
         want = _in_memory(trained_2d, data, axes=careamics_ddp.AXES, data_type="array",
@@ -319,8 +505,10 @@ def test_two_ddp_ranks_equal_careamics_in_memory(tmp_path, trained_2d, monkeypat
     with nw.open_output(path, mode="r") as output:
         assert output[""].progress().finalized_at  # final, not just complete
     assert not list(path.rglob("*.npz"))  # no fragment left behind
-    # What predict_to_ome_zarr returns is read from the store: the ranks' outputs, whichever
-    # process wrote them (this one wrote nothing under ddp_spawn).
-    from ngff_writer.careamics import _written_since
-
-    assert _written_since(out, started) == {path.resolve()}
+    # Each rank fingerprinted the model it holds (FinalizePredictions): both the one this
+    # process computes from the same weights, or the second rank's declaration would have
+    # been refused.
+    datamodule = careamics_ddp.datamodule(trained_2d.config, data)
+    datamodule.setup("predict")
+    job = model_fingerprint(trained_2d.model, datamodule, OmeZarrWriteStrategy())
+    assert _fingerprint(path) == f"{job}; source array 0"
