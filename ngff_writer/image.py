@@ -21,7 +21,8 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from .bookkeeping import FORMAT, Identity
+from .allocate import declaration_of
+from .bookkeeping import FORMAT, Identity, check_format
 from .engine import Engine, ImageWriter
 from .errors import (
     FormatVersionError,
@@ -352,7 +353,10 @@ class Image:
         attrs = node_attributes(self._output.store, self.name)
         block = read_writer_attrs(attrs[1]) if attrs else None
         if block is None or Identity.of(block).id != self._ledger.identity.id:
-            # Never report on another image under this name (see ngff_writer.track).
+            if block is not None and self._writer is None:
+                self._follow(block)  # a handle that only reads reads the image there now
+                return self.progress()
+            # A writer never reports on another image under its name (see ngff_writer.track).
             gone = "deleted" if block is None else "declared anew"
             raise ImageReplacedError(f"image {self.name!r} in {describe(self._output.store)} was {gone} "
                                      "since this handle opened it; open the output again")
@@ -374,6 +378,16 @@ class Image:
             levels=self.n_levels,
             title=self.spec.title,
         )
+
+    def _follow(self, block: dict[str, Any]) -> None:
+        """Read the image declared anew under this name from now on (a handle that never wrote)."""
+        where = f"image {self.name!r} in {describe(self._output.store)}"
+        self._format = check_format(block, where)
+        declared = declaration_of(block, where, describe(self._output.store))
+        self.spec = declared.spec
+        self._ledger = Ledger(self._output.store, declared.spec, self.name, identity=declared.identity)
+        self._final = block.get("status") == STATUS_COMPLETE
+        self._arrays.clear()
 
     def pending_samples(self) -> list[int]:
         """Indices of samples not yet stored, for resuming: skip everything else."""

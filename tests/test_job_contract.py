@@ -388,3 +388,15 @@ def test_mode_w_on_s3_replaces_ours_and_refuses_other_objects(tmp_path, s3, kind
         open_target(target, mode="w")
     with open_target(target, mode="r") as out:
         assert out.images() == ["b"]
+
+
+def test_a_reading_handle_follows_an_image_replaced_under_it(tmp_path):
+    root = tmp_path / "o.zarr"
+    _job(root, "model-a", 1.0)
+    with nw.open_output(root, mode="r") as reader:  # e.g. `ngff-writer status --watch`
+        image = reader["p"]
+        assert image.progress().complete and image.fingerprint == "model-a"
+        with nw.open_output(root, mode="a") as out:
+            out.create_image("p", (3, 8, 8), "syx", fingerprint="model-b", overwrite=True)
+        progress = image.progress()
+        assert (progress.complete, progress.done, image.fingerprint) == (False, 0, "model-b")
