@@ -20,12 +20,8 @@ killed process loses what was in flight (see :func:`open_output`).
 
 from __future__ import annotations
 
-import atexit
-import os
 import sys
-import threading
 import warnings
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +31,7 @@ from zarr.abc.store import Store
 from ._version import __version__
 from .allocate import allocate_image, declaration_of, declare
 from .bookkeeping import GROUP, Identity, ImageKeys, check_format
+from .closing import Closer, track, untrack
 from .collection import mark_collection, register_series
 from .discover import find_images
 from .engine import Engine, ImageWriter
@@ -50,7 +47,6 @@ from .errors import (
     SpecError,
     SpecMismatchError,
     StoreError,
-    UnclosedOutputWarning,
     UnknownImageError,
 )
 from .image import Image, Progress
@@ -69,7 +65,6 @@ from .storage import (
     list_dir,
     node_attributes,
     open_store,
-    without_new_threads,
     write_group,
 )
 
@@ -151,137 +146,6 @@ class _Series:
             self.pending = 0
 
 
-class _Closer:
-    """What closing an output takes, held apart from the :class:`Output` itself.
-
-    So it can close an output that was dropped without ``close()`` (a ``weakref.finalize``
-    of the Output calls it) or left open at interpreter exit: it holds the engine, the
-    image writers and the series list, none of which refer back to the Output.
-    """
-
-    def __init__(self, engine: Engine, series: _Series, where: str, writes: bool,
-                 opened_at: tuple[str, int]) -> None:
-        self.engine = engine
-        self.series = series
-        self.where = where
-        self.writes = writes
-        self.opened_at = opened_at  # the caller's file and line, where warnings point
-        self.writers: list[ImageWriter] = []
-        self.pid = os.getpid()  # a forked child never closes its parent's outputs
-        #: Set by ngff_writer.dask for the outputs it keeps open per worker on purpose.
-        self.quiet = False
-
-    def close(self) -> None:
-        """Store and record what the writers hold, finalize what is complete, stop the engine.
-
-        Raises the first failure (a :class:`StoreError` for a failed store), the others
-        in its notes; everything is attempted either way.
-        """
-        errors: list[Exception] = []
-        if self.writes:
-            for writer in self.writers:
-                try:
-                    writer.close()
-                except Exception as exc:  # raised below, after every image
-                    errors.append(exc)
-            try:
-                self.series.register()
-            except Exception as exc:
-                errors.append(exc)
-        try:
-            self.engine.close()
-            self.engine.commit_all()
-        except Exception as exc:
-            errors.append(exc)
-        self.writers.clear()
-        if errors:
-            for other in errors[1:]:
-                errors[0].add_note(f"also, closing {self.where}: {type(other).__name__}: {other}")
-            raise errors[0]
-
-    def close_left_open(self) -> None:
-        """Close an output its user never closed: same as close(), told as a warning."""
-        if os.getpid() != self.pid:
-            return
-        # Told when closing saves something (a flushed output left open loses nothing).
-        wrote = any(w.holds for w in self.writers) or bool(self.series.pending)
-        try:
-            self.close()
-        except Exception as exc:  # nobody is left to catch it
-            self._warn(f"the output {self.where} was not closed, and closing it failed: "
-                       f"{type(exc).__name__}: {exc}")
-            return
-        if wrote and not self.quiet:
-            self._warn(f"the output {self.where} was not closed; what was written to it is stored "
-                       "and recorded now. Use `with open_output(...) as out:` or call out.close()")
-
-    def _warn(self, message: str) -> None:
-        # Pointed at the user's open_output call: the place to add the `with`.
-        warnings.warn_explicit(f"ngff-writer: {message}", UnclosedOutputWarning, *self.opened_at)
-
-
-#: Outputs not closed yet, by id of their closer: closed at interpreter exit.
-_LEFT_OPEN: dict[int, weakref.finalize] = {}
-_exiting = False
-_closing: set[threading.Thread] = set()
-_hook_lock = threading.Lock()
-_hooked = False
-
-
-def _dropped(closer: _Closer) -> None:
-    """An Output was garbage collected unclosed: close it, in a thread of its own.
-
-    The garbage collector runs this wherever it happens to run, maybe in a thread that
-    holds one of the locks closing needs; a thread of its own cannot deadlock there.
-    """
-    _LEFT_OPEN.pop(id(closer), None)
-    if _exiting:
-        closer.close_left_open()
-        return
-    thread = threading.Thread(target=_close_in_thread, args=(closer,), name="ngff-writer-close")
-    _closing.add(thread)
-    thread.start()
-
-
-def _close_in_thread(closer: _Closer) -> None:
-    try:
-        closer.close_left_open()
-    finally:
-        _closing.discard(threading.current_thread())
-
-
-def _at_exit() -> None:
-    global _exiting
-    _exiting = True
-    for thread in list(_closing):
-        thread.join()
-    if _LEFT_OPEN:
-        without_new_threads()
-    for finalizer in list(_LEFT_OPEN.values()):
-        finalizer()  # runs _dropped, once
-
-
-def _hook_exit() -> None:
-    """Close left-open outputs at interpreter exit (installed when the first output opens)."""
-    global _hooked
-    with _hook_lock:
-        if _hooked:
-            return
-        _hooked = True
-        # Closing needs the engine's thread pools and zarr's (asyncio.to_thread), which
-        # concurrent.futures stops in threading's shutdown, before atexit handlers run and
-        # refuse new work. threading's own exit hooks run earlier, newest first (so before
-        # concurrent.futures', registered at its import); it is the hook concurrent.futures
-        # uses itself. atexit is the fallback where it is missing.
-        getattr(threading, "_register_atexit", atexit.register)(_at_exit)
-
-
-def _forget_after_fork() -> None:
-    _LEFT_OPEN.clear()
-    _closing.clear()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class Output:
@@ -299,12 +163,9 @@ class Output:
         self._images: dict[str, Image] = {}
         self._closed = False
         self._series = _Series(store)
-        self._closer = _Closer(engine, self._series, repr(self), writes=mode != "r", opened_at=opened_at)
-        # Closes it if it is dropped unclosed; at exit, _at_exit calls it (see _Closer).
-        self._finalizer = weakref.finalize(self, _dropped, self._closer)
-        self._finalizer.atexit = False
-        _LEFT_OPEN[id(self._closer)] = self._finalizer
-        _hook_exit()
+        self._closer = Closer(engine, self._series, repr(self), writes=mode != "r", opened_at=opened_at)
+        # Closed if it is dropped unclosed, or at exit (see ngff_writer.closing).
+        self._finalizer = track(self, self._closer)
 
     def __repr__(self) -> str:
         return f"Output({describe(self.store)!r}, mode={self.mode!r})"
@@ -348,8 +209,7 @@ class Output:
         if self._closed:
             return
         self._closed = True
-        self._finalizer.detach()
-        _LEFT_OPEN.pop(id(self._closer), None)
+        untrack(self._closer, self._finalizer)
         try:
             self._closer.close()
         finally:
@@ -357,8 +217,7 @@ class Output:
 
     def _abandon(self) -> None:
         """Leave the output as a killed process would: never closed, not when dropped nor at exit."""
-        self._finalizer.detach()
-        _LEFT_OPEN.pop(id(self._closer), None)
+        untrack(self._closer, self._finalizer)
         self.engine._stop.set()  # no more commits or heartbeats
 
     @property

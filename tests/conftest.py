@@ -12,21 +12,21 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-import ngff_writer.output as nw_output
+import ngff_writer.closing as closing
 
 # Outputs the garbage collector closed (their closers), recorded so a test that opens an
 # output and drops it unclosed is caught even when it is collected before the test ends.
 # Each output's finalizer calls the _dropped it found when the output was opened.
-_DROPPED: list[nw_output._Closer] = []
-_gc_close = nw_output._dropped
+_DROPPED: list[closing.Closer] = []
+_gc_close = closing._dropped
 
 
-def _record_drop(closer: nw_output._Closer) -> None:
+def _record_drop(closer: closing.Closer) -> None:
     _DROPPED.append(closer)
     _gc_close(closer)
 
 
-nw_output._dropped = _record_drop
+closing._dropped = _record_drop
 
 _CALL_FAILED = pytest.StashKey[bool]()
 
@@ -45,7 +45,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def _where(closer: nw_output._Closer, root: str) -> str:
+def _where(closer: closing.Closer, root: str) -> str:
     filename, line = closer.opened_at
     try:
         filename = os.path.relpath(filename, root)
@@ -62,17 +62,17 @@ def _outputs_closed(request: pytest.FixtureRequest) -> Iterator[None]:
     fixtures, and after module- and session-scoped ones: outputs those hold are open
     before the test starts and are theirs, not the test's.
     """
-    before = {key: finalizer.peek()[2][0] for key, finalizer in list(nw_output._LEFT_OPEN.items())
+    before = {key: finalizer.peek()[2][0] for key, finalizer in list(closing._LEFT_OPEN.items())
               if finalizer.peek() is not None}
     first_drop = len(_DROPPED)
     yield
 
-    def new(closer: nw_output._Closer) -> bool:
+    def new(closer: closing.Closer) -> bool:
         return before.get(id(closer)) is not closer
 
     root = str(request.config.rootpath)
     left, errors = [], []
-    for key, finalizer in list(nw_output._LEFT_OPEN.items()):
+    for key, finalizer in list(closing._LEFT_OPEN.items()):
         alive = finalizer.peek()
         if alive is None or not new(alive[2][0]):
             continue
@@ -84,10 +84,10 @@ def _outputs_closed(request: pytest.FixtureRequest) -> Iterator[None]:
             errors.append(f"closing {closer.where}: {type(exc).__name__}: {exc}")
         finally:
             finalizer.detach()
-            nw_output._LEFT_OPEN.pop(key, None)
+            closing._LEFT_OPEN.pop(key, None)
     dropped = [_where(c, root) for c in _DROPPED[first_drop:] if new(c)]
     del _DROPPED[first_drop:]
-    for thread in list(nw_output._closing):  # what the garbage collector closes ends here
+    for thread in list(closing._closing):  # what the garbage collector closes ends here
         thread.join(timeout=60)
     if request.node.stash.get(_CALL_FAILED, False):
         return  # failed already: an exception may well have skipped the close
