@@ -35,13 +35,13 @@ from zarr.buffer import default_buffer_prototype
 from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
 from zarr.storage import LocalStore
 
+from ._compat import is_zarr_pipeline
+
 __all__ = ["ChunkWriter"]
 
 Region = tuple[slice, ...]
 Compress = Callable[[np.ndarray], Any]
 
-#: zarr's own pipelines: a pipeline the user configured instead is left to do the work.
-_ZARR_PIPELINES = ("BatchedCodecPipeline", "FusedCodecPipeline")
 _SHUFFLES = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
              "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
 
@@ -95,7 +95,7 @@ class ChunkWriter:
     """
 
     def __init__(self, array: zarr.AsyncArray[Any], compress: Compress) -> None:
-        self._store = array.store_path.store
+        self._target = array.store_path.store
         self._prefix = f"{array.store_path.path}/" if array.store_path.path else ""
         self._key = array.metadata.encode_chunk_key
         self._compress = compress
@@ -117,15 +117,15 @@ class ChunkWriter:
         # LocalStore (DirectLocalStore too) writes synchronously, so a chunk is encoded and
         # written in one task on the executor, as zarr's fused pipeline does; other stores
         # (remote ones, and wrappers such as the guard) are awaited on the event loop.
-        self._sync = isinstance(self._store, LocalStore)
+        self._sync = isinstance(self._target, LocalStore)
         self._nd = default_buffer_prototype().nd_buffer
         self._buffer = default_buffer_prototype().buffer
 
     @classmethod
     def of(cls, array: zarr.AsyncArray[Any]) -> ChunkWriter | None:
         """A writer for ``array``, or None where zarr's own path must store its chunks."""
-        if type(array.codec_pipeline).__name__ not in _ZARR_PIPELINES:
-            return None
+        if not is_zarr_pipeline(array.codec_pipeline):
+            return None  # a pipeline the user configured (zarrs, say) does the work
         dtype = np.dtype(array.dtype)
         if dtype.kind not in "biuf" or not dtype.isnative or array.metadata.fill_value is None:
             return None
@@ -173,9 +173,9 @@ class ChunkWriter:
     def _put_sync(self, key: str, view: np.ndarray) -> None:
         payload = self.encode(view)
         if payload is None:
-            self._store.delete_sync(key)
+            self._target.delete_sync(key)
         else:
-            self._store.set_sync(key, self._buffer.from_bytes(payload))
+            self._target.set_sync(key, self._buffer.from_bytes(payload))
 
     async def _put(self, key: str, view: np.ndarray, executor: Executor) -> None:
         loop = asyncio.get_running_loop()
@@ -184,9 +184,9 @@ class ChunkWriter:
             return
         payload = await loop.run_in_executor(executor, self.encode, view)
         if payload is None:
-            await self._store.delete(key)
+            await self._target.delete(key)
         else:
-            await self._store.set(key, self._buffer.from_bytes(payload))
+            await self._target.set(key, self._buffer.from_bytes(payload))
 
     # ---- a region ---------------------------------------------------------------------------
     async def write(self, region: Region, data: np.ndarray, executor: Executor) -> None:

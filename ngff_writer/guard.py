@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 from zarr.abc.store import ByteRequest, Store
 from zarr.storage import WrapperStore
 
+from ._compat import wrapped
+
 __all__ = ["GuardedStore", "transient"]
 
 T = TypeVar("T")
@@ -65,14 +67,23 @@ class GuardedStore(WrapperStore[Store]):
         self.timeout = timeout
         self.retries = retries
 
+    @property
+    def inner(self) -> Store:
+        """The store this one guards."""
+        return wrapped(self)
+
     def _with_store(self, store: Store) -> GuardedStore:
         return type(self)(store, self.timeout, self.retries)
 
+    def __eq__(self, other: object) -> bool:
+        return (super().__eq__(other) and isinstance(other, GuardedStore)
+                and (self.timeout, self.retries) == (other.timeout, other.retries))
+
     def __repr__(self) -> str:
-        return f"GuardedStore({self._store!r}, timeout={self.timeout}, retries={self.retries})"
+        return f"GuardedStore({self.inner!r}, timeout={self.timeout}, retries={self.retries})"
 
     def __str__(self) -> str:
-        return str(self._store)
+        return str(self.inner)
 
     async def call(self, make: Callable[[], Awaitable[T]]) -> T:
         """Await ``make()`` within the timeout, retrying transient failures."""
@@ -104,53 +115,61 @@ class GuardedStore(WrapperStore[Store]):
         return False  # zarr's synchronous paths would bypass the guard
 
     async def get(self, key: str, prototype: Any, byte_range: ByteRequest | None = None) -> Any:
-        return await self.call(lambda: self._store.get(key, prototype, byte_range))
+        return await self.call(lambda: self.inner.get(key, prototype, byte_range))
 
     async def get_partial_values(self, prototype: Any,
                                  key_ranges: Iterable[tuple[str, ByteRequest | None]]) -> Any:
         key_ranges = list(key_ranges)
-        return await self.call(lambda: self._store.get_partial_values(prototype, key_ranges))
+        return await self.call(lambda: self.inner.get_partial_values(prototype, key_ranges))
 
     async def get_ranges(self, key: str, byte_ranges: Any, *, prototype: Any, **kwargs: Any
                          ) -> AsyncIterator[Any]:
         options = {k: v for k, v in kwargs.items() if v is not None}
 
         async def collect() -> list[Any]:
-            return [group async for group in self._store.get_ranges(key, byte_ranges, prototype=prototype,
-                                                                      **options)]
+            return [group async for group in self.inner.get_ranges(key, byte_ranges, prototype=prototype,
+                                                                     **options)]
 
         for group in await self.call(collect):
             yield group
 
     async def exists(self, key: str) -> bool:
-        return await self.call(lambda: self._store.exists(key))
+        return await self.call(lambda: self.inner.exists(key))
 
     async def set(self, key: str, value: Any) -> None:
-        await self.call(lambda: self._store.set(key, value))
+        await self.call(lambda: self.inner.set(key, value))
 
     async def set_if_not_exists(self, key: str, value: Any) -> None:
-        await self.call(lambda: self._store.set_if_not_exists(key, value))
+        await self.call(lambda: self.inner.set_if_not_exists(key, value))
 
     async def _set_many(self, values: Iterable[tuple[str, Any]]) -> None:
         await asyncio.gather(*(self.set(key, value) for key, value in values))
 
     async def delete(self, key: str) -> None:
-        await self.call(lambda: self._store.delete(key))
+        await self.call(lambda: self.inner.delete(key))
 
     async def delete_dir(self, prefix: str) -> None:
-        await self.call(lambda: self._store.delete_dir(prefix))
+        await self.call(lambda: self.inner.delete_dir(prefix))
 
     async def is_empty(self, prefix: str) -> bool:
-        return await self.call(lambda: self._store.is_empty(prefix))
+        return await self.call(lambda: self.inner.is_empty(prefix))
+
+    async def clear(self) -> None:
+        await self.call(self.inner.clear)
+
+    async def getsize(self, key: str) -> int:
+        # The wrapped store's own (a HEAD request on object stores), not Store's default,
+        # which reads the whole value.
+        return await self.call(lambda: self.inner.getsize(key))
 
     def list(self) -> AsyncIterator[str]:
-        return self._listing(self._store.list)
+        return self._listing(self.inner.list)
 
     def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        return self._listing(lambda: self._store.list_prefix(prefix))
+        return self._listing(lambda: self.inner.list_prefix(prefix))
 
     def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        return self._listing(lambda: self._store.list_dir(prefix))
+        return self._listing(lambda: self.inner.list_dir(prefix))
 
     async def _get_many(self, requests: Iterable[tuple[str, Any, ByteRequest | None]]
                         ) -> AsyncIterator[tuple[str, Any]]:

@@ -31,9 +31,12 @@ import os
 import threading
 import uuid
 from pathlib import Path
+from typing import Literal, Self
 
-from zarr.core.buffer import Buffer
+from zarr.abc.buffer import Buffer
 from zarr.storage import LocalStore
+
+from ._compat import ensure_open_sync
 
 __all__ = ["DirectLocalStore", "direct_io_supported"]
 
@@ -116,6 +119,15 @@ class DirectLocalStore(LocalStore):
         #: False once the filesystem refused ``O_DIRECT``: every write is then buffered.
         self.direct = direct_io_supported()
 
+    @classmethod
+    async def open(cls, root: Path | str, *, read_only: bool = False,
+                   mode: Literal["r", "r+", "a", "w", "w-"] | None = None,
+                   min_bytes: int = 256 << 10) -> Self:
+        """Create and open the store (``LocalStore.open``, which knows no ``min_bytes``)."""
+        store = await super().open(root, read_only=read_only, mode=mode)
+        store.min_bytes = min_bytes
+        return store
+
     def with_read_only(self, read_only: bool = False) -> DirectLocalStore:
         store = type(self)(self.root, read_only=read_only, min_bytes=self.min_bytes)
         store.direct = self.direct
@@ -129,6 +141,8 @@ class DirectLocalStore(LocalStore):
 
     def _put(self, key: str, value: Buffer) -> bool:
         """Write ``value`` directly; False when it is to go through ``LocalStore`` instead."""
+        if not isinstance(value, Buffer):
+            return False  # LocalStore refuses it with its own TypeError
         data = memoryview(value.as_buffer_like()).cast("B")
         if not self.direct or data.nbytes < self.min_bytes:
             return False
@@ -142,7 +156,7 @@ class DirectLocalStore(LocalStore):
         return True
 
     def set_sync(self, key: str, value: Buffer) -> None:
-        self._ensure_open_sync()
+        ensure_open_sync(self)
         self._check_writable()
         if not self._put(key, value):
             super().set_sync(key, value)
