@@ -21,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -85,6 +87,9 @@ class LocalS3:
         self.port = port or _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
+        #: The server's working directory, a temporary one (moto writes its request
+        #: recording, ``moto_recording``, in there), removed by :meth:`stop`.
+        self.workdir: str | None = None
 
     def __enter__(self) -> LocalS3:
         self.start()
@@ -100,9 +105,12 @@ class LocalS3:
         except ImportError as exc:
             raise ImportError("LocalS3 needs moto's server: pip install 'ngff-writer[test]'") from exc
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        # moto writes files into its working directory (the request recording): a temporary
+        # one, not the caller's.
+        self.workdir = tempfile.mkdtemp(prefix="ngff-writer-moto-")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=self.workdir,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -116,7 +124,7 @@ class LocalS3:
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        """Stop the server (its buckets are gone with it)."""
+        """Stop the server (its buckets are gone with it) and remove its working directory."""
         if self.process is not None:
             self.process.terminate()
             try:
@@ -125,6 +133,9 @@ class LocalS3:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     def _api(self, verb: str) -> bytes:
         method = "GET" if verb == "download" else "POST"

@@ -214,3 +214,20 @@ def test_requests_per_write_do_not_grow_with_the_image(s3, kind):
     for other in ("LIST", "GET", "HEAD", "DELETE"):
         assert large["writes"].get(other, 0) == small["writes"].get(other, 0), other
     assert large["status"] == small["status"]
+
+
+def test_local_s3_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """moto's server records requests into ``moto_recording`` in its working directory:
+    LocalS3 gives it a temporary one, removed when it stops."""
+    from ngff_writer.testing import LocalS3
+
+    monkeypatch.chdir(tmp_path)
+    with LocalS3() as s3:
+        workdir = Path(s3.workdir)
+        with s3.requests() as counts:
+            s3.bucket()
+        assert counts["PUT"] == 1
+        assert (workdir / "moto_recording").exists()  # the recording is there, not in the cwd
+        assert not (tmp_path / "moto_recording").exists()
+    assert s3.workdir is None and not workdir.exists()
+    assert list(tmp_path.iterdir()) == []
