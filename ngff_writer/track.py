@@ -156,13 +156,6 @@ class Segment:
         """The writer that made this segment."""
         return self.name.rsplit("-", 1)[0]
 
-    def boxes(self) -> Iterable[tuple[int, Box]]:
-        """Every ``(level, box)`` of the segment."""
-        for level, rows in self.records.items():
-            n = rows.shape[1] // 2
-            for row in rows.tolist():
-                yield level, (tuple(row[:n]), tuple(row[n:]))
-
     def to_json(self) -> dict[str, Any]:
         """The stored document."""
         doc = {
@@ -515,11 +508,6 @@ class Ledger:
         """Per channel, the statistics of every level-0 record in the live segments."""
         stats = [s.stats for s in self.live() if s.stats is not None]
         return merge_channels(stats, self.spec.n_channels)
-
-    def segment_keys(self) -> list[str]:
-        """Keys of every segment known (own and others'), for deleting the log."""
-        names = {s.name for s in self._own} | self._listed | self._undeleted
-        return [self.keys.segment(n) for n in sorted(names)]
 
 
 def live_writers(store: Store, keys: ImageKeys, exclude: Iterable[str] = ()) -> list[dict[str, Any]]:
