@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import ngff_writer as nw
+from ngff_writer import track
 from ngff_writer.testing import abandon
 
 
@@ -22,6 +23,12 @@ def _threads(prefix: str) -> list[str]:
 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _listing(root: Path) -> dict[str, tuple[int, bytes] | None]:
+    """Every path under ``root``: a file's modification time (ns) and bytes, None for a folder."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) if p.is_file() else None
+            for p in sorted(root.rglob("*"))}
 
 
 def test_no_thread_outlives_close(tmp_path):
@@ -76,9 +83,10 @@ def test_a_fork_after_use_works(tmp_path):
             assert ro[name].progress().complete
 
 
-def test_reads_never_write(tmp_path):
+def test_reads_never_write(tmp_path, monkeypatch):
     """An image every sample of which is stored and recorded, by writers that died before
-    finalizing it: reading its progress, in every way, changes no byte."""
+    finalizing it: reading its progress, in every way, changes no byte. Nor does reading
+    the levels of an image through a handle that has written it, once it flushed."""
     root = tmp_path / "o.zarr"
     with nw.open_output(root) as out:
         out.create_image("p", (4, 16, 16), "syx")
@@ -111,3 +119,21 @@ def test_reads_never_write(tmp_path):
     with nw.open_output(root, mode="a") as out:
         assert out["p"].finalize()  # finalizing is a verb
     assert _files(root) != before
+
+    # Reading levels through a handle that has written stores nothing either, once what it
+    # wrote is flushed: no chunk, no fragment, no log record, no heartbeat.
+    monkeypatch.setattr(track, "HEARTBEAT", 3600.0)  # no heartbeat falls due while reading
+    with nw.open_output(root, mode="a", commit_interval=3600) as out:
+        img = out.create_image("w", (4, 32, 32), "syx", chunks=(1, 16, 16), pyramid=1)
+        for i in range(3):  # sample 3 is never written: the image stays open
+            img.write_sample(i, np.full((32, 32), i + 1, np.float32))
+        img.write_region(3, np.full((8, 32), 4, np.float32), (0, 0))  # half a row of chunks
+        img.flush()  # the parts of the chunks partly covered are stored as fragments
+        flushed = _listing(root)
+        reduced, full = img.level(1)[...], img.array[...]
+        assert _listing(root) == flushed
+        np.testing.assert_array_equal(full[:3], np.arange(1, 4, dtype=np.float32)[:, None, None]
+                                      * np.ones((3, 32, 32), np.float32))
+        np.testing.assert_array_equal(reduced[:3], np.arange(1, 4, dtype=np.float32)[:, None, None]
+                                      * np.ones((3, 16, 16), np.float32))
+        assert not img.complete
