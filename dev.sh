@@ -3,7 +3,7 @@
 #   bash dev.sh demo [OUT]   write a demo export (default OUT: ./demo-output)
 #   bash dev.sh test         ruff + the test suite (CAREamics and torch included)
 #   bash dev.sh docs [PORT]  build the user guide and API reference, serve on 127.0.0.1
-#   bash dev.sh bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed] [ARGS]
+#   bash dev.sh bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed|overlap] [ARGS]
 #                            one benchmark (minutes; see benchmarks/README.md)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -59,11 +59,11 @@ case "$job" in
     bench)
         setup "test,bench"
         name=samples
-        case "${2:-}" in samples|tiles|pyramid|careamics|careamics_real|scale|distributed) name=$2; shift ;; esac
+        case "${2:-}" in samples|tiles|pyramid|careamics|careamics_real|scale|distributed|overlap) name=$2; shift ;; esac
         .venv/bin/python "benchmarks/bench_$name.py" "${@:2}"
         ;;
     *)
-        echo "usage: bash dev.sh demo [OUT] | test | docs [PORT] | bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed] [ARGS]" >&2
+        echo "usage: bash dev.sh demo [OUT] | test | docs [PORT] | bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed|overlap] [ARGS]" >&2
         exit 2
         ;;
 esac

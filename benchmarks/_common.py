@@ -81,6 +81,18 @@ def peak_rss() -> float:
     return kb * 1024.0
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's high-water resident set (``VmHWM``) to its RSS now, so that
+    :func:`peak_rss` reports the peak from here on (Linux ``/proc/self/clear_refs``).
+    Returns False where that is not possible; the peak then covers the whole process."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 # ---- what is measured -----------------------------------------------------------------------
 def library_fingerprint() -> dict[str, str]:
     """Where ngff_writer is imported from and a hash of its sources (to catch edits mid-run)."""
