@@ -7,6 +7,7 @@ each image finalizes itself when its last block is stored.
 """
 
 from ._version import __version__
+from .context import Context, default_context
 from .errors import (
     BufferFullError,
     ClosedError,
@@ -47,6 +48,7 @@ __all__ = [
     "Blend",
     "BufferFullError",
     "ClosedError",
+    "Context",
     "CorruptError",
     "DirectLocalStore",
     "DuplicateImageError",
@@ -82,6 +84,7 @@ __all__ = [
     "UnsupportedDtypeError",
     "WriteError",
     "__version__",
+    "default_context",
     "open_output",
     "repair_output",
 ]

@@ -61,6 +61,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .context import Context
 from .errors import NgffWriterError, OutputExistsError, SpecError, SpecMismatchError
 from .output import Image, Output, open_output
 
@@ -212,6 +213,10 @@ class OmeZarrWriteStrategy:
         ``"predictions.ome.zarr"``), as series numbered by ``data_idx`` and titled by their
         source (:meth:`ngff_writer.Output.create_series`: the bioformats2raw layout napari
         opens as a whole), instead of one store per source.
+    context
+        The :class:`~ngff_writer.Context` (threads, budget of data in flight) every output
+        of the strategy writes with; default: :func:`~ngff_writer.default_context`. All
+        the strategy's outputs share it, so an output kept open per source costs no threads.
 
     Attributes
     ----------
@@ -236,6 +241,7 @@ class OmeZarrWriteStrategy:
         max_buffer_bytes: int = 1 << 30,
         pyramid: Any = "auto",
         collection: str | None = None,
+        context: Context | None = None,
     ) -> None:
         if tile_mode not in ("crop", "blend"):
             raise SpecError(f"tile_mode must be 'crop' or 'blend', got {tile_mode!r}")
@@ -259,6 +265,7 @@ class OmeZarrWriteStrategy:
             raise SpecError(f"collection must be a directory name such as 'predictions.ome.zarr', "
                             f"got {collection!r}")
         self.collection = collection
+        self.context = context
         self._source_base: Path | None = None
         # The fingerprint derive_fingerprint set last: replaced at the next derivation,
         # where one a caller set is kept.
@@ -349,7 +356,7 @@ class OmeZarrWriteStrategy:
 
     # ---- end of prediction ---------------------------------------------------------------
     def flush(self) -> None:
-        """Save partial chunks of tiles to the store so other writers can complete them."""
+        """Wait until every prediction given is stored; save partial chunks of tiles for other writers."""
         for target in self._targets.values():
             if not target.output.closed:
                 target.image.flush()
@@ -462,7 +469,7 @@ class OmeZarrWriteStrategy:
         shared = output is not None and not output.closed
         if not shared:
             output = open_output(place.store, mode="a", ngff_version=self.ngff_version,
-                                 max_buffer_bytes=self.max_buffer_bytes)
+                                 max_buffer_bytes=self.max_buffer_bytes, context=self.context)
         # The core decides from the fingerprint: continue this job's image (in progress or
         # complete), refuse another job's, or replace it with overwrite=True (only what
         # ngff-writer wrote, and no live writer's).

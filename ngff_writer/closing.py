@@ -2,14 +2,15 @@
 
 An :class:`~ngff_writer.Output` that is never closed would lose what its images hold in
 memory (parts of chunks, log records not committed, stores in flight). So every output
-registers a :class:`Closer` (what closing takes: the engine, the image writers, the series
-list, none of which refer back to the output) with a ``weakref.finalize``:
+registers a :class:`Closer` (what closing takes: the context, the image pipelines, the
+series list, none of which refer back to the output) with a ``weakref.finalize``:
 
 - ``close()`` detaches it and closes;
 - the garbage collector, when the output is dropped, closes it in a thread of its own (it
   may run wherever the collector runs, in a thread holding a lock closing needs);
-- at interpreter exit (the end of a script, ``sys.exit``, an uncaught exception), a hook
-  closes every output still open, before the process ends.
+- its :class:`~ngff_writer.Context` closes it when it closes first, which the default
+  context does at interpreter exit (the end of a script, ``sys.exit``, an uncaught
+  exception), before the process ends.
 
 Either of the last two warns with :class:`~ngff_writer.errors.UnclosedOutputWarning`,
 pointed at the ``open_output`` call, when closing had something to store.
@@ -17,16 +18,16 @@ pointed at the ``open_output`` call, when closing had something to store.
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from .engine import Engine, ImageWriter
+from .context import Context, exiting
 from .errors import UnclosedOutputWarning
-from .storage import without_new_threads
+from .pipeline import Pipeline
 
 __all__ = ["Closer", "track", "untrack"]
 
@@ -43,54 +44,69 @@ class Closer:
     """What closing an output takes, held apart from the :class:`~ngff_writer.Output` itself.
 
     So it can close an output that was dropped without ``close()`` (a ``weakref.finalize``
-    of the Output calls it) or left open at interpreter exit: it holds the engine, the
-    image writers and the series list, none of which refer back to the Output.
+    of the Output calls it) or left open when its context closes: it holds the context,
+    the image pipelines and the series list, none of which refer back to the Output.
     """
 
-    def __init__(self, engine: Engine, series: _Registry, where: str, writes: bool,
-                 opened_at: tuple[str, int]) -> None:
-        self.engine = engine
+    def __init__(self, context: Context, series: _Registry, where: str, writes: bool,
+                 opened_at: tuple[str, int], owns_context: bool = False) -> None:
+        self.context = context
         self.series = series
         self.where = where
         self.writes = writes
         self.opened_at = opened_at  # the caller's file and line, where warnings point
-        self.writers: list[ImageWriter] = []
+        self.owns_context = owns_context
+        self.pipelines: list[Pipeline] = []
         self.pid = os.getpid()  # a forked child never closes its parent's outputs
+        self.forget: Callable[[], None] = lambda: None  # undoes the context's hold on it
+        #: True once closing began (the output takes no more calls).
+        self.done = False
 
     def close(self) -> None:
-        """Store and record what the writers hold, finalize what is complete, stop the engine.
+        """Store and record what the pipelines hold, finalize what is complete.
 
         Raises the first failure (a :class:`StoreError` for a failed store), the others
         in its notes; everything is attempted either way.
         """
+        self.done = True
+        self.forget()
         errors: list[Exception] = []
+        for pipeline in self.pipelines:
+            try:
+                if self.writes:
+                    pipeline.close()
+                else:
+                    pipeline.abandon()
+            except Exception as exc:  # raised below, after every image
+                errors.append(exc)
         if self.writes:
-            for writer in self.writers:
-                try:
-                    writer.close()
-                except Exception as exc:  # raised below, after every image
-                    errors.append(exc)
             try:
                 self.series.register()
             except Exception as exc:
                 errors.append(exc)
-        try:
-            self.engine.close()
-            self.engine.commit_all()
-        except Exception as exc:
-            errors.append(exc)
-        self.writers.clear()
+        self.pipelines.clear()
+        if self.owns_context:
+            try:
+                self.context.close()
+            except Exception as exc:
+                errors.append(exc)
         if errors:
             for other in errors[1:]:
                 errors[0].add_note(f"also, closing {self.where}: {type(other).__name__}: {other}")
             raise errors[0]
+
+    def abandon(self) -> None:
+        """Stop as a killed process would: nothing more is recorded, committed or finalized."""
+        self.forget()
+        for pipeline in self.pipelines:
+            pipeline.abandon()
 
     def close_left_open(self) -> None:
         """Close an output its user never closed: same as close(), told as a warning."""
         if os.getpid() != self.pid:
             return
         # Told when closing saves something (a flushed output left open loses nothing).
-        wrote = any(w.holds for w in self.writers) or bool(self.series.pending)
+        wrote = any(p.holds for p in self.pipelines) or bool(self.series.pending)
         try:
             self.close()
         except Exception as exc:  # nobody is left to catch it
@@ -106,12 +122,10 @@ class Closer:
         warnings.warn_explicit(f"ngff-writer: {message}", UnclosedOutputWarning, *self.opened_at)
 
 
-#: Outputs not closed yet, by id of their closer: closed at interpreter exit.
+#: Outputs not closed yet, by id of their closer.
 _LEFT_OPEN: dict[int, weakref.finalize] = {}
-_exiting = False
+#: Threads closing outputs the garbage collector dropped.
 _closing: set[threading.Thread] = set()
-_hook_lock = threading.Lock()
-_hooked = False
 
 
 def _dropped(closer: Closer) -> None:
@@ -119,9 +133,11 @@ def _dropped(closer: Closer) -> None:
 
     The garbage collector runs this wherever it happens to run, maybe in a thread that
     holds one of the locks closing needs; a thread of its own cannot deadlock there.
+    At interpreter exit no thread may start, and nothing else runs: it closes here.
     """
+    closer.forget()
     _LEFT_OPEN.pop(id(closer), None)
-    if _exiting:
+    if exiting():
         closer.close_left_open()
         return
     thread = threading.Thread(target=_close_in_thread, args=(closer,), name="ngff-writer-close")
@@ -136,30 +152,13 @@ def _close_in_thread(closer: Closer) -> None:
         _closing.discard(threading.current_thread())
 
 
-def _at_exit() -> None:
-    global _exiting
-    _exiting = True
-    for thread in list(_closing):
-        thread.join()
-    if _LEFT_OPEN:
-        without_new_threads()
-    for finalizer in list(_LEFT_OPEN.values()):
-        finalizer()  # runs _dropped, once
-
-
-def _hook_exit() -> None:
-    """Close left-open outputs at interpreter exit (installed when the first output opens)."""
-    global _hooked
-    with _hook_lock:
-        if _hooked:
-            return
-        _hooked = True
-        # Closing needs the engine's thread pools and zarr's (asyncio.to_thread), which
-        # concurrent.futures stops in threading's shutdown, before atexit handlers run and
-        # refuse new work. threading's own exit hooks run earlier, newest first (so before
-        # concurrent.futures', registered at its import); it is the hook concurrent.futures
-        # uses itself. atexit is the fallback where it is missing.
-        getattr(threading, "_register_atexit", atexit.register)(_at_exit)
+def _close_now(finalizer: weakref.finalize) -> None:
+    """The context closes first: close the output here (it may still be referenced)."""
+    found = finalizer.detach()
+    if found is not None:
+        _, _, (closer,), _ = found
+        _LEFT_OPEN.pop(id(closer), None)
+        closer.close_left_open()
 
 
 def _forget_after_fork() -> None:
@@ -171,18 +170,19 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def track(output: Any, closer: Closer) -> weakref.finalize:
-    """Close ``closer`` when ``output`` is dropped unclosed, or at exit; return the finalizer.
+    """Close ``closer`` when ``output`` is dropped unclosed or its context closes; return the finalizer.
 
     The output's ``close()`` calls :func:`untrack` (then closes it itself).
     """
     finalizer = weakref.finalize(output, _dropped, closer)
-    finalizer.atexit = False  # _at_exit calls it, while threads still run
+    finalizer.atexit = False  # the context closes it at exit, while its threads still run
+    closer.forget = closer.context.on_close(lambda: _close_now(finalizer))
     _LEFT_OPEN[id(closer)] = finalizer
-    _hook_exit()
     return finalizer
 
 
 def untrack(closer: Closer, finalizer: weakref.finalize) -> None:
-    """Never close ``closer`` when its output is dropped or at exit (closed, or abandoned)."""
+    """Never close ``closer`` when its output is dropped or its context closes (closed, or abandoned)."""
     finalizer.detach()
+    closer.forget()
     _LEFT_OPEN.pop(id(closer), None)

@@ -1,10 +1,10 @@
 """One image of an output: writing samples, regions, tiles and blocks; progress; finalizing.
 
-An :class:`Image` hands what it is given, checked (:mod:`ngff_writer.write`), to its writer
-in the output's engine (:mod:`ngff_writer.engine`), reads its progress from the log
-(:mod:`ngff_writer.track`) without writing anything, and becomes final
-(:mod:`ngff_writer.finalize`) on the write that completes it, on ``flush``/``close``, or
-on :meth:`Image.finalize`: never on a read.
+An :class:`Image` hands what it is given, checked (:mod:`ngff_writer.write`) and copied,
+to its pipeline (:mod:`ngff_writer.pipeline`), which stores it in the background; it
+reads its progress from the log (:mod:`ngff_writer.track`) without writing anything, and
+becomes final (:mod:`ngff_writer.finalize`) once the write that completes it is stored,
+on ``flush``/``close``, or on :meth:`Image.finalize`: never on a read.
 
 Writing into a complete image is a retry of the job that made it (the output checked the
 fingerprint when the image was opened): the data is checked as any write, then dropped.
@@ -23,7 +23,7 @@ from zarr.abc.store import Store
 
 from .allocate import declaration_of
 from .bookkeeping import FORMAT, Identity, check_format
-from .engine import Engine, ImageWriter
+from .context import Context
 from .errors import (
     FormatVersionError,
     ImageReplacedError,
@@ -31,6 +31,7 @@ from .errors import (
     WriteError,
 )
 from .ngff import STATUS_COMPLETE, read_writer_attrs
+from .pipeline import Pipeline
 from .spec import ImageSpec
 from .storage import describe, join, node_attributes, read_only_array, sweep_temporary
 from .tiling import Tile
@@ -54,7 +55,8 @@ class Owner(Protocol):
     """What an image needs of the output it belongs to (:class:`ngff_writer.Output`)."""
 
     store: Store
-    engine: Engine
+    context: Context
+    commit_interval: float | None
     mode: str
     max_buffer_bytes: int
     buffer_policy: str
@@ -63,7 +65,7 @@ class Owner(Protocol):
 
     def _check_writable(self) -> None: ...
 
-    def _adopt(self, writer: ImageWriter) -> None: ...
+    def _adopt(self, pipeline: Pipeline) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,13 +117,17 @@ class Image:
                  path: str | None = None, identity: Identity | None = None) -> None:
         self._output = output
         self.spec = spec
-        self._final = final
+        self._seen_final = final
         self._format = fmt
         # Where it is in this store: the name it was declared under, or "" when its own
         # directory was opened as the output.
         self._ledger = Ledger(output.store, spec, path, identity=identity)
-        self._writer: ImageWriter | None = None
+        self._writer: Pipeline | None = None
         self._arrays: dict[int, zarr.Array] = {}
+
+    @property
+    def _final(self) -> bool:
+        return self._seen_final or (self._writer is not None and self._writer.final)
 
     def __repr__(self) -> str:
         return (f"Image({self.name!r}, axes={self.spec.axes!r}, shape={self.spec.shape}, "
@@ -159,13 +165,14 @@ class Image:
         (write through :meth:`write_sample`, :meth:`write_block`... so the image tracks it).
         On a handle that has written, the stores it has in flight are waited for first (and
         reduced into the levels below), so what it wrote is readable at every level but for
-        chunks only partly covered yet. A store that failed raises :class:`StoreError` here.
+        chunks only partly covered yet. Reading never stores anything nor raises a failed
+        store (the next write, ``flush`` or ``close`` does).
         """
         self._output._check_open()
         if not isinstance(k, int) or not 0 <= k < self.n_levels:
             raise IndexError(f"image {self.name!r} has levels 0 to {self.n_levels - 1}, not {k!r}")
         if self._writer is not None:
-            self._output.engine.drain(0, 0)
+            self._writer.wait()
         if k not in self._arrays:
             self._arrays[k] = read_only_array(self._output.store, join(self.name, self.spec.levels[k].path))
         return self._arrays[k]
@@ -196,15 +203,17 @@ class Image:
 
         Notes
         -----
-        Samples up to 8 MiB are copied and stored in the background (the call returns at
-        once); larger ones are stored before the call returns. A store that failed in the
+        The sample is copied and stored in the background: the call returns at once,
+        unless the context's budget of data in flight is spent, when it waits for earlier
+        stores (see :class:`~ngff_writer.Context`). A store that failed in the
         background raises :class:`StoreError` from a later call (a write, ``flush`` or
         ``close``); writing the same sample again then stores it. Into a complete image,
         a write is a retry of the job that made it: checked, then dropped.
         """
         self._check_can_write()
         self._check_not_blend("write_sample")
-        self._write(*prepare_region(self.spec, index, data))
+        data = np.asarray(data)
+        self._write(*prepare_region(self.spec, index, data), source=data)
 
     def write_region(self, index: int, data: Any, start: Sequence[int]) -> None:
         """Store part of a sample: ``data`` lands at ``start`` (one value per space axis).
@@ -217,7 +226,8 @@ class Image:
         """
         self._check_can_write()
         self._check_not_blend("write_region")
-        self._write(*prepare_region(self.spec, index, data, start))
+        data = np.asarray(data)
+        self._write(*prepare_region(self.spec, index, data, start), source=data)
 
     def write_block(self, data: Any, start: Sequence[int]) -> None:
         """Store a block of the whole image: ``data`` lands at ``start``, one value per declared axis.
@@ -236,8 +246,9 @@ class Image:
         """
         self._check_can_write()
         self._check_not_blend("write_block")
+        data = np.asarray(data)
         for region, block in prepare_block(self.spec, data, start):
-            self._write(region, block)
+            self._write(region, block, source=data)
 
     def write_tile(self, index: int, tile: Any, *, crop_start: Sequence[int] | None = None,
                    crop_size: Sequence[int] | None = None, stitch_start: Sequence[int] | None = None,
@@ -255,20 +266,22 @@ class Image:
         """
         self._check_can_write()
         blend = self.spec.blend
+        tile = np.asarray(tile)
         if blend is None:
             if crop_start is None or crop_size is None or stitch_start is None:
                 raise ShapeMismatchError(
                     f"image {self.name!r} is in crop mode: pass crop_start, crop_size and stitch_start"
                 )
             data = crop_tile(self.spec, tile, crop_start, crop_size)
-            self._write(*prepare_region(self.spec, index, data, stitch_start))
+            self._write(*prepare_region(self.spec, index, data, stitch_start), source=tile)
             return
         start = tile_start_of(self.spec, tile_start, crop_start, stitch_start)
+        given = tile
         tile, start = unpad_tile(self.spec, tile, start)
         region, block = prepare_region(self.spec, index, tile, start)
         check_blend_tile(self.spec, region)
         spatial = [i for i, a in enumerate(self.spec.layout.axes) if a in "zyx"]
-        self._write(region, block, part_id=tuple(region[ax].start for ax in spatial))
+        self._write(region, block, part_id=tuple(region[ax].start for ax in spatial), source=given)
 
     def _check_not_blend(self, method: str) -> None:
         if self.spec.blend is not None:
@@ -290,27 +303,26 @@ class Image:
                 "(pip install 'ngff-writer==0.1.*') or write it anew"
             )
 
-    def _get_writer(self) -> ImageWriter:
+    def _get_writer(self) -> Pipeline:
         if self._writer is None:
             # What other writers and earlier runs stored, so this one skips it.
             self._ledger.refresh()
             out = self._output
-            self._writer = ImageWriter(out.engine, out.store, self.spec, self._ledger,
-                                       out.max_buffer_bytes, out.buffer_policy,  # type: ignore[arg-type]
-                                       final=self._final)
+            self._writer = Pipeline(out.context, out.store, self.spec, self._ledger,
+                                    out.max_buffer_bytes, out.buffer_policy,  # type: ignore[arg-type]
+                                    final=self._final, commit_interval=out.commit_interval)
             out._adopt(self._writer)  # closed with the output, also when it is dropped or at exit
         return self._writer
 
-    def _write(self, region: tuple[slice, ...], block: np.ndarray, part_id: tuple[int, ...] | None = None
-               ) -> None:
-        # The one write path (see ngff_writer.engine): whole units only, stored in the
-        # background and recorded after their data; each level feeds the next.
+    def _write(self, region: tuple[slice, ...], block: np.ndarray, part_id: tuple[int, ...] | None = None,
+               *, source: np.ndarray) -> None:
+        # The one write path (see ngff_writer.pipeline): whole units only, stored in the
+        # background and recorded after their data; each level feeds the next; the image
+        # is finalized once the write that completes it is stored.
         if self._final:
             return  # a retry of the job that completed it: nothing to change
-        writer = self._get_writer()
-        writer.add(region, block, part_id)
-        if writer.all_handed:  # every unit of level 0 stored or on its way: maybe complete
-            self._final = writer.finish()
+        # Stored after the call returns: copied, unless converting it made a copy already.
+        self._get_writer().add(region, block, part_id, copy=np.may_share_memory(block, source))
 
     def flush(self) -> None:
         """Store what this writer holds: partial chunks as fragments, pending log records.
@@ -324,10 +336,9 @@ class Image:
             return
         self._check_format()
         writer = self._get_writer()
-        self._output.engine.drain(0, 0)
         writer.flush()
         self._ledger.commit()
-        self._final = writer.finish()
+        writer.finish()
 
     @property
     def buffered_bytes(self) -> int:
@@ -347,7 +358,8 @@ class Image:
             raise self._ledger.replaced
         if not self._final:
             self._check_format()
-            self._output.engine.wait()  # count what this handle has written
+            if self._writer is not None:
+                self._writer.wait()  # count what this handle has written
             self._ledger.refresh()
         # Read after the log: a finalizer marks the image complete before it deletes the log.
         attrs = node_attributes(self._output.store, self.name)
@@ -386,7 +398,7 @@ class Image:
         declared = declaration_of(block, where, describe(self._output.store))
         self.spec = declared.spec
         self._ledger = Ledger(self._output.store, declared.spec, self.name, identity=declared.identity)
-        self._final = block.get("status") == STATUS_COMPLETE
+        self._seen_final = block.get("status") == STATUS_COMPLETE
         self._arrays.clear()
 
     def pending_samples(self) -> list[int]:
@@ -443,7 +455,9 @@ class Image:
 
     @property
     def is_final(self) -> bool:
-        """True once this handle has seen the image final (no store read)."""
+        """True once this handle has seen the image final (no store read; waits for its own stores)."""
+        if self._writer is not None:
+            self._writer.wait()
         return self._final
 
     # ---- finalize ------------------------------------------------------------------
@@ -465,9 +479,8 @@ class Image:
         if not self._final:
             self._check_format()
             writer = self._get_writer()
-            self._output.engine.drain(0, 0)
             writer.flush(sweep=True)
-            self._final = writer.finish()
+            writer.finish()
         if self._final:
             sweep_temporary(self._output.store, self.name)
         return self._final

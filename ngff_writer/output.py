@@ -1,15 +1,16 @@
 """The public face: an output, a store of images, opened with :func:`open_output`.
 
-An :class:`Output` owns the store, the engine its images write through, and the images
-themselves (:mod:`ngff_writer.image`); it declares them, finds them, and closes them.
+An :class:`Output` owns the store and the images (:mod:`ngff_writer.image`); it
+declares them, finds them, and closes them. Its images write through the threads of a
+:class:`~ngff_writer.Context`, which several outputs may share.
 Data moves top-down through the modules these drive:
 ``spec`` (declare) → ``allocate`` (declaration, arrays, skeleton metadata) → ``write``
-(checks a sample or tile) → ``engine`` (assemble whole chunks, store them in the
-background, reduce each into the pyramid level below) → ``track`` (log records, after
-the data) → ``finalize`` (final metadata, once complete). Image data is held between
-calls only as chunks that tiles or pyramid levels cover in part (bounded by
-``max_buffer_bytes`` per level) and as the jobs the engine lets run ahead; all progress
-lives in the store.
+(checks a sample or tile) → ``pipeline`` (assemble whole chunks, hand them to the
+``engine`` to store in the background, reduce each into the pyramid level below) →
+``track`` (log records, after the data) → ``finalize`` (final metadata, once complete).
+Image data is held between calls only as chunks that tiles or pyramid levels cover in
+part (bounded by ``max_buffer_bytes`` per level) and as the data in flight (the
+context's budget); all progress lives in the store.
 
 An output that is not closed is closed for the user: when it is dropped (garbage
 collected), and at interpreter exit (the end of a script, ``sys.exit``, an uncaught
@@ -33,8 +34,8 @@ from .allocate import allocate_image, declaration_of, declare
 from .bookkeeping import GROUP, Identity, ImageKeys, check_format
 from .closing import Closer, track, untrack
 from .collection import mark_collection, register_series
+from .context import Context, check_setting, default_context
 from .discover import find_images
-from .engine import Engine, ImageWriter
 from .errors import (
     ClosedError,
     DuplicateImageError,
@@ -53,6 +54,7 @@ from .image import Image, Progress
 from .labels import LABELS_GROUP, label_declaration, register_label
 from .ngff import STATUS_COMPLETE, WRITER_KEY, read_writer_attrs
 from .ownership import check_replaceable, delete_contents
+from .pipeline import Pipeline
 from .plate import Plate, declare_plate, parse_plate, read_plate
 from .spec import Blend, ImageSpec, Label, Pyramid, parse_image_spec, parse_label, parse_name
 from .storage import (
@@ -152,18 +154,22 @@ class Output:
     """A store of OME-Zarr images being written. Create with :func:`open_output`."""
 
     def __init__(self, store: Store, mode: Mode, ngff_version: str, max_buffer_bytes: int,
-                 buffer_policy: str, engine: Engine, opened_at: tuple[str, int] = ("<unknown>", 0)) -> None:
+                 buffer_policy: str, context: Context, opened_at: tuple[str, int] = ("<unknown>", 0),
+                 commit_interval: float | None = None, owns_context: bool = False) -> None:
         self.store = store
         self.buffer_policy = buffer_policy
         self.mode = mode
         self.ngff_version = ngff_version
         self.max_buffer_bytes = max_buffer_bytes
-        #: The worker threads, in-flight limit and log committer of this output.
-        self.engine = engine
+        #: The threads, in-flight budget and log committer this output writes with.
+        self.context = context
+        #: Seconds a log record may wait before it is committed (None: the context's).
+        self.commit_interval = commit_interval
         self._images: dict[str, Image] = {}
         self._closed = False
         self._series = _Series(store)
-        self._closer = Closer(engine, self._series, repr(self), writes=mode != "r", opened_at=opened_at)
+        self._closer = Closer(context, self._series, repr(self), writes=mode != "r", opened_at=opened_at,
+                              owns_context=owns_context)
         # Closed if it is dropped unclosed, or at exit (see ngff_writer.closing).
         self._finalizer = track(self, self._closer)
 
@@ -178,7 +184,7 @@ class Output:
 
     # ---- state checks ----------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._closed:
+        if self.closed:
             raise ClosedError(f"{self!r} is closed")
 
     def _check_writable(self) -> None:
@@ -186,16 +192,17 @@ class Output:
         if self.mode == "r":
             raise ReadOnlyError(f"{self!r} was opened read-only")
 
-    def _adopt(self, writer: ImageWriter) -> None:
-        """Close ``writer`` with this output (an image's writer, made on its first write)."""
-        self._closer.writers.append(writer)
+    def _adopt(self, pipeline: Pipeline) -> None:
+        """Close ``pipeline`` with this output (an image's, made on its first write)."""
+        self._closer.pipelines.append(pipeline)
 
     def close(self) -> None:
         """Close the output. Incomplete images stay "in_progress", their progress kept.
 
         Waits for every background store, saves chunks that tiles covered only partly as
-        fragments in the store (:meth:`Image.flush`), finalizes images that are complete,
-        commits every log record and stops the engine's threads. Nothing written is lost
+        fragments in the store (:meth:`Image.flush`), finalizes images that are complete
+        and commits every log record (the context's threads go on for other outputs).
+        Nothing written is lost
         and other writers can complete the fragments. An output that is not closed is
         closed this way when it is dropped or when the interpreter exits, with an
         :class:`~ngff_writer.UnclosedOutputWarning`.
@@ -218,12 +225,12 @@ class Output:
     def _abandon(self) -> None:
         """Leave the output as a killed process would: never closed, not when dropped nor at exit."""
         untrack(self._closer, self._finalizer)
-        self.engine._stop.set()  # no more commits or heartbeats
+        self._closer.abandon()  # no more records, commits or heartbeats
 
     @property
     def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._closed
+        """True after :meth:`close` (or after its context closed it)."""
+        return self._closed or self._closer.done
 
     # ---- declare -------------------------------------------------------------------
     def create_image(
@@ -627,7 +634,7 @@ class Output:
         for cached in [n for n in self._images if n == name or n.startswith(f"{name}/") or not name]:
             old = self._images.pop(cached)
             if old._writer is not None:
-                self._closer.writers.remove(old._writer)
+                self._closer.pipelines.remove(old._writer)
                 old._writer.retire()
             old._ledger.replaced = ImageReplacedError(
                 f"image {cached!r} was replaced by this output (overwrite=True); use the new handle")
@@ -771,10 +778,11 @@ def open_output(
     storage_options: dict[str, Any] | None = None,
     max_buffer_bytes: int = 1 << 30,
     buffer_policy: str = "spill",
-    workers: int = 2,
-    commit_interval: float = 1.0,
-    timeout: float = 60.0,
-    retries: int = 3,
+    context: Context | None = None,
+    workers: int | None = None,
+    commit_interval: float | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
     force: bool = False,
 ) -> Output:
     """Open an output: a directory (or any zarr store) that holds OME-Zarr images.
@@ -798,22 +806,28 @@ def open_output(
     storage_options
         Options for fsspec URLs (credentials, endpoint).
     max_buffer_bytes
-        Cap on memory holding partly covered chunks per image while regions/tiles are
-        assembled (default 1 GiB).
+        Cap on memory holding partly covered chunks, per resolution level of an image,
+        while regions/tiles (and the pyramid levels below them) are assembled (default 1 GiB).
     buffer_policy
         Past ``max_buffer_bytes``: ``"spill"`` saves the oldest partial chunks as fragments
         in the store (no chunk is read back); ``"error"`` raises ``BufferFullError``.
+    context
+        The threads, budget of data in flight, log committer and remote-store settings
+        to write with (:class:`Context`), shared with other outputs opened with it.
+        Default: :func:`default_context`, made on first use and closed at interpreter exit.
     workers
-        Threads that store chunks in the background (each stores a batch of queued chunks
-        per call into zarr); ``close()`` stops them.
+        Give this output a context of its own with this many threads storing chunks in
+        the background (closed with the output). Default: the context's.
     commit_interval
         Seconds at most between a chunk being stored and its record being committed to
         the image's log: what a killed writer can lose (writing it again resumes).
+        Default: the context's (1 s).
     timeout, retries
         For remote stores (URLs, obstore): seconds one store call may take, and further
         attempts after a timeout or a lost connection (0.5 s, 1 s, 2 s... apart), before a
         :class:`StoreError` is raised; a store that stops answering never blocks a writer
-        longer than that. Local directories are not affected.
+        longer than that. Local directories are not affected. Default: the context's
+        (60 s, 3).
     force
         With ``mode="w"``: replace the output even while a writer appears to be writing
         it (its heartbeat is younger than 45 s; a writer killed on this machine is seen
@@ -826,7 +840,8 @@ def open_output(
     (with an :class:`UnclosedOutputWarning`): everything written to it is stored and
     recorded. A process that is killed (``kill -9``, a lost node) loses only what was in
     flight, all of it written again by a resumed run: records of the last
-    ``commit_interval`` seconds, the stores queued (at most 32 MiB of data per output),
+    ``commit_interval`` seconds, the data in flight (at most the context's
+    ``inflight_bytes``, 96 MiB by default),
     and parts of chunks held in memory (at most ``max_buffer_bytes`` per image).
 
     Raises
@@ -855,20 +870,22 @@ def open_output(
         raise SpecError(f"buffer_policy must be 'spill' or 'error', got {buffer_policy!r}")
     if not isinstance(max_buffer_bytes, int) or max_buffer_bytes < 0:
         raise SpecError(f"max_buffer_bytes must be an int >= 0, got {max_buffer_bytes!r}")
-    if not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise SpecError(f"timeout must be a number of seconds > 0, got {timeout!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise SpecError(f"retries must be an int >= 0, got {retries!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise SpecError(f"workers must be an int >= 1, got {workers!r}")
-    if not isinstance(commit_interval, (int, float)) or not commit_interval > 0:
-        raise SpecError(f"commit_interval must be a number of seconds > 0, got {commit_interval!r}")
+    if context is not None and not isinstance(context, Context):
+        raise SpecError(f"context must be an ngff_writer.Context, got {type(context).__name__}")
+    base = context if context is not None else default_context()
+    base._check_open()
+    for name, value in (("workers", workers), ("commit_interval", commit_interval),
+                        ("timeout", timeout), ("retries", retries)):
+        if value is not None:
+            check_setting(name, value)
+    timeout = base.timeout if timeout is None else float(timeout)
+    retries = base.retries if retries is None else retries
     if mode == "r" and isinstance(root, (str, Path)) and "://" not in str(root):
         if not Path(root).exists():
             raise OutputNotFoundError(f"no output at {root}")
     if mode == "w":
         _refuse_home(root)
-    store = open_store(root, mode, storage_options, timeout=float(timeout), retries=retries)
+    store = open_store(root, mode, storage_options, timeout=timeout, retries=retries)
     empty = is_empty(store)
     where = describe(store)
     if mode == "w-" and not empty:
@@ -893,7 +910,13 @@ def open_output(
         if ngff_version is None and root_node is not None:
             ngff_version = "0.5" if root_node[0] == 3 else "0.4"
     ngff_version = ngff_version or "0.5"
-    engine = Engine(workers=workers, commit_interval=float(commit_interval))
+    own = workers is not None and workers != base.store_threads
+    if own:  # threads of its own, ended with the output
+        base = Context(store_threads=workers, encode_threads=base.encode_threads,
+                       inflight_bytes=base.inflight_bytes, commit_interval=base.commit_interval,
+                       timeout=base.timeout, retries=base.retries)
     caller = sys._getframe(1)
-    return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy, engine,
-                  opened_at=(caller.f_code.co_filename, caller.f_lineno))
+    return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy, base,
+                  opened_at=(caller.f_code.co_filename, caller.f_lineno),
+                  commit_interval=None if commit_interval is None else float(commit_interval),
+                  owns_context=own)

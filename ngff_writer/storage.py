@@ -36,12 +36,11 @@ from typing import Any, Literal
 import zarr
 from zarr.abc.store import Store
 from zarr.buffer import default_buffer_prototype
-from zarr.core.sync import sync  # the one internal name: see run()
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore
 
+from ._compat import s3_create, use_fused_pipeline, wrapped, zarr_sync
 from .errors import CorruptError, NgffWriterError, ReadOnlyError, StoreError
 from .guard import GuardedStore
-from .localstore import DirectLocalStore
 from .s3 import obstore_for
 
 __all__ = [
@@ -101,7 +100,7 @@ def _guard_of(store: Store) -> GuardedStore | None:
     while isinstance(store, WrapperStore):
         if isinstance(store, GuardedStore):
             return store
-        store = store._store
+        store = wrapped(store)
     return None
 
 
@@ -139,10 +138,10 @@ def run[T](coro: Coroutine[Any, Any, T]) -> T:
     """Run a store coroutine on zarr's own event loop (the loop its sync API uses).
 
     zarr has no public way to do this, and it must be that loop: an fsspec store's async
-    client (s3fs's aiohttp session) is bound to the loop zarr first used it on. So this is
-    the one place ngff-writer uses a name from ``zarr.core``.
+    client (s3fs's aiohttp session) is bound to the loop zarr first used it on (see
+    :mod:`ngff_writer._compat`).
     """
-    return sync(coro)
+    return zarr_sync(coro)
 
 
 class _InlineExecutor(ThreadPoolExecutor):
@@ -167,7 +166,7 @@ def without_new_threads() -> None:
     run each call on zarr's loop thread and the second run inline. Slower (one call at a
     time), and only for the moments before the process ends.
     """
-    zarr.config.set({"codec_pipeline.max_workers": 1})
+    zarr.config.set({"codec_pipeline.max_workers": 1})  # the one write of zarr.config: at exit
 
     async def swap() -> None:
         asyncio.get_running_loop().set_default_executor(_InlineExecutor(max_workers=1))
@@ -252,7 +251,7 @@ def get_many(store: Store, keys: Iterable[str]) -> dict[str, bytes | None]:
 def base_store(store: Store) -> Store:
     """The store under any wrappers (the guard, a user's ``WrapperStore``)."""
     while isinstance(store, WrapperStore):
-        store = store._store
+        store = wrapped(store)
     return store
 
 
@@ -289,7 +288,7 @@ def create_if_absent(store: Store, key: str, data: bytes) -> bytes:
         if isinstance(base, FsspecStore) and "s3" in _protocols(base):
             # zarr's FsspecStore checks, then writes; s3fs offers S3's conditional PUT.
             def put() -> Coroutine[Any, Any, Any]:
-                return base.fs._pipe_file(f"{base.path.rstrip('/')}/{key}", data, mode="create")
+                return s3_create(base.fs, f"{base.path.rstrip('/')}/{key}", data)
 
             guard = _guard_of(store)
             try:
@@ -438,33 +437,18 @@ def write_group(store: Store, path: str, zarr_format: int, attributes: dict[str,
         put_json(store, f"{prefix}.zgroup", {"zarr_format": 2})
 
 
-_DEFAULT_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
-_FUSED_PIPELINE = "zarr.core.codec_pipeline.FusedCodecPipeline"
-
-
 def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array:
-    """Open an array for ngff-writer's writes, with zarr's fused codec pipeline by default.
+    """Open an array for ngff-writer's writes, with zarr's fused codec pipeline where zarr's default is set.
 
     The fused pipeline encodes whole chunks 1.3-2.5x faster than zarr's default on these
-    machines (``benchmarks/``). A pipeline the user chose (``zarr.config`` set to zarrs,
-    say) is kept. The pipeline is fixed when the array object is created, so the setting
-    is only needed during this call and restored afterwards; zarr's config is
-    process-wide, so another thread opening an array at that very moment gets the fused
-    pipeline too, which is harmless.
+    machines (``benchmarks/``), and writes whole shards in one pass. It is chosen for
+    this array only: ``zarr.config`` is never written, and a pipeline the user chose there
+    (zarrs, say) is kept.
     """
-    chosen = zarr.config.get("codec_pipeline.path")
-    pipeline = _FUSED_PIPELINE if chosen == _DEFAULT_PIPELINE else chosen
-    if isinstance(base_store(store), DirectLocalStore) and pipeline == _FUSED_PIPELINE \
-            and zarr.config.get("codec_pipeline.max_workers", None) is None:
-        # The fused pipeline encodes and stores each chunk in one task, on a pool of one
-        # thread per core by default, so a core idles while its thread waits for a direct
-        # write to reach the device. Two threads per core keep both cores of the benchmark
-        # VM encoding (2 GiB stream 511 -> 620 MB/s, benchmarks/README). zarr reads this
-        # setting at every write and keeps one pool per process; a value the user set is kept.
-        zarr.config.set({"codec_pipeline.max_workers": 2 * (os.cpu_count() or 1)})
-    with store_errors(f"opening the array {path}", store), \
-            zarr.config.set({"codec_pipeline.path": pipeline}):
-        return zarr.open_array(store, path=path, mode=mode)
+    with store_errors(f"opening the array {path}", store):
+        array = zarr.open_array(store, path=path, mode=mode)
+    use_fused_pipeline(array.async_array)
+    return array
 
 
 class ReadOnlyArray(zarr.Array):  # type: ignore[type-arg]

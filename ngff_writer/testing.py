@@ -52,7 +52,8 @@ def abandon(output: Any, commit: bool = True) -> None:
     for name in list(output._images):
         output[name].progress()  # its stores in flight land
     if commit:
-        output.engine.commit_all()
+        for pipeline in output._closer.pipelines:
+            pipeline.ledger.commit()
     output._abandon()
 
 

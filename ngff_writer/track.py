@@ -250,6 +250,8 @@ class Ledger:
         #: later commit (and every write of its handle) raises it.
         self.replaced: ImageReplacedError | None = None
         self._beat_at: float | None = None  # monotonic time of the last heartbeat; None: not beating
+        #: True once the background committer told a failed commit (see commit_due).
+        self.warned = False
 
     # ---- writing -----------------------------------------------------------------------
     def record(self, level: int, box: Box, stats: list[Summary] | None = None,
@@ -565,3 +567,26 @@ def samples_done(layout: Layout, covered: np.ndarray) -> np.ndarray:
         return reduced.reshape(layout.sample_grid[0], -1).all(axis=1)
     names = [layout.axes[i] for i in indexed]
     return reduced.transpose([names.index(a) for a in layout.sample_axes]).reshape(-1)
+
+
+def commit_due(ledger: Ledger, interval: float) -> None:
+    """Commit ``ledger``'s records if the oldest waited ``interval`` s; renew its heartbeat if due.
+
+    For the background committer: a failure is told once as a warning and the records
+    stay pending (the writer's next flush or close raises it); an image replaced under
+    this writer makes every later write of it raise :class:`ImageReplacedError`.
+    """
+    try:
+        if ledger.due(interval):
+            ledger.commit()
+        if ledger.beat_due():
+            ledger.beat()
+    except ImageReplacedError as exc:
+        if ledger.replaced is exc and not getattr(exc, "_told", False):
+            exc._told = True  # type: ignore[attr-defined]  # told once, whichever thread sees it
+            warnings.warn(f"ngff-writer: {exc}", RuntimeWarning, stacklevel=1)
+    except StoreError as exc:
+        if not ledger.warned:
+            ledger.warned = True
+            warnings.warn(f"ngff-writer: committing log records failed ({exc}); retrying",
+                          RuntimeWarning, stacklevel=1)

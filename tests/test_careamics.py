@@ -756,6 +756,7 @@ def test_writes_into_an_image_complete_already_are_retries(tmp_path):
     out = tmp_path / "out"
     first = OmeZarrWriteStrategy(fingerprint="model A")
     first.write_batch(out, stream)  # completes the image
+    first.flush()  # stored (write calls return before)
     files = chunk_files(out)
     second = OmeZarrWriteStrategy(fingerprint="model A")  # another rank of the same run
     second.write_batch(out, stream[:1])  # a padded duplicate: a retry, no error

@@ -204,10 +204,12 @@ def test_a_pipeline_the_user_chose_encodes_every_chunk(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back, np.stack([np.ones((64, 64)), np.full((64, 64), 2)]))
 
 
-def test_the_encoding_threads_follow_zarrs_setting(tmp_path: Path) -> None:
+def test_the_encoding_threads_follow_zarrs_setting_unless_the_context_says(tmp_path: Path) -> None:
     with zarr.config.set({"codec_pipeline.max_workers": 3}):
-        out = nw.open_output(tmp_path / "out.zarr", mode="w")
-        img = out.create_image("pred", shape=(2, 64, 64), axes="syx", dtype="float32", chunks=(1, 32, 32))
-        img.write_sample(0, np.ones((64, 64), np.float32))
-        assert out.engine._get_pools()[2]._max_workers == 3
-        out.close()
+        for given, want in ((None, 3), (5, 5)):
+            with nw.Context(encode_threads=given) as ctx, \
+                    nw.open_output(tmp_path / f"{given}.zarr", mode="w", context=ctx) as out:
+                img = out.create_image("pred", shape=(2, 64, 64), axes="syx", dtype="float32",
+                                       chunks=(1, 32, 32))
+                img.write_sample(0, np.ones((64, 64), np.float32))
+                assert ctx.encoders.size == want

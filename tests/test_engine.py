@@ -31,29 +31,65 @@ def _listing(root: Path) -> dict[str, tuple[int, bytes] | None]:
             for p in sorted(root.rglob("*"))}
 
 
-def test_no_thread_outlives_close(tmp_path):
+def test_no_thread_outlives_its_context(tmp_path):
+    """Threads belong to a context: two outputs share them, and closing the context ends them."""
+    with nw.Context(store_threads=3) as ctx:
+        outs = [nw.open_output(tmp_path / f"{k}.zarr", context=ctx) for k in range(2)]
+        for out in outs:
+            img = out.create_image("p", (40, 32, 32), "syx", chunks=(1, 16, 16))
+            for i in range(40):
+                img.write_sample(i, np.full((32, 32), i, np.float32))
+        running = _threads(ctx.name)
+        assert f"{ctx.name}-commit" in running and f"{ctx.name}-beside_0" in running
+        assert f"{ctx.name}-encode_0" in running and f"{ctx.name}-pipeline_0" in running
+        assert sum(n.startswith(f"{ctx.name}-store") for n in running) == 3
+        outs[0].close()
+        assert _threads(ctx.name) == running  # the other output still writes with them
+        with pytest.warns(nw.UnclosedOutputWarning, match="1.zarr"):
+            ctx.close()
+    # Closing the context closed the output left open on it, keeping what it was given.
+    assert outs[1].closed and _threads(ctx.name) == []
+    for k in range(2):
+        with nw.open_output(tmp_path / f"{k}.zarr", mode="r") as ro:
+            assert ro["p"].progress().complete
+
+
+def test_workers_gives_an_output_threads_that_end_with_it(tmp_path):
     with nw.open_output(tmp_path / "o.zarr", workers=3) as out:
-        name = out.engine.name
-        img = out.create_image("p", (40, 32, 32), "syx", chunks=(1, 16, 16))
-        for i in range(40):
-            img.write_sample(i, np.full((32, 32), i, np.float32))
-        running = _threads(name)
-        assert f"{name}-commit" in running and f"{name}-beside_0" in running and f"{name}-encode_0" in running
-        assert 1 <= sum(n.startswith(f"{name}-store") for n in running) <= 3  # workers=3
+        name = out.context.name
+        assert name != nw.default_context().name
+        out.create_image("p", (2, 8, 8), "syx").write_sample(0, np.ones((8, 8), np.float32))
+        assert sum(n.startswith(f"{name}-store") for n in _threads(name)) == 3
     assert _threads(name) == []
 
 
 @pytest.mark.drops_outputs
 @pytest.mark.filterwarnings("ignore::ngff_writer.UnclosedOutputWarning")  # told, as it should be
 def test_an_output_dropped_without_close_lets_its_threads_go(tmp_path):
-    out = nw.open_output(tmp_path / "o.zarr", commit_interval=0.05)
+    out = nw.open_output(tmp_path / "o.zarr", workers=1, commit_interval=0.05)
     out.create_image("p", (2, 8, 8), "syx").write_sample(0, np.ones((8, 8), np.float32))
-    committer = next(t for t in threading.enumerate() if t.name == f"{out.engine.name}-commit")
+    name = out.context.name
+    committer = next(t for t in threading.enumerate() if t.name == f"{name}-commit")
     del out
     for _ in range(50):  # stores in flight finish, then the output and its images are collected
         gc.collect()
         committer.join(timeout=0.2)
-    assert not committer.is_alive()
+    assert not committer.is_alive() and _threads(name) == []
+
+
+def test_a_closed_context_refuses_new_outputs(tmp_path):
+    ctx = nw.Context()
+    ctx.close()
+    with pytest.raises(nw.ClosedError):
+        nw.open_output(tmp_path / "o.zarr", context=ctx)
+    assert not (tmp_path / "o.zarr").exists()
+
+
+@pytest.mark.parametrize(("setting", "value"), [("store_threads", 0), ("inflight_bytes", -1),
+                                                ("commit_interval", 0), ("timeout", "1"), ("retries", 1.5)])
+def test_a_context_refuses_bad_settings(setting, value):
+    with pytest.raises(nw.SpecError, match=setting):
+        nw.Context(**{setting: value})
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

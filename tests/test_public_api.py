@@ -5,7 +5,8 @@ import ngff_writer
 
 def test_public_names():
     assert sorted(ngff_writer.__all__) == sorted([
-        "Blend", "BufferFullError", "ClosedError", "CorruptError", "DirectLocalStore", "DuplicateImageError",
+        "Blend", "BufferFullError", "ClosedError", "Context", "CorruptError", "DirectLocalStore",
+        "DuplicateImageError",
         "FormatVersionError", "Image", "ImageFinalizedError", "ImageReplacedError", "ImageSpec",
         "InvalidAxesError", "InvalidChunksError", "LossyCastError", "MetadataError", "NgffWriterError",
         "NotAnOutputError", "NotOursError", "Output",
@@ -13,7 +14,7 @@ def test_public_names():
         "PlateProgress", "Progress", "Pyramid", "ReadOnlyError",
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
         "UnclosedOutputWarning", "UnknownImageError", "UnsupportedDtypeError", "WriteError", "__version__",
-        "open_output",
+        "default_context", "open_output",
         "repair_output",
     ])
     for name in ngff_writer.__all__:

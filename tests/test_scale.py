@@ -124,13 +124,18 @@ def test_an_image_of_twenty_thousand_chunks_as_tiles(tmp_path, order):
     with nw.open_output(OpCounter(LocalStore(root))) as out:
         img = out.create_image("i", shape, "yx", chunks=(chunk, chunk), pyramid=None)
         for k, t in enumerate(specs):
+            # Writes return before their stores: a read of the handle (buffered_units) waits
+            # for them, so the log is looked at, and store calls counted, per tile written.
             if k % 20 == 19:
+                assert img.buffered_units >= 0
                 most_logs = max(most_logs, _log_objects(root))
             if k in (first.start, last.start):
+                assert img.buffered_units >= 0
                 OpCounter.ops = Counter()
             img.write_tile(0, tile, crop_start=t.crop_coords, crop_size=t.crop_size,
                            stitch_start=t.stitch_coords)
             if k + 1 in (first.stop, last.stop):
+                assert img.buffered_units >= 0
                 ops["first" if k < last.start else "last"] = Counter(OpCounter.ops)  # a copy
     assert 0 < most_logs < 1000
     with nw.open_output(root, mode="r") as out:

@@ -54,7 +54,7 @@ def _write(root: str, worker: int, workers: int, die_after: int | None = None) -
     for k, (s, t) in enumerate(jobs()[worker::workers]):
         if die_after is not None and k == die_after:
             img.progress()  # let background stores land, so some chunks are stored
-            out.engine.commit_all()  # and recorded, as the committer thread does every second
+            img._ledger.commit()  # and recorded, as the committer thread does every second
             os._exit(17)  # then die with parts in memory, no cleanup
         img.write_tile(s, tile_data(s, t), crop_start=t.crop_coords, crop_size=t.crop_size,
                        stitch_start=t.stitch_coords)

@@ -128,6 +128,7 @@ def write_image(
     written = order if only is None else order[:only]
     for i in written:
         img.write_sample(int(i), samples[i])
+    img.flush()  # stored (and final when complete): napari reads the disk, not this handle
     ref, stored_axes = stored_reference(axes, full)
     return {
         "levels": reference_levels(ref, stored_axes),
