@@ -428,6 +428,46 @@ def verify(image: Path, layout: dict[str, Any], n: int, expected: Callable[[int]
             "max_abs_error": worst}
 
 
+def _one_sample(layout: dict[str, Any]) -> dict[str, Any]:
+    """``layout`` for an image of one sample."""
+    levels = [{"path": lv["path"], "metadata": {**lv["metadata"],
+                                                "shape": [1, *lv["metadata"]["shape"][1:]]}}
+              for lv in layout["levels"]]
+    return {"levels": levels, "factors": layout["factors"]}
+
+
+def warm_up(engine: str, scratch: Path, layout: dict[str, Any], batch: list[Any]) -> None:
+    """Write one sample with ``engine`` into ``scratch`` and delete it, before anything is
+    timed: the library's first-use imports, its threads, tensorstore's context. ``batch``
+    is a whole sample (the synthetic scenarios) or CAREamics records (written to an image
+    of their own shape, left incomplete)."""
+    try:
+        if engine == "ngff-writer":
+            from ngff_writer.careamics import OmeZarrWriteStrategy
+
+            if hasattr(batch[0], "region_spec"):
+                strategy = OmeZarrWriteStrategy()
+                strategy.write_batch(scratch, batch)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # incomplete, on purpose
+                    strategy.finalize()
+            else:
+                writer = NgffWriter(scratch, 1, tuple(batch[0].shape))
+                writer.write(0, [(batch[0], None)])
+                writer.close()
+        elif engine == "tensorstore":
+            if hasattr(batch[0], "region_spec"):
+                strategy = TensorstoreStrategy(layout, 2)
+                strategy.write_batch(scratch, batch)
+                strategy.finalize()
+            else:
+                ts_writer = TensorstoreWriter(scratch / "warm.zarr", _one_sample(layout), 2)
+                ts_writer.write(0, [(batch[0], None)])
+                ts_writer.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _ngff_complete(image: Path) -> bool:
     import ngff_writer as nw
 
@@ -456,7 +496,9 @@ def synthetic_worker(task: dict[str, Any]) -> dict[str, Any]:
     model = Model(shape, task["noise"], work, task["seconds"], task["iterations"], tiles)
     out = Path(task["path"])
     layout = task["layout"]
-    reset_peak_rss()  # the generator's buffers, freed by now, are not the loop's
+    if engine != MODEL:
+        warm_up(engine, out.parent / "warm-up", layout, [model.expected(0)])
+    reset_peak_rss()  # the generator's and the warm-up's buffers, freed by now, are not the loop's
     baseline = current_rss()
 
     t0 = time.perf_counter()
@@ -737,7 +779,9 @@ def careamics_worker(task: dict[str, Any]) -> dict[str, Any]:
         _predict_with(careamist, small, {**_careamics_predict_options(task)}, NullStrategy(),
                       out.parent / "warmup")
     options = _careamics_predict_options(task)
-    reset_peak_rss()  # training's and the warm-up's memory are not the loop's
+    if engine != MODEL:
+        warm_up(engine, out.parent / "warm-up", layout, captured[0])
+    reset_peak_rss()  # training's and the warm-ups' memory are not the loop's
     baseline = current_rss()
 
     t0 = time.perf_counter()
