@@ -29,6 +29,7 @@ from typing import Any
 
 import zarr
 
+from .engine import Engine
 from .errors import ClosedError, SpecError
 
 __all__ = ["Context", "check_setting", "default_context"]
@@ -179,7 +180,7 @@ class Context:
         self.name = f"ngff-writer-{next(_NUMBERS)}"
         self._lock = threading.Lock()
         self._pools: tuple[Workers, Workers, Workers, Workers] | None = None
-        self._engine: Any = None
+        self._engine: Engine | None = None
         self._ledgers: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._committer: threading.Thread | None = None
         self._stop = threading.Event()
@@ -228,13 +229,11 @@ class Context:
             return self._pools
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         """The :class:`~ngff_writer.engine.Engine` that stores every output's units (started on first use)."""
         self._check_open()
         with self._lock:
             if self._engine is None:
-                from .engine import Engine  # the engine runs on the context's threads
-
                 self._engine = Engine(self)
             return self._engine
 

@@ -21,8 +21,8 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Executor, Future
+from typing import Any, Protocol
 
 import numpy as np
 import zarr
@@ -32,10 +32,7 @@ from .errors import StoreError
 from .grid import JOIN_BELOW, Box, neighbour_runs
 from .storage import run
 
-if TYPE_CHECKING:
-    from .context import Context
-
-__all__ = ["Engine", "StoreJob"]
+__all__ = ["Engine", "StoreJob", "Threads"]
 
 Region = tuple[slice, ...]
 #: Jobs (and bytes) one worker stores in one call at most.
@@ -68,11 +65,24 @@ class StoreJob:
         return self.data.nbytes
 
 
+class Threads(Protocol):
+    """The threads the engine runs on (a :class:`~ngff_writer.Context`'s)."""
+
+    @property
+    def store_pool(self) -> Executor: ...
+
+    @property
+    def helpers(self) -> Executor: ...
+
+    @property
+    def encoders(self) -> Executor: ...
+
+
 class Engine:
     """Stores :class:`StoreJob` batches on a context's threads."""
 
-    def __init__(self, context: Context) -> None:
-        self._context = context
+    def __init__(self, threads: Threads) -> None:
+        self._context = threads
         self._lock = threading.Lock()
         self._queue: deque[StoreJob] = deque()
 
