@@ -115,7 +115,7 @@ class Budget:
                 self._cond.wait(0.5)
             self._used += nbytes
 
-    def add(self, nbytes: int) -> None:
+    def count(self, nbytes: int) -> None:
         """Count ``nbytes`` more in flight without waiting (work made by the writing threads)."""
         with self._cond:
             self._used += nbytes

@@ -252,7 +252,7 @@ class Pipeline:
         with self._cond:
             for piece in pieces:
                 if not counted:
-                    self.context.budget.add(piece.data.nbytes)
+                    self.context.budget.count(piece.data.nbytes)
                 where = box_slices(piece.box)
                 # A unit written again (a retry) must land after its earlier store, never
                 # race it: it waits for the jobs in flight that touch the same units.
@@ -305,7 +305,7 @@ class Pipeline:
                 self._queue.append(("feed", lw.index + 1,
                                     target_region(piece.region, self.levels[lw.index + 1].geometry.factors),
                                     reduced))
-                self.context.budget.add(reduced.nbytes)
+                self.context.budget.count(reduced.nbytes)
             while lw.parked and not lw.inflight[box_slices(lw.parked[0][0].box)].any():
                 freed.append(lw.parked.popleft())
                 lw.inflight[box_slices(freed[-1][0].box)] += 1
