@@ -57,9 +57,11 @@ class Owner(Protocol):
     store: Store
     context: Context
     commit_interval: float | None
-    mode: str
     max_buffer_bytes: int
     buffer_policy: str
+
+    @property
+    def mode(self) -> str: ...
 
     def _check_open(self) -> None: ...
 

@@ -910,8 +910,9 @@ def open_output(
         if ngff_version is None and root_node is not None:
             ngff_version = "0.5" if root_node[0] == 3 else "0.4"
     ngff_version = ngff_version or "0.5"
-    own = workers is not None and workers != base.store_threads
-    if own:  # threads of its own, ended with the output
+    own = False
+    if workers is not None and workers != base.store_threads:  # threads of its own, ended with the output
+        own = True
         base = Context(store_threads=workers, encode_threads=base.encode_threads,
                        inflight_bytes=base.inflight_bytes, commit_interval=base.commit_interval,
                        timeout=base.timeout, retries=base.retries)

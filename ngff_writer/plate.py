@@ -135,7 +135,7 @@ def parse_plate(name: str, rows: int | Sequence[str], columns: int | Sequence[st
 
 
 def declare_plate(store: Store, layout: PlateLayout, version: str,
-                  declare_field: Callable[[str], None]) -> None:
+                  declare_field: Callable[[str], object]) -> None:
     """Declare every field (``declare_field(path)``), then the wells' and plate's metadata."""
     fmt = 3 if version == "0.5" else 2
     plate = plate_attributes(layout.name.rsplit("/", 1)[-1], layout.rows, layout.columns, layout.wells,
