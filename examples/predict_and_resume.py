@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    with nw.open_output(args.out, mode="a") as out:
+    # Each write_sample copies the sample and returns while it is stored in the background:
+    # the model computes the next one meanwhile. The context holds the threads and the
+    # budget of data in flight (here 64 MiB, a few samples); its threads end with it.
+    with nw.Context(inflight_bytes=64 << 20) as context, \
+            nw.open_output(args.out, mode="a", context=context) as out:
         # Declare every image first: each is valid OME-Zarr, viewable while it fills.
         images = [
             out.create_image(
