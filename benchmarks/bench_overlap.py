@@ -7,8 +7,8 @@ computes the next sample makes the loop as long as the slower of the two; a writ
 holds the caller makes it their sum. Scenarios (``--scenarios``):
 
 ``gpu``        the model is ``time.sleep(T)`` per sample: a GPU computing while the CPU is
-               free. T = max(writer-alone medians) / S, so the model's total equals the
-               slower writer's time alone (the case where overlap matters most)
+               free. T = (max(writer-alone medians) - the hand-over's time) / S, so the
+               model's total equals the slower writer's time alone (where overlap matters most)
 ``cpu``        the model is numpy work on one core for about T per sample (small FFTs in a
                Python loop: it holds the GIL part of the time), calibrated once
 ``tiles``      as ``gpu``, but each sample arrives as CAREamics tiles (32x200x200, overlap
@@ -1054,13 +1054,18 @@ def main(argv: list[str] | None = None) -> int:
             base = {"worker": "synthetic", **common, "layout": layout, "seconds": 0.0, "iterations": 0}
             kinds = sorted({"samples" if s in ("gpu", "cpu") else "tiles" for s in synthetic},
                            key=["samples", "tiles"].index)
-            # 1. each engine's writer alone: no model work, only the hand-over.
-            print("writer alone:", flush=True)
+            # 1. each engine's writer alone: no model work, only the hand-over; and the
+            # hand-over alone (no writer), which the model's total includes too.
+            print("writer alone (and the hand-over alone):", flush=True)
             alone = [{**base, "scenario": "gpu" if k == "samples" else "tiles", "kind": k,
-                      "engine": e, "phase": "alone"} for k in kinds for e in engines]
+                      "engine": e, "phase": "alone"} for k in kinds for e in (*engines, MODEL)]
             results += run_tasks(alone, args, root, n * sample_bytes)
-            step = {k: max(_median(_select(results, kind=k, engine=e, phase="alone")) or 0.0
-                           for e in engines) / n for k in kinds}
+            handover = {k: _median(_select(results, kind=k, engine=MODEL, phase="alone")) or 0.0
+                        for k in kinds}
+            info["handover_s"] = handover
+            # T makes the model's total (S x T plus the hand-over) the slower writer's time.
+            step = {k: max(0.0, max(_median(_select(results, kind=k, engine=e, phase="alone")) or 0.0
+                                    for e in engines) - handover[k]) / n for k in kinds}
             iterations = 0
             if "cpu" in synthetic:
                 rate = spawn({"worker": "calibrate"}, root)["iterations_per_s"]
@@ -1070,7 +1075,9 @@ def main(argv: list[str] | None = None) -> int:
             for s in synthetic:
                 model_seconds[s] = step["samples" if s in ("gpu", "cpu") else "tiles"]
             print("model step T: " + ", ".join(f"{s} {model_seconds[s] * 1e3:.0f} ms" for s in synthetic)
-                  + (f" (cpu: {iterations} FFT iterations)" if "cpu" in synthetic else ""), flush=True)
+                  + (f" (cpu: {iterations} FFT iterations)" if "cpu" in synthetic else "")
+                  + "; hand-over alone: " + ", ".join(f"{k} {handover[k]:.2f} s" for k in kinds),
+                  flush=True)
             # 2. and 3. the model alone, and the loop of each engine.
             print("model alone and the loop:", flush=True)
             loops = [{**base, "scenario": s, "kind": "samples" if s in ("gpu", "cpu") else "tiles",
