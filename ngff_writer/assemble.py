@@ -161,6 +161,11 @@ class CropBuffer:
     def nbytes(self) -> int:
         return self.array.nbytes
 
+    @property
+    def extents(self) -> dict[PartId, Region]:
+        """Where each part lies in the unit."""
+        return self.parts
+
     def add(self, pid: PartId, local: Region, data: np.ndarray) -> int:
         self.array[local] = data
         self.parts[pid] = local
@@ -208,6 +213,11 @@ class BlendBuffer:
     def __init__(self) -> None:
         self.parts: dict[PartId, Part] = {}
         self.nbytes = 0
+
+    @property
+    def extents(self) -> dict[PartId, Region]:
+        """Where each part lies in the unit."""
+        return {pid: part.local for pid, part in self.parts.items()}
 
     def add(self, pid: PartId, local: Region, data: np.ndarray) -> int:
         old = self.parts.get(pid)
@@ -446,7 +456,7 @@ class Assembler:
                 self.state[idx] = State.HELD
             self._bytes += buffer.add(pid, local, block[source])
             if idx in self._spilled:
-                if self.rule.complete(self.unit_region(idx), {**self._spilled[idx], **buffer.parts}):
+                if self.rule.complete(self.unit_region(idx), {**self._spilled[idx], **buffer.extents}):
                     to_spill.append(idx)  # the rest of it is in the fragments
                 continue
             piece = self._try_complete(idx, buffer.held(), found=False)
@@ -480,7 +490,7 @@ class Assembler:
                 if retry:
                     continue
                 raise OverlapError(f"region {p.key} overlaps unit {idx}, stored from another region")
-            extents = {**self._spilled.get(idx, {}), **(self._held[idx].parts if idx in self._held else {})}
+            extents = {**self._spilled.get(idx, {}), **(self._held[idx].extents if idx in self._held else {})}
             if pid in extents:
                 continue  # this part is held or spilled already
             if self.strict and not self.rule.overlapping_parts:
@@ -516,8 +526,7 @@ class Assembler:
         if buffer is None:
             return
         self._bytes -= buffer.nbytes
-        self._spilled.setdefault(idx, {}).update(buffer.parts if isinstance(buffer, CropBuffer)
-                                                 else {k: p.local for k, p in buffer.parts.items()})
+        self._spilled.setdefault(idx, {}).update(buffer.extents)
         self.state[idx] = State.SPILLED
 
     def _drop(self, idx: tuple[int, ...]) -> None:
@@ -536,7 +545,7 @@ class Assembler:
         """
         if self.state[idx] >= State.STORED:
             return None  # stored already, here or elsewhere
-        mine = {**self._spilled.get(idx, {}), **(self._held[idx].parts if idx in self._held else {})}
+        mine = {**self._spilled.get(idx, {}), **(self._held[idx].extents if idx in self._held else {})}
         everything = {**parts, **self.held(idx)}
         # Pyramid levels (not strict) may hold the same pixels under two ids: the reduction
         # of a unit, and of a box of units that holds it. Same data, not another tiling.
