@@ -45,7 +45,7 @@ def zarr_sync[T](coro: Coroutine[Any, Any, T]) -> T:
 
 
 # ---- stores ---------------------------------------------------------------------------------
-def wrapped(store: WrapperStore[Any]) -> Store:
+def wrapped(store: WrapperStore[Store]) -> Store:
     """The store a :class:`~zarr.storage.WrapperStore` wraps.
 
     zarr documents it as the ``._store`` attribute and has no public accessor; ngff-writer
@@ -76,7 +76,8 @@ def s3_create(fs: Any, path: str, data: bytes) -> Coroutine[Any, Any, Any]:
     the call runs on zarr's loop, under the guard's timeout. zarr's own
     ``FsspecStore.set_if_not_exists`` checks, then writes, which is not atomic.
     """
-    return fs._pipe_file(path, data, mode="create")
+    coroutine: Coroutine[Any, Any, Any] = fs._pipe_file(path, data, mode="create")
+    return coroutine
 
 
 # ---- codec pipelines ----------------------------------------------------------------------------

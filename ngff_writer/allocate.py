@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numcodecs
@@ -71,7 +72,7 @@ def _compressors(spec: ImageSpec) -> Any:
         return [c]
     v3 = spec.zarr_format == 3
     shuffle = numcodecs.Blosc.SHUFFLE
-    presets = {
+    presets: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
         "blosc-zstd": (lambda: BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
                        lambda: numcodecs.Blosc(cname="zstd", clevel=3, shuffle=shuffle)),
         "blosc-lz4": (lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),

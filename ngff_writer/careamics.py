@@ -457,7 +457,7 @@ class OmeZarrWriteStrategy:
         sizes.update(zip("zyx"[-len(spatial):], spatial, strict=True))
         declared = "".join(letters)
         blend = None
-        if self.tile_mode == "blend" and "crop_coords" in pred.region_spec:
+        if self.tile_mode == "blend" and self.tile_overlap is not None and "crop_coords" in pred.region_spec:
             tile = data.shape[1:]
             # Keep overlap < tile: where one tile spans the whole axis (tile = axis length)
             # there is nothing to blend, and the grid has that single tile whatever the overlap.
@@ -467,7 +467,7 @@ class OmeZarrWriteStrategy:
 
         output = self._opened.get(place.store)
         shared = output is not None and not output.closed
-        if not shared:
+        if output is None or output.closed:  # not shared
             output = open_output(place.store, mode="a", ngff_version=self.ngff_version,
                                  max_buffer_bytes=self.max_buffer_bytes, context=self.context)
         # The core decides from the fingerprint: continue this job's image (in progress or
@@ -560,7 +560,7 @@ def model_fingerprint(model: Any, datamodule: Any = None,
             weights.update(array.reshape(-1).view(np.uint8))
         else:  # extra state a module keeps
             weights.update(repr(value).encode())
-    config = getattr(datamodule, "config", None)
+    config: Any = getattr(datamodule, "config", None)
     data = config.model_dump(mode="json") if hasattr(config, "model_dump") else {}
     settings = {"data": {k: data.get(k) for k in _DATA_SETTINGS} if data else None,
                 "output": strategy._settings() if strategy is not None else None}
@@ -745,7 +745,9 @@ def predict_to_ome_zarr(careamist: Any, source: Any, dirpath: Path | str, *,
                        "fingerprint (%s): %s", len(skipped), len(stacks), strategy.fingerprint,
                        ", ".join(skipped))
     if todo:
-        constructor = datamodule.predict_dataset.patch_constructor
+        dataset = datamodule.predict_dataset
+        assert dataset is not None  # made by datamodule.setup("predict") above
+        constructor = dataset.patch_constructor
         patches = None if len(todo) == len(stacks) else sorted(
             index for i in todo for index in constructor.get_patch_indices(i))
         writer = careamist.prediction_writer

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from . import __version__
-from .describe import describe_image
+from .describe import ImageInfo, describe_image
 from .discover import Found, scan
 from .errors import (
     NgffWriterError,
@@ -33,12 +33,12 @@ from .errors import (
     OutputNotFoundError,
     StoreError,
 )
-from .image import Progress
+from .image import Image, Progress
 from .output import Output, open_output
 from .plate import PlateProgress, plates_among
 from .repair import repair_output
 from .storage import open_store
-from .validate import validate_image
+from .validate import Validation, validate_image
 
 __all__ = ["EXIT_NO_IMAGE", "EXIT_PROBLEM", "EXIT_STORE", "EXIT_USAGE", "main"]
 
@@ -63,17 +63,18 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
-        self.exit_code = code
+        # click declares exit_code a ClassVar, yet reads it from the instance: one per failure.
+        self.exit_code = code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
         click.echo(f"ngff-writer: error: {self.format_message()}", err=True)
 
 
-def _errors[F: Callable[..., Any]](command: F) -> F:
+def _errors[**P, R](command: Callable[P, R]) -> Callable[P, R]:
     """Turn the library's typed errors into one line and a documented exit code."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except (OutputNotFoundError, OutputExistsError, OutputInUseError) as exc:
@@ -85,7 +86,7 @@ def _errors[F: Callable[..., Any]](command: F) -> F:
         except NgffWriterError as exc:
             raise Failure(str(exc), EXIT_PROBLEM) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 # ---- what is at PATH ----------------------------------------------------------------------------
@@ -102,9 +103,14 @@ class Target:
         path = found.path if isinstance(found, Found) else found
         return path or "."
 
+    def image(self, found: Found) -> Image:
+        """The image of ngff-writer's that ``found`` is (``found.ngff_writer``)."""
+        assert self.output is not None  # opened() opens it when it finds one of ngff-writer's images
+        return self.output.image(found.path)
+
 
 @contextmanager
-def opened(path: str, options: dict[str, Any] | None, mode: str = "r") -> Iterator[Target]:
+def opened(path: str, options: dict[str, Any] | None, mode: Literal["r", "a"] = "r") -> Iterator[Target]:
     """Open PATH for reading (or ``mode="a"`` to finalize); fail with the right exit code."""
     if "://" not in path and not Path(path).exists():
         raise Failure(f"no such path: {path}", EXIT_USAGE)
@@ -182,7 +188,7 @@ def _progress_rows(target: Target) -> list[tuple[Found, Progress | str]]:
             rows.append((f, "written by another tool"))
             continue
         try:
-            rows.append((f, target.output.image(f.path).progress()))
+            rows.append((f, target.image(f).progress()))
         except NgffWriterError as exc:  # one damaged image must not hide the others
             rows.append((f, f"{type(exc).__name__}: {exc}"))
     return rows
@@ -209,7 +215,7 @@ Examples:
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05),
               help="Seconds between refreshes of --watch.")
 @_errors
-def status(path: str, options: dict | None, as_json: bool, watch: bool, interval: float) -> None:
+def status(path: str, options: dict[str, Any] | None, as_json: bool, watch: bool, interval: float) -> None:
     """Show how far every image at PATH is (exit 1 if one cannot be read)."""
     if watch:
         _watch(path, options, interval)
@@ -255,7 +261,7 @@ def status(path: str, options: dict | None, as_json: bool, watch: bool, interval
         sys.exit(EXIT_PROBLEM)
 
 
-def _watch(path: str, options: dict | None, interval: float) -> None:
+def _watch(path: str, options: dict[str, Any] | None, interval: float) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
     from rich.progress import Progress as Bars
 
@@ -270,7 +276,7 @@ def _watch(path: str, options: dict | None, interval: float) -> None:
                 pending = 0
                 for f in target.found:
                     try:
-                        p = target.output.image(f.path).progress()
+                        p = target.image(f).progress()
                     except NgffWriterError as exc:
                         state, done, total = f"unreadable: {exc}", 0, None
                         pending += 1
@@ -298,7 +304,7 @@ Examples:
               help="Accept images still being written (their bookkeeping is checked, not their end).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
-def validate(path: str, options: dict | None, partial: bool, as_json: bool) -> None:
+def validate(path: str, options: dict[str, Any] | None, partial: bool, as_json: bool) -> None:
     """Check every image at PATH: metadata, arrays, bookkeeping (exit 1 if one fails).
 
     \b
@@ -309,18 +315,18 @@ def validate(path: str, options: dict | None, partial: bool, as_json: bool) -> N
               segments, fragments or temporary files left in a complete image.
     """
     with opened(path, options) as target:
-        results = []
+        results: list[tuple[Found, Validation | None, str | None]] = []
         for f in target.found:
             image = None
             if f.ngff_writer:
                 try:
-                    image = target.output.image(f.path)
+                    image = target.image(f)
                 except NgffWriterError as exc:
                     results.append((f, None, str(exc)))
                     continue
             results.append((f, validate_image(target.store, f.path, image, allow_incomplete=partial),
                             None))
-    bad = sum(1 for _, v, err in results if err or not v.ok)
+    bad = sum(1 for _, v, err in results if err or v is None or not v.ok)
     if as_json:
         click.echo(json.dumps({"valid": not bad, "images": [
             dict(v.to_json(), path=target.shown(f)) if v else
@@ -330,7 +336,7 @@ def validate(path: str, options: dict | None, partial: bool, as_json: bool) -> N
         for f, v, err in results:
             ok = v is not None and v.ok
             click.echo(f"{'ok ' if ok else 'BAD'}  {target.shown(f)}")
-            for line in ([err] if err else v.problems):
+            for line in ([err] if err else v.problems if v is not None else []):
                 click.echo(f"       - {line}")
             for line in (v.notes if v else []):
                 click.echo(f"       ({line})")
@@ -347,7 +353,7 @@ def _console() -> Any:
     return Console(width=None if sys.stdout.isatty() else 120)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -362,10 +368,10 @@ Examples:
 @path_argument
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
-def info(path: str, options: dict | None, as_json: bool) -> None:
+def info(path: str, options: dict[str, Any] | None, as_json: bool) -> None:
     """Describe every image at PATH: levels, chunks, codecs, sizes, channels, status."""
     with opened(path, options) as target:
-        infos = []
+        infos: list[tuple[Found, ImageInfo | None, str | None]] = []
         for f in target.found:
             try:
                 infos.append((f, describe_image(target.store, f.path), None))
@@ -411,7 +417,7 @@ Example:
   ngff-writer finalize out.zarr     # after a crashed job: finish what is whole""")
 @path_argument
 @_errors
-def finalize(path: str, options: dict | None) -> None:
+def finalize(path: str, options: dict[str, Any] | None) -> None:
     """Finalize every image at PATH whose blocks are all stored (exit 1 if one is not).
 
     Builds the pyramid chunks a dead writer left, completes chunks from saved
@@ -427,7 +433,7 @@ def finalize(path: str, options: dict | None) -> None:
         with Bars(transient=True, disable=not sys.stderr.isatty()) as bars:
             task = bars.add_task("finalizing", total=len(ours))
             for f in ours:
-                image = target.output.image(f.path)
+                image = target.image(f)
                 was_final = image.is_final
                 if image.finalize():
                     lines.append(f"{target.shown(f)}: {'already final' if was_final else 'finalized'}")
@@ -456,7 +462,7 @@ Example:
 @path_argument
 @click.option("--force", is_flag=True, help="Repair even while a writer appears to be writing.")
 @_errors
-def repair(path: str, options: dict | None, force: bool) -> None:
+def repair(path: str, options: dict[str, Any] | None, force: bool) -> None:
     """Make damaged ngff-writer images resumable (run it while no writer is running).
 
     Rebuilds unreadable metadata (images, declarations, level arrays) from what is left,

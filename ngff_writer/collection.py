@@ -73,10 +73,12 @@ def ome_xml(series: dict[str, dict[str, Any]]) -> bytes:
         summary = series[index]
         image = ET.SubElement(root, f"{{{_OME_NS}}}Image", ID=f"Image:{index}", Name=summary["title"])
         sizes = {f"Size{k}": str(v) for k, v in summary["sizes"].items()}
-        pixels = ET.SubElement(image, f"{{{_OME_NS}}}Pixels", ID=f"Pixels:{index}",
-                               DimensionOrder="XYZCT", Type=summary["type"], BigEndian="false", **sizes)
+        pixels = ET.SubElement(image, f"{{{_OME_NS}}}Pixels", {
+            "ID": f"Pixels:{index}", "DimensionOrder": "XYZCT", "Type": summary["type"],
+            "BigEndian": "false", **sizes})
         ET.SubElement(pixels, f"{{{_OME_NS}}}MetadataOnly")
-    return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+    xml: bytes = ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+    return xml
 
 
 def register_series(store: Store, version: str) -> list[str]:

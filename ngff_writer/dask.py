@@ -56,9 +56,9 @@ from .storage import StoreLike
 __all__ = ["aligned_chunks", "store_blocks", "to_image"]
 
 try:
-    import dask
     import dask.array as da
     import dask.base
+    from dask.delayed import delayed
 except ImportError as exc:  # pragma: no cover - dask is a dependency
     raise ImportError("ngff_writer.dask needs dask: pip install dask") from exc
 
@@ -155,11 +155,11 @@ def store_blocks(array: da.Array, root: StoreLike, name: str, *,
                    for start, shape in image.pending_blocks([(start, shape) for _, start, shape in blocks])}
     job = uuid.uuid4().hex
     parts = array.to_delayed(optimize_graph=False)  # culled when computed: unneeded blocks drop out
-    store = dask.delayed(_store, pure=False)
+    store = delayed(_store, pure=False)
     stored = [store(root, storage_options, job, name, start, parts[idx],
                     dask_key_name=f"ngff-store-{job}-{k}")
               for k, (idx, start, shape) in enumerate(blocks) if (start, shape) in pending]
-    return dask.delayed(_finish, pure=False)(root, storage_options, job, name, *stored,
+    return delayed(_finish, pure=False)(root, storage_options, job, name, *stored,
                                              dask_key_name=f"ngff-finish-{job}")
 
 

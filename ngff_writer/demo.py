@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,7 @@ def run_demo(out_path: str | Path, *, overwrite: bool = False, show_progress: bo
     with out, Bar(disable=not show_progress, transient=False) as bar:
         images = []
         for spec in DEMO_IMAGES:
-            kw: dict = {"channel_names": spec.channels} if spec.channels else {}
+            kw: dict[str, Any] = {"channel_names": spec.channels} if spec.channels else {}
             if spec.chunks is not None:
                 kw["chunks"] = spec.chunks
             images.append(out.create_image(

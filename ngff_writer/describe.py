@@ -117,7 +117,7 @@ def _codec_name(codec: Any) -> str:
     return name
 
 
-def _codecs(array: zarr.Array) -> tuple[str, ...]:
+def _codecs(array: zarr.Array[Any]) -> tuple[str, ...]:
     # The serializer (bytes, endianness) says nothing a reader of this report needs.
     return tuple(_codec_name(c) for c in (*array.filters, *array.compressors))
 

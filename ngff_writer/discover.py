@@ -17,7 +17,7 @@ commands describe it as far as they can.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from zarr.abc.store import Store
 
@@ -48,7 +48,7 @@ class Found:
     ngff_writer: bool = True
 
 
-def _has_multiscales(attributes: dict) -> bool:
+def _has_multiscales(attributes: dict[str, Any]) -> bool:
     ome = attributes.get("ome", attributes)
     return isinstance(ome, dict) and isinstance(ome.get("multiscales"), list)
 

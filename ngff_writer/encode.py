@@ -84,7 +84,8 @@ def _v2_compress(metadata: Any) -> Compress | None:
     compressor = metadata.compressor
     if compressor is None:
         return _as_bytes
-    return compressor.encode  # zarr calls the numcodecs codec on the chunk array itself
+    encode: Compress = compressor.encode  # zarr calls the numcodecs codec on the chunk array itself
+    return encode
 
 
 class ChunkWriter:
@@ -117,7 +118,7 @@ class ChunkWriter:
         # LocalStore (DirectLocalStore too) writes synchronously, so a chunk is encoded and
         # written in one task on the executor, as zarr's fused pipeline does; other stores
         # (remote ones, and wrappers such as the guard) are awaited on the event loop.
-        self._sync = isinstance(self._target, LocalStore)
+        self._local = self._target if isinstance(self._target, LocalStore) else None
         self._nd = default_buffer_prototype().nd_buffer
         self._buffer = default_buffer_prototype().buffer
 
@@ -170,17 +171,17 @@ class ChunkWriter:
         bits, fill = flat.view(self._bits), self._fill_bits
         return bool(bits[0] == fill and bits.min() == fill and bits.max() == fill)
 
-    def _put_sync(self, key: str, view: np.ndarray) -> None:
+    def _put_sync(self, store: LocalStore, key: str, view: np.ndarray) -> None:
         payload = self.encode(view)
         if payload is None:
-            self._target.delete_sync(key)
+            store.delete_sync(key)
         else:
-            self._target.set_sync(key, self._buffer.from_bytes(payload))
+            store.set_sync(key, self._buffer.from_bytes(payload))
 
     async def _put(self, key: str, view: np.ndarray, executor: Executor) -> None:
         loop = asyncio.get_running_loop()
-        if self._sync:
-            await loop.run_in_executor(executor, self._put_sync, key, view)
+        if self._local is not None:
+            await loop.run_in_executor(executor, self._put_sync, self._local, key, view)
             return
         payload = await loop.run_in_executor(executor, self.encode, view)
         if payload is None:

@@ -45,7 +45,7 @@ from .track import Ledger
 __all__ = ["build_missing", "finalize_image", "read_checkpoint"]
 
 
-def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.Array,
+def build_missing(spec: ImageSpec, level: int, source: zarr.Array[Any], target: zarr.Array[Any],
                   ledger: Ledger, executor: Executor) -> int:
     """Make every unit of pyramid ``level`` the log does not list, from the stored level above.
 
@@ -77,7 +77,7 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
     def make(idx: tuple[int, ...]) -> None:
         region = unit_region(idx, geometry.unit, geometry.shape)
         with store_errors(f"rebuilding unit {idx} of level {level} of image {spec.name!r}"):
-            block = source[source_region(region, geometry.factors, source.shape)]
+            block = np.asarray(source[source_region(region, geometry.factors, source.shape)])
             target[region] = downsample(block, geometry.factors, spec.pyramid_method)
         ledger.record(level, (idx, tuple(i + 1 for i in idx)))
 
@@ -92,7 +92,7 @@ def build_missing(spec: ImageSpec, level: int, source: zarr.Array, target: zarr.
 def read_checkpoint(store: Store, keys: ImageKeys) -> dict[str, Any] | None:
     """The checkpoint a finalizer left in the image's bookkeeping group, or None."""
     node = node_attributes(store, keys.group)
-    final = node[1].get("final") if node else None
+    final: dict[str, Any] | None = node[1].get("final") if node else None
     if final is None:
         return None
     try:
@@ -105,7 +105,7 @@ def read_checkpoint(store: Store, keys: ImageKeys) -> dict[str, Any] | None:
     return final
 
 
-def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callable[[int], zarr.Array],
+def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callable[[int], zarr.Array[Any]],
                    executor: Executor) -> None:
     """Make an image whose level 0 is completely stored final (see the module docstring).
 

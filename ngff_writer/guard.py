@@ -19,9 +19,10 @@ Local directories and memory stores are not wrapped: they cannot lose a connecti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from zarr.abc.buffer import Buffer
 from zarr.abc.store import ByteRequest, Store
 from zarr.storage import WrapperStore
 
@@ -172,6 +173,6 @@ class GuardedStore(WrapperStore[Store]):
         return self._listing(lambda: self.inner.list_dir(prefix))
 
     async def _get_many(self, requests: Iterable[tuple[str, Any, ByteRequest | None]]
-                        ) -> AsyncIterator[tuple[str, Any]]:
+                        ) -> AsyncGenerator[tuple[str, Buffer | None]]:
         for key, prototype, byte_range in requests:
             yield key, await self.get(key, prototype, byte_range)

@@ -126,7 +126,8 @@ class _PredictSubset(LightningDataModule):
 
     @property
     def predict_source_paths(self) -> list[Path]:
-        return self.datamodule.predict_source_paths
+        paths: list[Path] = self.datamodule.predict_source_paths
+        return paths
 
     @property
     def config(self) -> Any:

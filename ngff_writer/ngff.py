@@ -38,8 +38,9 @@ def _axes(spec: ImageSpec) -> list[dict[str, str]]:
     out = []
     for a in spec.layout.axes:
         entry = {"name": a, "type": AXIS_TYPES[a]}
-        if units.get(a):
-            entry["unit"] = units[a]
+        unit = units.get(a)
+        if unit:
+            entry["unit"] = unit
         out.append(entry)
     return out
 
@@ -220,7 +221,7 @@ def _models(version: str) -> dict[str, Any]:
     if version == "0.5":
         from ome_zarr_models.v05 import bioformats2raw, hcs, image, image_label, labels, well
     else:
-        from ome_zarr_models.v04 import (  # type: ignore[no-redef]
+        from ome_zarr_models.v04 import (  # type: ignore[no-redef]  # the same names, from v04
             bioformats2raw,
             hcs,
             image,

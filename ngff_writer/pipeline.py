@@ -83,7 +83,7 @@ class LevelWriter:
         self._max_bytes = max_bytes
         self._policy: Policy = policy if index == 0 else "spill"
         self._assembler: Assembler | None = None
-        self._array: zarr.Array | None = None
+        self._array: zarr.Array[Any] | None = None
         self._direct: ChunkWriter | None = None
         #: Jobs in flight per write unit (a unit's next store waits for the earlier one).
         self.inflight = np.zeros(grid_shape(self.geometry.shape, self.geometry.unit), np.int16)
@@ -112,7 +112,7 @@ class LevelWriter:
             self._assembler.mark_stored(self.ledger.coverage.grids[self.index])
         return self._assembler
 
-    def array(self) -> zarr.Array:
+    def array(self) -> zarr.Array[Any]:
         """The level's array, opened for writing on first use."""
         if self._array is None:
             self._array = open_array(self.store, join(self.ledger.keys.image, self.geometry.path), "r+")

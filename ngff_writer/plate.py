@@ -122,7 +122,10 @@ def parse_plate(name: str, rows: int | Sequence[str], columns: int | Sequence[st
         raise SpecError(f"plate fields: an int >= 1 per well, got {fields!r}")
     if acquisitions is None:
         acq: tuple[dict[str, Any], ...] = ()
-    elif isinstance(acquisitions, int) and not isinstance(acquisitions, bool):
+    elif isinstance(acquisitions, bool):
+        raise SpecError(f"plate acquisitions: a number or a list of mappings with an 'id', "
+                        f"got {acquisitions!r}")
+    elif isinstance(acquisitions, int):
         acq = tuple({"id": i} for i in range(acquisitions))
     else:
         acq = tuple(dict(a) for a in acquisitions)

@@ -103,7 +103,7 @@ def _mean_axis(x: np.ndarray, axis: int, f: int) -> np.ndarray:
     n = x.shape[axis]
     full = n // f
     acc = x.dtype if x.dtype.itemsize >= 4 else np.dtype(np.float32)
-    out = np.add(_take(x, axis, 0, full * f, f), _take(x, axis, 1, full * f, f), dtype=acc)
+    out: np.ndarray = np.add(_take(x, axis, 0, full * f, f), _take(x, axis, 1, full * f, f), dtype=acc)
     for k in range(2, f):
         out += _take(x, axis, k, full * f, f)
     out *= acc.type(1.0 / f)
@@ -145,14 +145,15 @@ def _integer_mean(block: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     small = block.dtype.itemsize < 8 or (
         block.size == 0
         or (int(block.max()) * n < 2**62 and int(block.min()) * n > -(2**62)))
-    acc = block.astype(np.int64 if small else object)
+    acc: np.ndarray = block.astype(np.int64 if small else object)
     for axis, f in enumerate(factors):
         if f > 1:
             acc = _sum_axis(acc, axis, f)
     count = _counts(block.shape, factors)
     q, r = acc // count, acc % count  # (np.divmod takes no object arrays)
     up = (2 * r > count) | ((2 * r == count) & (q % 2 == 1))
-    return (q + up).astype(block.dtype)
+    mean: np.ndarray = (q + up).astype(block.dtype)
+    return mean
 
 
 def _blocks(block: np.ndarray, factors: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +164,7 @@ def _blocks(block: np.ndarray, factors: Sequence[int]) -> tuple[np.ndarray, np.n
     present = np.zeros((len(offsets), *out_shape), dtype=bool)
     for k, offset in enumerate(offsets):
         v = block[tuple(slice(o, None, f) for o, f in zip(offset, factors, strict=True))]
-        where = (k, *(slice(0, m) for m in v.shape))
+        where: tuple[int | slice, ...] = (k, *(slice(0, m) for m in v.shape))
         values[where] = v
         present[where] = True
     return values, present

@@ -32,6 +32,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import zarr
 from zarr.abc.store import Store
 
@@ -189,7 +190,8 @@ def repair_image(store: Store, name: str) -> list[str]:
                            key=name)
     keys = ImageKeys(name, spec.zarr_format)  # where it is in this store, whatever it was declared as
     # The declaration's identity wins: writers check the id it holds.
-    identity = Identity.of(declared) if _spec(declared) is not None else Identity.of(block or {})
+    identity = Identity.of(declared) if declared is not None and _spec(declared) is not None \
+        else Identity.of(block or {})
     declaration = Declaration(spec, identity).document()
     if _spec(declared) is None:
         write_group(store, keys.group, spec.zarr_format, declaration)
@@ -201,7 +203,7 @@ def repair_image(store: Store, name: str) -> list[str]:
         checkpoint = None
         actions.append(f"dropped the unreadable checkpoint in {keys.declaration}")
 
-    if _spec(block) is None:
+    if block is None or _spec(block) is None:
         if checkpoint is not None:
             final = windows([Summary.from_json(s) for s in checkpoint["stats"]], spec.window_percentiles,
                             spec.np_dtype)
@@ -321,7 +323,7 @@ def _record_stored_units(store: Store, spec: ImageSpec, keys: ImageKeys, ledger:
             continue  # not stored (or all fill value): pending, written again on resume
         region = unit_region(idx, unit, array.shape)
         with store_errors(f"reading unit {idx} of {spec.name!r}", store):
-            data = array[region]
+            data = np.asarray(array[region])
         ledger.record(0, (idx, tuple(i + 1 for i in idx)), summarize(data, channel_axis))
         rebuilt += 1
     ledger.commit()

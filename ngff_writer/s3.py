@@ -21,10 +21,13 @@ resumed, read and validated through the other.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from zarr.abc.store import Store
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig
 
 __all__ = ["obstore_for"]
 
@@ -62,7 +65,8 @@ def obstore_for(url: str, storage_options: dict[str, Any] | None, read_only: boo
             config["session_token"] = options["token"]
     if endpoint:
         config["endpoint"] = endpoint
-    client_options = {"allow_http": True} if endpoint and endpoint.startswith("http://") else None
+    client_options: ClientConfig | None = (
+        {"allow_http": True} if endpoint and endpoint.startswith("http://") else None)
     s3 = S3Store(parsed.netloc, prefix=parsed.path.strip("/") or None, client_options=client_options,
                  **config)
     return ObjectStore(s3, read_only=read_only)

@@ -359,7 +359,7 @@ class ImageSpec:
                 f"the stored spec of image {data.get('name')!r} has fields this ngff-writer does not "
                 f"know: {unknown}; it was written by a newer version: upgrade ngff-writer"
             )
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         kw.setdefault("sample_axes", parse_sample_axes(None, kw["axes"]))
         if kw.get("blend") is not None:
             b = kw["blend"]
@@ -372,7 +372,7 @@ class ImageSpec:
         if kw.get("label") is not None:
             lab = kw["label"]
             kw["label"] = Label(
-                tuple((int(v), tuple(c)) for v, c in lab["colors"]),  # type: ignore[misc]
+                tuple((int(v), tuple(c)) for v, c in lab["colors"]),
                 tuple((int(v), dict(p)) for v, p in lab["properties"]),
                 lab["source"],
             )
@@ -465,7 +465,7 @@ def _per_axis(name: str, value: Any, axes: str, default: Any) -> tuple[Any, ...]
 def parse_dtype(dtype: Any) -> np.dtype:
     """Return a native-endian numpy dtype, refusing kinds viewers cannot show."""
     try:
-        dt = np.dtype(dtype)
+        dt: np.dtype = np.dtype(dtype)
     except TypeError as exc:
         raise UnsupportedDtypeError(f"dtype {dtype!r} is not a numpy dtype") from exc
     if dt.kind not in "buif":
@@ -623,8 +623,8 @@ def parse_image_spec(
         units=_parse_units(units, axes),
         channel_names=_parse_channel_names(channel_names, axes, shape_t, name),
         channel_colors=_parse_colors(channel_colors, axes, shape_t),
-        ngff_version=version,  # type: ignore[arg-type]
-        cast=cast,  # type: ignore[arg-type]
+        ngff_version=version,  # type: ignore[arg-type]  # a str checked to be one of the Literal's above
+        cast=cast,  # type: ignore[arg-type]  # a str checked to be one of the Literal's above
         window_percentiles=(lo, hi),
         blend=_parse_blend(blend, axes, shape_t),
         label=label,
@@ -707,12 +707,13 @@ def _resolve_pyramid(spec: ImageSpec, levels: int | str | None, factors: tuple[i
     """Turn a request into the levels to build, checked against the image's chunks."""
     if levels is None:
         return None
+    # method: a str _pyramid_request checked to be one of Pyramid.method's Literal values.
     trial = dataclasses.replace(spec, pyramid=Pyramid(0, factors, method))  # type: ignore[arg-type]
     stored_factors = _stored_factors(trial)
     shape, unit = spec.layout.shape, spec.write_unit
     if levels == "auto":
         levels = auto_levels(shape, unit, spec.stored_chunks, stored_factors)
-        return Pyramid(levels, factors, method) if levels else None  # type: ignore[arg-type]
+        return Pyramid(levels, factors, method) if levels else None  # type: ignore[arg-type]  # as above
     assert isinstance(levels, int)
     if levels == 0:
         return None
@@ -733,7 +734,7 @@ def _resolve_pyramid(spec: ImageSpec, levels: int | str | None, factors: tuple[i
                 f"the factors, pyramid='auto' (stops where they are not) or pyramid=None"
             )
         shape = level_shape(shape, stored_factors)
-    return Pyramid(levels, factors, method)  # type: ignore[arg-type]
+    return Pyramid(levels, factors, method)  # type: ignore[arg-type]  # method: as above
 
 
 def _stored_factors(spec: ImageSpec) -> tuple[int, ...]:
@@ -767,7 +768,8 @@ def _parse_blend(blend: Any, axes: str, shape: tuple[int, ...]) -> Blend | None:
         return None
     if isinstance(blend, Mapping):
         try:
-            blend = Blend(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in blend.items()})
+            fields: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in blend.items()}
+            blend = Blend(**fields)
         except TypeError as exc:
             raise SpecError(f"blend takes tile_size, overlap and ramp, got {dict(blend)}") from exc
     if not isinstance(blend, Blend):
@@ -853,7 +855,8 @@ def _parse_fill(fill_value: Any, dt: np.dtype) -> float | int | bool:
         raise SpecError(f"fill_value {fill_value!r} is not a {dt} value") from exc
     if not ok:
         raise SpecError(f"fill_value {fill_value!r} does not fit dtype {dt}")
-    return cast.item()
+    value: float | int | bool = cast.item()
+    return value
 
 
 def _parse_scale(scale: Any, axes: str) -> tuple[float, ...]:
@@ -897,10 +900,10 @@ def _parse_channel_names(
     if names is None:
         base = image.rsplit("/", 1)[-1] or "image"
         return (base,) if n == 1 else tuple(f"{base}_c{i}" for i in range(n))
-    names = tuple(str(v) for v in names)
-    if len(names) != n:
-        raise SpecError(f"channel_names: expected {n} names, got {len(names)}")
-    return names
+    parsed = tuple(str(v) for v in names)
+    if len(parsed) != n:
+        raise SpecError(f"channel_names: expected {n} names, got {len(parsed)}")
+    return parsed
 
 
 def _parse_colors(colors: Any, axes: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -943,14 +946,16 @@ def parse_label(colors: Mapping[int, Any] | None = None,
             if not re.fullmatch(r"[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?", text):
                 raise SpecError(f"label colors: {c!r} (label {v}) is not a hex color like 'FF0000'")
             text += "FF" if len(text) == 6 else ""
-            return tuple(int(text[i:i + 2], 16) for i in range(0, 8, 2))  # type: ignore[return-value]
+            r, g, b, a = (int(text[i:i + 2], 16) for i in range(0, 8, 2))
+            return r, g, b, a
         try:
             parts = [int(x) for x in c]
         except (TypeError, ValueError) as exc:
             raise SpecError(f"label colors: {c!r} (label {v}) is not a color") from exc
         if len(parts) not in (3, 4) or not all(0 <= x <= 255 for x in parts):
             raise SpecError(f"label colors: {c!r} (label {v}) needs 3 or 4 values in 0-255")
-        return tuple(parts + [255] * (4 - len(parts)))  # type: ignore[return-value]
+        r, g, b, *alpha = parts
+        return r, g, b, alpha[0] if alpha else 255
 
     if colors is not None and not isinstance(colors, Mapping):
         raise SpecError(f"label colors: expected a mapping label value -> color, got {colors!r}")

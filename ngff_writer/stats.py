@@ -187,8 +187,7 @@ def summarize(data: np.ndarray, channel_axis: int | None) -> list[Summary]:
     rng = np.random.default_rng(0)
     if channel_axis is None:
         return [_channel(data, rng)]
-    before = (slice(None),) * channel_axis
-    return [_channel(data[(*before, c)], rng) for c in range(data.shape[channel_axis])]
+    return [_channel(channel, rng) for channel in np.moveaxis(data, channel_axis, 0)]
 
 
 def merge(summaries: Iterable[Summary]) -> Summary:
@@ -204,8 +203,10 @@ def merge(summaries: Iterable[Summary]) -> Summary:
                         weights=np.concatenate([s.counts for s in full]).astype(np.float64),
                         minlength=N_BINS)
     bins = np.flatnonzero(dense)
-    return Summary(sum(s.n for s in full), nonfinite, min(s.min for s in full),  # type: ignore[type-var]
-                   max(s.max for s in full), bins, np.rint(dense[bins]).astype(np.int64))  # type: ignore[type-var]
+    lows = [s.min for s in full if s.min is not None]  # all of them: these hold finite values
+    highs = [s.max for s in full if s.max is not None]
+    return Summary(sum(s.n for s in full), nonfinite, min(lows), max(highs), bins,
+                   np.rint(dense[bins]).astype(np.int64))
 
 
 def merge_channels(records: Iterable[Sequence[Summary]], n_channels: int) -> list[Summary]:
@@ -269,10 +270,10 @@ def windows(summaries: Sequence[Summary], percentiles: tuple[float, float], dtyp
     fallback = default_window(dtype)
     out = []
     for s in summaries:
-        if not s.n:
+        if not s.n or s.min is None or s.max is None:  # n > 0 has both extremes
             out.append(fallback)
             continue
-        lo, hi = float(s.min), float(s.max)  # type: ignore[arg-type]
+        lo, hi = float(s.min), float(s.max)
         start, end = _percentiles(s, [p / 100.0 for p in percentiles], dtype)
         start, end = max(start, lo), min(end, hi)
         if end <= start:  # a constant channel: widen so viewers do not divide by zero

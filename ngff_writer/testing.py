@@ -143,7 +143,8 @@ class LocalS3:
         request = urllib.request.Request(f"{self.endpoint}/moto-api/recorder/{verb}-recording",
                                          method=method)
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.read()
+            body: bytes = response.read()
+        return body
 
     @contextlib.contextmanager
     def requests(self) -> Iterator[Counter[str]]:

@@ -360,8 +360,8 @@ class Ledger:
             raise self.replaced
         node = node_attributes(self.store, self.keys.group)
         found = Identity.of(node[1]) if node is not None and "spec" in node[1] else None
-        if found is not None and found.id == self.identity.id:
-            return "final" in node[1]  # type: ignore[index]
+        if node is not None and found is not None and found.id == self.identity.id:
+            return "final" in node[1]
         if found is None:
             what = "deleted"
         else:
@@ -527,8 +527,10 @@ def live_writers(store: Store, keys: ImageKeys, exclude: Iterable[str] = ()) -> 
     found = []
     now, host = time.time(), socket.gethostname()
     for key, raw in get_many(store, names).items():
+        if raw is None:
+            continue  # gone since the listing
         try:
-            beat = json.loads(raw) if raw is not None else None
+            beat = json.loads(raw)
             age, pid = now - float(beat["time"]), int(beat["pid"])
             where = str(beat["host"])
         except (ValueError, TypeError, KeyError):
@@ -558,13 +560,13 @@ def samples_done(layout: Layout, covered: np.ndarray) -> np.ndarray:
     """
     indexed = layout.indexed
     others = tuple(i for i in range(covered.ndim) if i not in indexed)
-    reduced = covered.all(axis=others) if others else covered
+    reduced = np.asarray(covered.all(axis=others)) if others else covered
     if not indexed:
         return np.array([bool(reduced)])
     if layout.merged:
         if "t" in layout.sample_axes:
             return reduced.reshape(-1)  # sample k is entry k of the merged t
-        return reduced.reshape(layout.sample_grid[0], -1).all(axis=1)
+        return np.asarray(reduced.reshape(layout.sample_grid[0], -1).all(axis=1))
     names = [layout.axes[i] for i in indexed]
     return reduced.transpose([names.index(a) for a in layout.sample_axes]).reshape(-1)
 

@@ -65,7 +65,9 @@ def _check_models(store: Store, path: str, version: str) -> list[str]:
     import ome_zarr_models.v05
     from pydantic import ValidationError
 
-    model = {"0.4": ome_zarr_models.v04.Image, "0.5": ome_zarr_models.v05.Image}.get(version)
+    models: dict[str, type[ome_zarr_models.v04.Image] | type[ome_zarr_models.v05.Image]] = {
+        "0.4": ome_zarr_models.v04.Image, "0.5": ome_zarr_models.v05.Image}
+    model = models.get(version)
     if model is None:
         return [f"declares NGFF {version}, which this validator does not know (0.4 and 0.5)"]
     try:

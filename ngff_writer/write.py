@@ -117,11 +117,11 @@ def prepare_region(
         start_t = (0,) * len(spatial)
     else:
         start_t = _ints(spec, "start", start, len(spatial))
-        expected = list(layout.sample_shape)
-        if array.ndim == len(expected):
+        region_shape = list(layout.sample_shape)
+        if array.ndim == len(region_shape):
             for axis in spatial:
-                expected[axis] = array.shape[axis]
-        expected = tuple(expected)
+                region_shape[axis] = array.shape[axis]
+        expected = tuple(region_shape)
     if array.shape != expected:
         raise ShapeMismatchError(
             f"image {spec.name!r}: {'a sample' if start is None else 'a region'} must have shape "
