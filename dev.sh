@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: sets up .venv (Python >= 3.12) and runs a job.
 #   bash dev.sh demo [OUT]   write a demo export (default OUT: ./demo-output)
-#   bash dev.sh test         ruff + the test suite (CAREamics and torch included)
+#   bash dev.sh test         ruff, mypy, then the test suite (CAREamics and torch included)
 #   bash dev.sh docs [PORT]  build the user guide and API reference, serve on 127.0.0.1
 #   bash dev.sh bench [samples|tiles|pyramid|careamics|careamics_real|scale|distributed|overlap] [ARGS]
 #                            one benchmark (minutes; see benchmarks/README.md)
@@ -49,6 +49,7 @@ case "$job" in
     test)
         setup "test,careamics,docs"
         .venv/bin/ruff check ngff_writer tests examples benchmarks docs
+        .venv/bin/python -m mypy ngff_writer
         .venv/bin/python -m pytest -q -p no:cacheprovider
         ;;
     docs)
