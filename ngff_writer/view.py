@@ -9,6 +9,7 @@ image, and a contrast range from each image's omero window.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,23 @@ class Viewing:
     _viewer: Any
     _files: Any
 
-    def stop(self) -> None:
-        """Stop serving (the viewer's page stops updating)."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving (the viewer's page stops updating), waiting ``timeout`` seconds at most.
+
+        Stopping a server waits for the browser's open connections (neuroglancer's
+        websocket), which a connected page may keep open: Ctrl-C must end the command all
+        the same. Both servers run in daemon threads, so whatever is still closing when
+        the wait ends does not keep the process alive.
+        """
         import neuroglancer
 
-        self._files.stop()
-        neuroglancer.stop()
+        def stop_both() -> None:
+            self._files.stop()
+            neuroglancer.stop()
+
+        stopping = threading.Thread(target=stop_both, name="ngff-writer-view-stop", daemon=True)
+        stopping.start()
+        stopping.join(timeout)
 
 
 def _shader(info: ImageInfo) -> str | None:
