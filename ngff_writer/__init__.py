@@ -6,8 +6,13 @@ Open an output with :func:`open_output`, declare images with
 each image finalizes itself when its last block is stored.
 """
 
+from ._declare.spec import Blend, ImageSpec, Pyramid
+from ._ngff.plate import Plate, PlateProgress
+from ._output.handle import Image, Output, Progress, open_output
+from ._output.repair import repair_output
+from ._storage.localstore import DirectLocalStore
 from ._version import __version__
-from .context import Context, default_context
+from ._write.context import Context, default_context
 from .errors import (
     BufferFullError,
     ClosedError,
@@ -38,11 +43,6 @@ from .errors import (
     UnsupportedDtypeError,
     WriteError,
 )
-from .localstore import DirectLocalStore
-from .output import Image, Output, Progress, open_output
-from .plate import Plate, PlateProgress
-from .repair import repair_output
-from .spec import Blend, ImageSpec, Pyramid
 
 __all__ = [
     "Blend",

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from .output import Output, Progress, open_output
-from .storage import StoreLike
+from ._output.handle import Output, Progress, open_output
+from ._storage.stores import StoreLike
 
 __all__ = ["aligned_chunks", "store_blocks", "to_image"]
 

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without lightnin
         "ngff_writer.lightning needs Lightning: pip install 'ngff-writer[lightning]'"
     ) from exc
 
-from .careamics import OmeZarrWriteStrategy
+from ._careamics.strategy import OmeZarrWriteStrategy
 
 __all__ = ["FinalizePredictions", "OmeZarrPredictionWriter"]
 

@@ -49,8 +49,8 @@ def abandon(output: Any, commit: bool = True) -> None:
     closed: not when it is dropped, nor at exit. Its writers' heartbeats stay, as a killed
     process's do, and name this live process: replacing the output needs ``force=True``.
     """
-    for name in list(output._images):
-        output[name].progress()  # its stores in flight land
+    for image in output._images.opened():
+        image.progress()  # its stores in flight land
     if commit:
         for pipeline in output._closer.pipelines:
             pipeline.ledger.commit()
@@ -172,7 +172,7 @@ class LocalS3:
     @property
     def storage_options(self) -> dict[str, Any]:
         """fsspec/s3fs options that reach this endpoint (a URL opens on obstore when it is
-        installed, see :mod:`ngff_writer.s3`)."""
+        installed, see :mod:`ngff_writer._storage.s3`)."""
         return {**_CREDENTIALS,
                 "client_kwargs": {"endpoint_url": self.endpoint, "region_name": _REGION}}
 

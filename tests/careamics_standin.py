@@ -14,7 +14,7 @@ module builds such streams from an input array and its axes string:
 - :func:`stitch` and :func:`blend` rebuild the per-sample predictions in memory (crop and
   weighted-blend references), and :func:`expected_output` lays them out as the output
   OME-Zarr stores them (axes ``t s c z y x`` minus absent ones; ``s`` merged into ``t`` as
-  ``s * T + t`` when S, T, C and Z are all present, see ``ngff_writer/spec.py``).
+  ``s * T + t`` when S, T, C and Z are all present, see ``ngff_writer/_declare/spec.py``).
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def stitch(preds: Sequence[ImageRegionData]) -> np.ndarray:
 
 def blend(preds: Sequence[ImageRegionData], overlap: Sequence[int], ramp: str = "cosine") -> np.ndarray:
     """In-memory weighted blend of one image's tiles (float64): ``N C (Z) Y X``."""
-    from ngff_writer.blend import tile_weights
+    from ngff_writer._write.blend import tile_weights
 
     total = _canvas(preds, np.float64)
     weight = np.zeros((total.shape[0], *total.shape[2:]), np.float64)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-import ngff_writer.closing as closing
+import ngff_writer._output.closing as closing
 
 # Outputs the garbage collector closed (their closers), recorded so a test that opens an
 # output and drops it unclosed is caught even when it is collected before the test ends.

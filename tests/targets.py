@@ -1,7 +1,7 @@
 """Where a test writes: local disk, or a real S3 endpoint through an ``s3://`` URL.
 
 ``fsspec``: the URL with options only s3fs understands, so it opens on s3fs; ``obstore``: the
-URL with plain credentials and endpoint, which open on obstore's client (:mod:`ngff_writer.s3`).
+URL with plain credentials and endpoint, which open on obstore's client (:mod:`ngff_writer._storage.s3`).
 A store object built by the caller is tested in ``test_storage`` and ``test_faults``.
 
 A *target* is a small picklable tuple, so spawned child processes can open the same
@@ -58,7 +58,7 @@ def read_level(target: tuple, image: str, level: int) -> np.ndarray:
 
 def bookkeeping_keys(target: tuple, image: str) -> list[str]:
     """Every object under the image's bookkeeping group."""
-    from ngff_writer.storage import list_prefix, open_store
+    from ngff_writer._storage.stores import list_prefix, open_store
 
     root, options = store_of(target, read_only=True)
     store = open_store(root, "r", options)

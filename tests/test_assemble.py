@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from ngff_writer.assemble import Assembler, BlendRule, CropRule, Part, Piece, State, merge_pieces, plan
+from ngff_writer._declare.grid import JOIN_BELOW
+from ngff_writer._write.assemble import Assembler, BlendRule, CropRule, Part, Piece, State, merge_pieces, plan
 from ngff_writer.errors import BufferFullError, OverlapError
-from ngff_writer.grid import JOIN_BELOW
 from ngff_writer.tiling import tiles
 
 

@@ -109,7 +109,7 @@ def test_zero_padded_3d_tiles_crop_and_blend(tmp_path, trained_3d):
     got = _level0(blend[0])
     # Blending averages the tiles where they overlap, where CAREamics crops; a pixel that one
     # tile alone covers holds that tile's value either way, exactly.
-    from ngff_writer.blend import count_tiles
+    from ngff_writer._write.blend import count_tiles
 
     single = np.ones(want.shape, bool)
     for axis, (n, tile, overlap) in enumerate(zip(want.shape, (16, 32, 32), (4, 8, 8), strict=True)):

@@ -96,11 +96,11 @@ def test_declaring_many_series_rewrites_the_list_a_logarithmic_number_of_times(t
     # The list and OME-XML grow with the collection: rewriting them at every declaration
     # would make declaring N series cost O(N^2). They are rewritten when this handle's new
     # series reach the list's length (and at close), so a handful of times for 300.
-    import ngff_writer.output
+    import ngff_writer._ngff.collection
 
     calls = []
-    real = ngff_writer.output.register_series
-    monkeypatch.setattr(ngff_writer.output, "register_series",
+    real = ngff_writer._ngff.collection.register_series
+    monkeypatch.setattr(ngff_writer._ngff.collection, "register_series",
                         lambda store, version: calls.append(1) or real(store, version))
     root = tmp_path / "many.ome.zarr"
     with nw.open_output(root) as out:

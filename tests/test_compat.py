@@ -1,7 +1,7 @@
-"""The seam to zarr's, s3fs's and fsspec's private names stays in ``ngff_writer/_compat.py``.
+"""The seam to zarr's, s3fs's and fsspec's private names stays in ``ngff_writer/_storage/compat.py``.
 
 The scan below fails when a module other than ``_compat`` uses a private name of theirs
-(see the module docstring of :mod:`ngff_writer._compat` for what counts, and what does
+(see the module docstring of :mod:`ngff_writer._storage.compat` for what counts, and what does
 not). The rest checks that each name ``_compat`` relies on still means what it did.
 """
 
@@ -20,9 +20,9 @@ import pytest
 import zarr
 from zarr.storage import LocalStore, MemoryStore, WrapperStore
 
-from ngff_writer import _compat
+from ngff_writer._storage import compat as _compat
 
-PACKAGE = Path(_compat.__file__).parent
+PACKAGE = Path(_compat.__file__).parent.parent
 
 #: Modules not scanned yet: they are being changed elsewhere and will switch to ``_compat``
 #: (then leave this list) in that change.
@@ -91,14 +91,16 @@ def test_own_methods_named_store_are_not_private_names():
 
 def test_private_names_are_used_only_in_compat():
     found = []
-    for path in sorted(PACKAGE.glob("*.py")):
-        if path.name == "_compat.py" or path.name in NOT_YET_SCANNED:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(PACKAGE).as_posix()
+        if name == "_storage/compat.py" or name in NOT_YET_SCANNED:
             continue
         source = path.read_text()
         for number, code in sorted(_code_lines(source).items()):
             if any(re.search(pattern, code) for pattern in PRIVATE):
-                found.append(f"{path.name}:{number}: {source.splitlines()[number - 1].strip()}")
-    assert not found, "private names of zarr/s3fs/fsspec outside ngff_writer/_compat.py:\n" + "\n".join(found)
+                found.append(f"{name}:{number}: {source.splitlines()[number - 1].strip()}")
+    assert not found, ("private names of zarr/s3fs/fsspec outside ngff_writer/_storage/compat.py:\n"
+                       + "\n".join(found))
 
 
 def test_the_exemptions_name_existing_modules():

@@ -16,8 +16,8 @@ from zarr.registry import register_pipeline
 from zarr.storage import LocalStore, MemoryStore
 
 import ngff_writer as nw
-from ngff_writer.encode import ChunkWriter
-from ngff_writer.storage import run
+from ngff_writer._storage.stores import run
+from ngff_writer._write.encode import ChunkWriter
 
 SHAPE, CHUNKS = (5, 37, 70), (2, 16, 32)  # short chunks at the end of every axis
 

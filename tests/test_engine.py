@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ngff_writer as nw
-from ngff_writer import track
+from ngff_writer._track import log as track
 from ngff_writer.testing import abandon
 
 

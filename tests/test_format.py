@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ngff_writer as nw
-from ngff_writer.bookkeeping import FORMAT
+from ngff_writer._declare.bookkeeping import FORMAT
 
 
 def _image(tmp_path: Path, complete: bool) -> Path:

@@ -14,9 +14,9 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import LocalStore
 
 import ngff_writer as nw
-from ngff_writer import localstore
-from ngff_writer.localstore import DirectLocalStore
-from ngff_writer.validate import validate_image
+from ngff_writer._output.validate import validate_image
+from ngff_writer._storage import localstore
+from ngff_writer._storage.localstore import DirectLocalStore
 
 # Around the block size, around the direct threshold, and past one buffer (two writes).
 SIZES = [0, 1, 4095, 4096, 4097, (256 << 10) - 1, 256 << 10, (256 << 10) + 1, (16 << 20) + 4097]

@@ -134,9 +134,9 @@ def _write_then_die(root: str, indices: list[int], crash: str | None, nxt: int) 
         img.progress()  # waits until this writer's data is stored
         die()
     if crash == "before-record":
-        import ngff_writer.track
+        import ngff_writer._track.log
 
-        ngff_writer.track.Ledger.record = die  # type: ignore[method-assign]
+        ngff_writer._track.log.Ledger.record = die  # type: ignore[method-assign]
     elif crash == "record-rename":
         import pathlib
 

@@ -13,7 +13,7 @@ from stores import CountingStore, FaultyStore
 from zarr.storage import LocalStore, WrapperStore
 
 import ngff_writer as nw
-from ngff_writer import pipeline
+from ngff_writer._write import pipeline
 
 SAMPLE = (64, 64)
 NBYTES = 64 * 64 * 4

@@ -14,10 +14,10 @@ from zarr.storage import LocalStore
 
 import ngff_writer as nw
 from ngff_writer import InvalidChunksError, SpecError, SpecMismatchError
-from ngff_writer.pyramid import downsample
-from ngff_writer.spec import parse_image_spec
+from ngff_writer._declare.pyramid import downsample
+from ngff_writer._declare.spec import parse_image_spec
+from ngff_writer._track.log import Ledger
 from ngff_writer.testing import abandon
-from ngff_writer.track import Ledger
 
 
 def block_mean(x: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:

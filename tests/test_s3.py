@@ -8,8 +8,8 @@ import zarr
 from zarr.storage import FsspecStore, ObjectStore
 
 import ngff_writer as nw
-from ngff_writer.storage import base_store, open_store
-from ngff_writer.validate import validate_image
+from ngff_writer._output.validate import validate_image
+from ngff_writer._storage.stores import base_store, open_store
 
 SAMPLES = np.random.default_rng(11).random((6, 32, 32), dtype=np.float32)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ngff_writer import InvalidAxesError, InvalidChunksError, SpecError, UnsupportedDtypeError
-from ngff_writer.spec import ImageSpec, parse_image_spec
+from ngff_writer._declare.spec import ImageSpec, parse_image_spec
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ngff_writer.stats import Summary, Window, merge, merge_channels, summarize, windows
+from ngff_writer._ngff.stats import Summary, Window, merge, merge_channels, summarize, windows
 
 
 def _window(parts, percentiles=(1.0, 99.0), dtype=None):

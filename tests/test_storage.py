@@ -13,8 +13,7 @@ import pytest
 from stores import FaultyStore
 from zarr.storage import LocalStore, MemoryStore
 
-from ngff_writer.errors import CorruptError, StoreError
-from ngff_writer.storage import (
+from ngff_writer._storage.stores import (
     atomic_create,
     create_if_absent,
     delete_keys,
@@ -27,6 +26,7 @@ from ngff_writer.storage import (
     put_bytes,
     put_json,
 )
+from ngff_writer.errors import CorruptError, StoreError
 
 KINDS = ["local", "memory", "fsspec", "obstore", "faulty"]
 

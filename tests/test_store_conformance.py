@@ -21,10 +21,10 @@ from zarr.buffer import cpu
 from zarr.storage import LocalStore, MemoryStore
 from zarr.testing.store import StoreTests
 
-from ngff_writer import localstore
-from ngff_writer._compat import wrapped
-from ngff_writer.guard import GuardedStore
-from ngff_writer.localstore import DirectLocalStore
+from ngff_writer._storage import localstore
+from ngff_writer._storage.compat import wrapped
+from ngff_writer._storage.guard import GuardedStore
+from ngff_writer._storage.localstore import DirectLocalStore
 
 # anyio runs the async cases; the sync ones need its backend too, for the async `store` fixture.
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("anyio_backend")]

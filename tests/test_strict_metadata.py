@@ -57,7 +57,7 @@ def test_strict_fields_in_progress_and_final(tmp_path, version, axes, shape, pyr
 
 @pytest.mark.parametrize("version", ["0.5", "0.4"])
 def test_metadata_is_checked_by_ome_zarr_models_before_it_is_written(version):
-    from ngff_writer.ngff import checked
+    from ngff_writer._ngff.metadata import checked
 
     good = {"labels": ["cells"]}
     assert checked({"ome": {"version": "0.5", **good}} if version == "0.5" else good, "labels", version)

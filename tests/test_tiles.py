@@ -159,7 +159,7 @@ def test_edge_cases(tmp_path, rng, shape, patch, overlap, chunks):
 # ---- blend mode ------------------------------------------------------------------------
 def reference_blend(image: np.ndarray, patch, overlap, ramp) -> np.ndarray:
     """In-memory weighted blend of every tile (space axes last), summed in tile order."""
-    from ngff_writer.blend import tile_weights
+    from ngff_writer._write.blend import tile_weights
 
     space = image.shape[-len(patch):]
     total = np.zeros(image.shape, np.float64)
@@ -190,7 +190,7 @@ def test_blend_equals_in_memory_reference(tmp_path_factory, data, ndim, ramp):
     seed = data.draw(st.integers(0, 2**16), label="seed")
     image = np.random.default_rng(seed).random((2, *shape))  # c + space, float64 predictions
     tiles = list(noisy_tiles(image, patch, overlap, seed))
-    from ngff_writer.blend import tile_weights
+    from ngff_writer._write.blend import tile_weights
 
     expected, weight = np.zeros(image.shape), np.zeros(shape)
     for t, tile in tiles:

@@ -120,9 +120,9 @@ def test_writers_deleting_the_same_fragments_at_once_both_succeed(tmp_path):
 
     from zarr.storage import LocalStore
 
-    from ngff_writer.assemble import Part
-    from ngff_writer.bookkeeping import ImageKeys
-    from ngff_writer.fragments import Fragments
+    from ngff_writer._declare.bookkeeping import ImageKeys
+    from ngff_writer._write.assemble import Part
+    from ngff_writer._write.fragments import Fragments
 
     store = LocalStore(tmp_path / "s.zarr")
     writers = [Fragments(store, ImageKeys("p", 3), 0, f"w{k}") for k in range(2)]

@@ -3,7 +3,7 @@
 Images are declared with the default ``pyramid="auto"``: 24 x 40 pixels in 16 x 16 chunks
 get two levels below full resolution, checked against 2x2 means computed here.
 
-Every declared-axes case of the sample-axis mapping (``ngff_writer.spec``) is written with
+Every declared-axes case of the sample-axis mapping (``ngff_writer._declare.spec``) is written with
 random float32 samples in shuffled order to a real directory store, for NGFF 0.4 and 0.5,
 then checked against a reference built independently of the library: the declared-order
 array transposed to the stored order ``t s c z y x`` (for ``s t c z y x``, ``s`` and ``t``

@@ -1,0 +1,170 @@
+"""What an image holds, read from its metadata and arrays: levels, codecs, sizes, channels.
+
+Works on any OME-Zarr image (NGFF 0.4 or 0.5), ngff-writer's or another tool's: it reads
+only the OME metadata and the arrays' own metadata, plus the sizes of stored objects.
+``ngff-writer info`` prints it; :func:`describe_image` is the Python face.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+
+from .._storage.stores import node_attributes, run, store_errors
+from ..errors import CorruptError
+
+__all__ = ["ChannelInfo", "ImageInfo", "LevelInfo", "describe_image", "ome_block"]
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    """One resolution level: an array of the image.
+
+    Attributes
+    ----------
+    path
+        Array path inside the image group.
+    shape, chunks, shards
+        Array, chunk and shard shapes (``shards`` None when the array is not sharded).
+    dtype
+        Data type (numpy name).
+    codecs
+        Names of the codecs applied to each chunk, in order (``"blosc(zstd, 3)"``...).
+    scale
+        Pixel size from the OME metadata.
+    stored_bytes
+        Bytes of the objects stored under the array (metadata included).
+    nbytes
+        Bytes of the array uncompressed.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    dtype: str
+    codecs: tuple[str, ...]
+    scale: tuple[float, ...]
+    stored_bytes: int
+    nbytes: int
+
+    @property
+    def ratio(self) -> float | None:
+        """Compression ratio: uncompressed over stored bytes (None when nothing is stored)."""
+        return self.nbytes / self.stored_bytes if self.stored_bytes else None
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """One channel's display settings (``omero``): label, colour and contrast window."""
+
+    label: str
+    color: str | None
+    window: dict[str, float] | None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An OME-Zarr image: where it is, who wrote it, its axes, levels and channels.
+
+    ``status`` is ngff-writer's (``"in_progress"``, ``"complete"``), None for other tools';
+    ``fingerprint`` what produced the data, when the writer said.
+    """
+
+    path: str
+    ngff_version: str
+    written_by: str
+    axes: tuple[str, ...]
+    units: tuple[str | None, ...]
+    levels: tuple[LevelInfo, ...]
+    channels: tuple[ChannelInfo, ...]
+    status: str | None = None
+    fingerprint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``ngff-writer info --json``)."""
+        out = asdict(self)
+        for level, info in zip(out["levels"], self.levels):
+            level["ratio"] = info.ratio
+        return out
+
+
+def ome_block(attributes: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The NGFF version and the block holding ``multiscales`` of an image's attributes."""
+    if isinstance(attributes.get("ome"), dict):
+        ome = attributes["ome"]
+        return str(ome.get("version", "0.5")), ome
+    multiscales = attributes.get("multiscales")
+    version = "0.4"
+    if isinstance(multiscales, list) and multiscales and isinstance(multiscales[0], dict):
+        version = str(multiscales[0].get("version", "0.4"))
+    return version, attributes
+
+
+def _codec_name(codec: Any) -> str:
+    config = codec.to_dict() if hasattr(codec, "to_dict") else codec.get_config()
+    name = str(config.get("name") or config.get("id"))
+    inner = config.get("configuration", config)
+    if name == "blosc":
+        return f"blosc:{inner.get('cname')}-{inner.get('clevel')}:{inner.get('shuffle')}"
+    if "level" in inner:
+        return f"{name}-{inner['level']}"
+    return name
+
+
+def _codecs(array: zarr.Array[Any]) -> tuple[str, ...]:
+    # The serializer (bytes, endianness) says nothing a reader of this report needs.
+    return tuple(_codec_name(c) for c in (*array.filters, *array.compressors))
+
+
+def _level(store: Store, image: str, dataset: dict[str, Any]) -> LevelInfo:
+    path = f"{image}/{dataset['path']}" if image else str(dataset["path"])
+    with store_errors(f"reading array {path}", store):
+        array = zarr.open_array(store=store, path=path, mode="r")
+        stored = run(store.getsize_prefix(path))
+    scale: tuple[float, ...] = ()
+    for t in dataset.get("coordinateTransformations", []):
+        if isinstance(t, dict) and t.get("type") == "scale":
+            scale = tuple(float(v) for v in t.get("scale", ()))
+    return LevelInfo(path=str(dataset["path"]), shape=tuple(array.shape), chunks=tuple(array.chunks),
+                     shards=tuple(array.shards) if array.shards else None,
+                     dtype=str(np.dtype(array.dtype)), codecs=_codecs(array), scale=scale,
+                     stored_bytes=int(stored), nbytes=int(math.prod(array.shape)) * array.dtype.itemsize)
+
+
+def describe_image(store: Store, path: str) -> ImageInfo:
+    """Describe the OME-Zarr image at ``path`` in ``store`` ("" for the root).
+
+    Raises
+    ------
+    CorruptError
+        Its metadata cannot be read, or holds no multiscales.
+    StoreError
+        The store cannot be read.
+    """
+    node = node_attributes(store, path)
+    if node is None:
+        raise CorruptError(f"no group at {path or '/'}", key=f"{path}/zarr.json")
+    version, ome = ome_block(node[1])
+    multiscales = ome.get("multiscales")
+    if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
+        raise CorruptError(f"{path or '/'} has no OME multiscales", key=f"{path}/zarr.json")
+    ms = multiscales[0]
+    axes = tuple(a["name"] if isinstance(a, dict) else str(a) for a in ms.get("axes", []))
+    units = tuple(a.get("unit") if isinstance(a, dict) else None for a in ms.get("axes", []))
+    levels = tuple(_level(store, path, d) for d in ms.get("datasets", []))
+    channels = tuple(
+        ChannelInfo(label=str(c.get("label", "")), color=c.get("color"), window=c.get("window"))
+        for c in (ome.get("omero") or {}).get("channels", []) if isinstance(c, dict))
+    writer = node[1].get("ngff_writer")
+    status = writer.get("status") if isinstance(writer, dict) else None
+    fingerprint = writer.get("fingerprint") if isinstance(writer, dict) else None
+    return ImageInfo(path=path, ngff_version=version,
+                     written_by="ngff-writer" if isinstance(writer, dict) else "another tool",
+                     axes=axes, units=units, levels=levels, channels=channels, status=status,
+                     fingerprint=fingerprint if isinstance(fingerprint, str) else None)

@@ -1,0 +1,484 @@
+"""The one place that opens stores and moves ngff-writer's own objects in and out of them.
+
+Everything else talks to a :class:`zarr.abc.store.Store`: a local directory, a URL (on
+obstore's client or fsspec's, :mod:`ngff_writer._storage.s3`), or a store object the caller built.
+Bulk array data goes through zarr arrays; this module handles the small objects
+ngff-writer owns (group metadata, log segments, fragments) and turns whatever a backend raises into a
+:class:`~ngff_writer.errors.StoreError` that names the operation and the key.
+
+What each store guarantees to the bookkeeping
+---------------------------------------------
+Every object ngff-writer writes has a name no other writer uses, except one: an image's
+declaration, which must be created exactly once. :func:`create_if_absent` does that
+with the store's atomic primitive where it has one: ``os.link`` on
+:class:`~zarr.storage.LocalStore`, a conditional PUT (``If-None-Match: *``) on S3
+through s3fs or obstore, a dict's ``setdefault`` in
+:class:`~zarr.storage.MemoryStore`. On other stores it checks, then writes; two writers
+declaring the same image with different settings at the same instant may then both
+believe they won (:func:`atomic_create` tells which case applies). Listings are never
+trusted to be fresh: a writer that needs another's objects lists with a recursive
+listing, which fsspec does not serve from its cache, and URLs are opened with
+fsspec's listings cache off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+from collections.abc import Coroutine, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import zarr
+from zarr.abc.store import Store
+from zarr.buffer import default_buffer_prototype
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore
+
+from ..errors import CorruptError, NgffWriterError, ReadOnlyError, StoreError
+from .compat import s3_create, use_fused_pipeline, wrapped, zarr_sync
+from .guard import GuardedStore
+from .s3 import obstore_for
+
+__all__ = [
+    "Mode", "StoreLike", "atomic_create", "base_store", "create_if_absent", "delete_keys", "delete_tree",
+    "describe", "get_bytes", "get_json", "get_many", "is_temporary", "join", "key_exists", "list_dir",
+    "list_prefix", "open_store",
+    "put_bytes", "put_json", "read_only_array", "repair_hint", "store_errors", "sweep_temporary",
+    "without_new_threads",
+]
+
+Mode = Literal["w-", "w", "a", "r"]
+StoreLike = str | Path | Store
+
+
+def open_store(root: StoreLike, mode: Mode, storage_options: dict[str, Any] | None = None, *,
+               timeout: float = 60.0, retries: int = 3) -> Store:
+    """Return a zarr store for ``root`` (a path, a URL such as ``s3://b/x.zarr``, or a store).
+
+    Parameters
+    ----------
+    root
+        Where the output lives.
+    mode
+        ``"r"`` opens read-only; every other mode opens for writing.
+    storage_options
+        fsspec's options for URLs (credentials, ``endpoint_url``...). The listings cache
+        is off unless these options turn it on (see the module docstring). An ``s3://``
+        URL whose options obstore understands opens on obstore's faster client
+        (:mod:`ngff_writer._storage.s3`).
+    timeout, retries
+        For remote stores: seconds one store call may take, and further attempts after a
+        timeout or a lost connection (:mod:`ngff_writer._storage.guard`).
+    """
+    read_only = mode == "r"
+    if isinstance(root, Store):
+        if not read_only and root.read_only:
+            raise StoreError(f"store {root} is read-only but mode={mode!r} needs writes")
+        store = root
+    elif isinstance(root, str) and "://" in root and not root.startswith("file://"):
+        options = {"use_listings_cache": False, **(storage_options or {})}
+        try:
+            store = obstore_for(root, storage_options, read_only) or \
+                FsspecStore.from_url(root, storage_options=options, read_only=read_only)
+        except (ImportError, ValueError, OSError) as exc:
+            raise StoreError(f"cannot open {root!r}: {exc}") from exc
+    else:
+        path = Path(str(root).removeprefix("file://")).expanduser()
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"{path} exists and is not a directory")
+        return LocalStore(path, read_only=read_only)
+    if isinstance(base_store(store), (LocalStore, MemoryStore)) or _guard_of(store) is not None:
+        return store
+    return GuardedStore(store, timeout, retries)
+
+
+def _guard_of(store: Store) -> GuardedStore | None:
+    while isinstance(store, WrapperStore):
+        if isinstance(store, GuardedStore):
+            return store
+        store = wrapped(store)
+    return None
+
+
+def join(*parts: str) -> str:
+    """Join store path parts with "/", skipping empty ones (the root is "")."""
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+def describe(store: Store) -> str:
+    """A short human name for a store (its path or URL)."""
+    if isinstance(store, LocalStore):
+        return str(store.root)
+    return str(getattr(store, "path", store))
+
+
+@contextlib.contextmanager
+def store_errors(what: str, store: Store | None = None) -> Iterator[None]:
+    """Backend failures inside become :class:`StoreError` naming ``what`` (and the store).
+
+    Our own errors pass through; anything else a store raises (``OSError`` with errno 28,
+    ``PermissionError``, botocore's ``EndpointConnectionError``...) is re-raised as a
+    ``StoreError`` whose ``__cause__`` is the original. A backend is free to raise any
+    type, so everything but our own errors is mapped here, at the storage seam only.
+    """
+    try:
+        yield
+    except NgffWriterError:
+        raise
+    except Exception as exc:
+        where = f" in {describe(store)}" if store is not None else ""
+        raise StoreError(f"{what}{where} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def run[T](coro: Coroutine[Any, Any, T]) -> T:
+    """Run a store coroutine on zarr's own event loop (the loop its sync API uses).
+
+    zarr has no public way to do this, and it must be that loop: an fsspec store's async
+    client (s3fs's aiohttp session) is bound to the loop zarr first used it on (see
+    :mod:`ngff_writer._storage.compat`).
+    """
+    return zarr_sync(coro)
+
+
+class _InlineExecutor(ThreadPoolExecutor):
+    """Runs each call in the caller's thread: an executor that never starts a thread."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def without_new_threads() -> None:
+    """From now on, run zarr's store and codec work without starting a thread (at interpreter exit).
+
+    Python 3.12.0-3.12.2 refuse to start threads once the interpreter begins to exit, which
+    is when an output left open is closed. zarr's local store and codecs run their work
+    through ``asyncio.to_thread`` on its loop's default executor, and its codec pipeline
+    through a pool, both of which start threads when they need more: this makes the first
+    run each call on zarr's loop thread and the second run inline. Slower (one call at a
+    time), and only for the moments before the process ends.
+    """
+    zarr.config.set({"codec_pipeline.max_workers": 1})  # the one write of zarr.config: at exit
+
+    async def swap() -> None:
+        asyncio.get_running_loop().set_default_executor(_InlineExecutor(max_workers=1))
+
+    run(swap())
+
+
+def _buffer(data: bytes) -> Any:
+    return default_buffer_prototype().buffer.from_bytes(data)
+
+
+def _encode(obj: Any) -> bytes:
+    return json.dumps(_clean(obj), separators=(",", ":")).encode()
+
+
+def _clean(obj: Any) -> Any:
+    # JSON has no NaN or infinity; statistics never need them, so they become null.
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def repair_hint(store: Store) -> str:
+    """What to run after a :class:`CorruptError` in ``store``: the end of its message."""
+    return (f"run `ngff-writer repair {describe(store)}` (in Python: "
+            f"ngff_writer.repair_output(...)) with no writer running, then write again what it "
+            "reports missing")
+
+
+def _decode(store: Store, key: str, raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptError(
+            f"{key} in {describe(store)} is not readable JSON ({len(raw)} bytes: {exc}); "
+            f"{repair_hint(store)}", key=key,
+        ) from exc
+
+
+# ---- single objects ------------------------------------------------------------------------
+def get_bytes(store: Store, key: str) -> bytes | None:
+    """The bytes at ``key``, or None when there is none."""
+    with store_errors(f"reading {key}", store):
+        buf = run(store.get(key, prototype=default_buffer_prototype()))
+    return None if buf is None else buf.to_bytes()
+
+
+def put_bytes(store: Store, key: str, data: bytes) -> None:
+    """Write ``data`` at ``key`` (a whole-object write, atomic on LocalStore and object stores)."""
+    with store_errors(f"writing {key}", store):
+        run(store.set(key, _buffer(data)))
+
+
+def get_json(store: Store, key: str) -> Any | None:
+    """The JSON at ``key``, or None when there is none; :class:`CorruptError` if unreadable."""
+    raw = get_bytes(store, key)
+    return None if raw is None else _decode(store, key, raw)
+
+
+def put_json(store: Store, key: str, obj: Any) -> None:
+    """Write ``obj`` as JSON at ``key``."""
+    put_bytes(store, key, _encode(obj))
+
+
+def get_many(store: Store, keys: Iterable[str]) -> dict[str, bytes | None]:
+    """Read several objects at once (concurrently); a missing key maps to None."""
+    keys = list(keys)
+
+    async def fetch() -> list[Any]:
+        proto = default_buffer_prototype()
+        return await asyncio.gather(*(store.get(k, prototype=proto) for k in keys))
+
+    with store_errors(f"reading {len(keys)} objects under {keys[0] if keys else ''}", store):
+        bufs = run(fetch()) if keys else []
+    return {k: (None if b is None else b.to_bytes()) for k, b in zip(keys, bufs, strict=True)}
+
+
+def base_store(store: Store) -> Store:
+    """The store under any wrappers (the guard, a user's ``WrapperStore``)."""
+    while isinstance(store, WrapperStore):
+        store = wrapped(store)
+    return store
+
+
+
+def key_exists(store: Store, key: str) -> bool:
+    """True when an object (not a prefix) is stored at ``key``."""
+    with store_errors(f"looking for {key}", store):
+        return run(store.exists(key))
+
+
+def atomic_create(store: Store) -> bool:
+    """True when :func:`create_if_absent` is atomic on ``store`` (see the module docstring)."""
+    base = base_store(store)
+    if isinstance(base, (LocalStore, MemoryStore)):
+        return True
+    if isinstance(base, FsspecStore):
+        return "s3" in _protocols(base)
+    return type(base).__name__ == "ObjectStore"
+
+
+def _protocols(store: FsspecStore) -> tuple[str, ...]:
+    protocol = store.fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def create_if_absent(store: Store, key: str, data: bytes) -> bytes:
+    """Write ``data`` at ``key`` unless an object is there; return what is there afterwards.
+
+    The returned bytes equal ``data`` when this call created the object (or another
+    writer created the same bytes) and are the other object otherwise.
+    """
+    base = base_store(store)
+    with store_errors(f"creating {key}", store):
+        if isinstance(base, FsspecStore) and "s3" in _protocols(base):
+            # zarr's FsspecStore checks, then writes; s3fs offers S3's conditional PUT.
+            def put() -> Coroutine[Any, Any, Any]:
+                return s3_create(base.fs, f"{base.path.rstrip('/')}/{key}", data)
+
+            guard = _guard_of(store)
+            try:
+                run(guard.call(put) if guard is not None else put())
+            except FileExistsError:
+                pass
+        else:
+            run(store.set_if_not_exists(key, _buffer(data)))
+    stored = get_bytes(store, key)
+    if stored is None:
+        raise StoreError(f"{key} was created in {describe(store)} but cannot be read back")
+    return stored
+
+
+# ---- listings and deletes -----------------------------------------------------------------
+def is_temporary(key: str) -> bool:
+    """True for a store's temporary file: zarr's LocalStore writes ``<name>.<uuid>.partial``
+    and renames it into place, so a writer killed in between leaves one behind."""
+    return key.endswith(".partial")
+
+
+def sweep_temporary(store: Store, prefix: str) -> int:
+    """Delete the temporary files (see :func:`is_temporary`) under ``prefix``; return how many.
+
+    Only local directories have them (object stores write whole objects), so this walks
+    the directory itself: zarr's own listing of a large image takes seconds.
+    """
+    base = base_store(store)
+    if not isinstance(base, LocalStore):
+        return 0
+    gone = 0
+    with store_errors(f"sweeping temporary files under {prefix or '/'}", store):
+        for folder, _, files in os.walk(Path(base.root) / prefix):
+            for name in files:
+                if is_temporary(name):
+                    Path(folder, name).unlink(missing_ok=True)
+                    gone += 1
+    return gone
+
+
+
+def list_dir(store: Store, prefix: str) -> list[str]:
+    """Names directly under ``prefix`` (files and sub-prefixes)."""
+
+    async def collect() -> list[str]:
+        return [name async for name in store.list_dir(prefix)]
+
+    with store_errors(f"listing {prefix or '/'}", store):
+        return run(collect())
+
+
+def list_prefix(store: Store, prefix: str) -> list[str]:
+    """Every key under ``prefix`` (recursively; a fresh listing, see the module docstring)."""
+
+    async def collect() -> list[str]:
+        return [key async for key in store.list_prefix(prefix)]
+
+    with store_errors(f"listing {prefix or '/'}", store):
+        return run(collect())
+
+
+def is_empty(store: Store) -> bool:
+    """True when the store holds no key at all."""
+
+    async def first() -> bool:
+        async for _ in store.list_dir(""):
+            return False
+        return True
+
+    with store_errors("listing the store", store):
+        return run(first())
+
+
+def delete_keys(store: Store, keys: Iterable[str]) -> None:
+    """Delete ``keys`` (concurrently); a key already gone is not an error."""
+    keys = list(keys)
+
+    async def each() -> None:
+        await asyncio.gather(*(store.delete(key) for key in keys))
+
+    if keys:
+        with store_errors(f"deleting {len(keys)} objects under {keys[0]}", store):
+            run(each())
+
+
+def delete_tree(store: Store, prefix: str, attempts: int = 8) -> None:
+    """Delete every key under ``prefix``, while other writers may delete the same keys.
+
+    A store's recursive delete (``shutil.rmtree`` on LocalStore) fails when another
+    process removes a file under it first. Deleting key by key does not (a missing key is
+    a no-op), so the recursive delete that follows only removes emptied directories; a
+    race there is retried, over what is left.
+    """
+    for attempt in range(attempts):
+        try:
+            delete_keys(store, list_prefix(store, f"{prefix}/"))
+            with store_errors(f"deleting {prefix}", store):
+                run(store.delete_dir(prefix))
+            return
+        except StoreError:
+            if attempt + 1 == attempts:
+                raise
+
+
+
+# ---- groups ---------------------------------------------------------------------------------
+def node_attributes(store: Store, path: str) -> tuple[int, dict[str, Any]] | None:
+    """Return ``(zarr_format, attributes)`` of the group at ``path``, or None if there is none."""
+    prefix = f"{path}/" if path else ""
+    meta = get_json(store, f"{prefix}zarr.json")
+    if meta is not None:
+        if not isinstance(meta, dict) or meta.get("node_type") != "group":
+            return None
+        attributes = meta.get("attributes", {})
+        if not isinstance(attributes, dict):
+            raise CorruptError(f"{prefix}zarr.json in {describe(store)} has attributes that are not "
+                               "an object", key=f"{prefix}zarr.json")
+        return 3, attributes
+    if get_json(store, f"{prefix}.zgroup") is not None:
+        attributes = get_json(store, f"{prefix}.zattrs") or {}
+        if not isinstance(attributes, dict):
+            raise CorruptError(f"{prefix}.zattrs in {describe(store)} is not an object",
+                               key=f"{prefix}.zattrs")
+        return 2, attributes
+    return None
+
+
+def group_document(zarr_format: int, attributes: dict[str, Any]) -> tuple[str, bytes]:
+    """The attributes document of a group: its name and bytes (``zarr.json`` or ``.zattrs``)."""
+    if zarr_format == 3:
+        return "zarr.json", _encode({"zarr_format": 3, "node_type": "group", "attributes": attributes})
+    return ".zattrs", _encode(attributes)
+
+
+def write_group(store: Store, path: str, zarr_format: int, attributes: dict[str, Any]) -> None:
+    """Write group metadata with ``attributes`` at ``path``, replacing what was there.
+
+    Hand-written rather than ``zarr.open_group(...).attrs.put``: that would read the
+    existing node first. For format 2 the attributes go first, so a group that exists
+    always has them.
+    """
+    prefix = f"{path}/" if path else ""
+    name, data = group_document(zarr_format, attributes)
+    put_bytes(store, f"{prefix}{name}", data)
+    if zarr_format == 2:
+        put_json(store, f"{prefix}.zgroup", {"zarr_format": 2})
+
+
+def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array[Any]:
+    """Open an array for ngff-writer's writes, with zarr's fused codec pipeline where zarr's default is set.
+
+    The fused pipeline encodes whole chunks 1.3-2.5x faster than zarr's default on these
+    machines (``benchmarks/``), and writes whole shards in one pass. It is chosen for
+    this array only: ``zarr.config`` is never written, and a pipeline the user chose there
+    (zarrs, say) is kept.
+    """
+    with store_errors(f"opening the array {path}", store):
+        array = zarr.open_array(store, path=path, mode=mode)
+    use_fused_pipeline(array.async_array)
+    return array
+
+
+class ReadOnlyArray(zarr.Array):  # type: ignore[type-arg]
+    """A zarr array whose every write raises :class:`ReadOnlyError`: an image's data, handed to users.
+
+    A write straight into the array would store data the image's log never hears of:
+    the image would never complete, and pyramid levels and contrast windows would miss
+    it. zarr has no read-only view of an array on a writable store, so the writing
+    methods are refused here, pointing at the tracked ones.
+    """
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise ReadOnlyError(
+            f"the array {self.path!r} is read-only: writes go through the image, which tracks them "
+            "(image.write_sample(index, data), write_block(data, start), write_region or write_tile)"
+        )
+
+    __setitem__ = _refuse
+    set_basic_selection = _refuse
+    set_orthogonal_selection = _refuse
+    set_mask_selection = _refuse
+    set_coordinate_selection = _refuse
+    set_block_selection = _refuse
+    resize = _refuse
+    append = _refuse
+    update_attributes = _refuse
+
+
+def read_only_array(store: Store, path: str) -> ReadOnlyArray:
+    """Open the array at ``path`` for reading only (see :class:`ReadOnlyArray`)."""
+    with store_errors(f"opening the array {path}", store):
+        array = zarr.open_array(store, path=path, mode="r")
+    return ReadOnlyArray(array.async_array)
