@@ -78,6 +78,7 @@ class Closer:
             except Exception as exc:
                 errors.append(exc)
         self.pipelines.clear()
+        self.context.recycler.trim()  # the memory of its copies, unless another output uses it
         if self.owns_context:
             try:
                 self.context.close()

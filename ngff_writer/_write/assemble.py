@@ -41,7 +41,7 @@ import dataclasses
 import enum
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -398,7 +398,8 @@ class Assembler:
 
     # ---- taking a region ---------------------------------------------------------------------
     def add(self, region: Region, block: np.ndarray, part_id: PartId | None = None,
-            copy: bool = False) -> tuple[list[Piece], list[tuple[int, ...]]]:
+            copy: Callable[[np.ndarray], np.ndarray] | None = None
+            ) -> tuple[list[Piece], list[tuple[int, ...]]]:
         """Take ``block`` for ``region`` (stored order).
 
         Parameters
@@ -408,7 +409,8 @@ class Assembler:
         part_id
             Identity of the contribution (blend: the tile start); default: the region.
         copy
-            Copy the whole units of ``block`` too (they are stored after the call returns).
+            What copies the whole units out of ``block`` (they are stored after the call
+            returns); None when ``block`` is the assembler's to keep.
 
         Returns
         -------
@@ -447,7 +449,7 @@ class Assembler:
             local = tuple(slice(r.start - s.start, r.stop - s.start)
                           for r, s in zip(inner_region, region, strict=True))
             data = block[local]
-            ready.append(Piece(inner_region, np.array(data, copy=True) if copy else data, p.inner))
+            ready.append(Piece(inner_region, copy(data) if copy is not None else data, p.inner))
         for idx, local, source in takes:
             buffer = self._held.get(idx)
             if buffer is None:

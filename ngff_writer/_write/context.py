@@ -31,6 +31,7 @@ import zarr
 
 from ..errors import ClosedError, SpecError
 from .engine import Engine
+from .memory import Recycler
 
 __all__ = ["Context", "check_setting", "default_context"]
 
@@ -73,10 +74,12 @@ class Workers(Executor):
             try:
                 result = call()
             except BaseException as exc:
+                del item, call  # its arguments go before anyone is told (memory.Recycler)
                 future.set_exception(exc)
             else:
+                del item, call
                 future.set_result(result)
-            del item, call, future
+            del future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if self._shut:
@@ -177,6 +180,8 @@ class Context:
         self.timeout = float(timeout)
         self.retries = retries
         self.budget = Budget(inflight_bytes)
+        #: Memory for the copies write calls make, kept for the next ones (up to the budget).
+        self.recycler = Recycler(inflight_bytes)
         self.name = f"ngff-writer-{next(_NUMBERS)}"
         self._lock = threading.Lock()
         self._pools: tuple[Workers, Workers, Workers, Workers] | None = None
@@ -324,6 +329,7 @@ class Context:
             for pool in self._pools:
                 pool.shutdown(wait=True)
             self._pools = None
+        self.recycler.trim()
         _CONTEXTS.discard(self)
         if errors:
             raise errors[0]
@@ -338,6 +344,7 @@ class Context:
         self._closers.clear()
         self._ledgers = weakref.WeakKeyDictionary()
         self.budget = Budget(self.budget.limit)
+        self.recycler = Recycler(self.budget.limit)
 
 
 #: The least value of each integer setting; the others are seconds (> 0).

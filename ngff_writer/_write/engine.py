@@ -35,6 +35,8 @@ from .encode import ChunkWriter
 __all__ = ["Engine", "StoreJob", "Threads"]
 
 Region = tuple[slice, ...]
+#: What a job holds once its data is stored (or its store failed).
+_LET_GO = np.empty(0, np.uint8)
 #: Jobs (and bytes) one worker stores in one call at most.
 _BATCH_JOBS, _BATCH_BYTES = 64, 64 << 20
 
@@ -46,6 +48,8 @@ class StoreJob:
     ``done(error, results)`` is called once, in a worker thread: ``error`` is None and
     ``results`` holds what each ``beside`` call returned, in order, or ``error`` is the
     :class:`StoreError` (or the exception of a ``beside`` call) and ``results`` is empty.
+    The job lets go of ``data`` first: told that it is stored, a writer may reuse its
+    memory at once (:mod:`ngff_writer._write.memory`).
     """
 
     array: zarr.AsyncArray[Any]
@@ -59,10 +63,11 @@ class StoreJob:
     direct: ChunkWriter | None = None
     #: What the job stores, for error messages ("level 0 of image 'p'").
     what: str = ""
+    #: Bytes of ``data`` (kept once the data is let go).
+    nbytes: int = dataclasses.field(init=False)
 
-    @property
-    def nbytes(self) -> int:
-        return self.data.nbytes
+    def __post_init__(self) -> None:
+        self.nbytes = self.data.nbytes
 
 
 class Threads(Protocol):
@@ -112,6 +117,7 @@ class Engine:
         except BaseException as exc:  # never leave a job untold
             outcomes = [(exc, [])] * len(batch)
         for job, (error, results) in zip(batch, outcomes, strict=True):
+            job.data = _LET_GO
             try:
                 job.done(error, results)
             except BaseException as exc:  # a callback's own bug: tell, never lose the thread

@@ -224,7 +224,8 @@ class Pipeline:
         budget.take(block.nbytes, give_up=lambda: bool(self._errors))
         lw = self.levels[0]
         try:
-            pieces, to_spill = lw.assembler.add(region, block, part_id, copy=copy)
+            pieces, to_spill = lw.assembler.add(region, block, part_id,
+                                                copy=self.context.recycler.copy if copy else None)
         except BaseException:
             budget.give(block.nbytes)
             raise
@@ -274,36 +275,40 @@ class Pipeline:
             beside.append(partial(downsample, factors=factors, method=self.spec.pyramid_method))
         self.engine.submit(StoreJob(
             lw.array().async_array, piece.region, piece.box, piece.data,
-            done=partial(self._landed, lw, piece, after), beside=beside, direct=lw.direct,
+            done=partial(self._landed, lw, piece.region, piece.box, piece.data.nbytes, after),
+            beside=beside, direct=lw.direct,
             what=self._what[lw.index]))
 
     # ---- the engine's threads ------------------------------------------------------------------
-    def _landed(self, lw: LevelWriter, piece: Piece, after: Callable[[], None] | None,
-                error: BaseException | None, results: list[Any]) -> None:
-        """A worker stored ``piece`` (or failed to): record it, after its data; queue its reduction."""
+    def _landed(self, lw: LevelWriter, region: Region, box: Box, nbytes: int,
+                after: Callable[[], None] | None, error: BaseException | None, results: list[Any]) -> None:
+        """A worker stored a piece (or failed to): record it, after its data; queue its reduction.
+
+        Told where the piece was and how large, not the piece: its data is let go by now.
+        """
         summary = results.pop(0) if results and lw.index == 0 and self._statistics else None
         reduced = results.pop(0) if results else None
         if error is None and not self._abandoned:
             try:
                 # A completed unit's fragments go only once its record is committed.
-                self.ledger.record(lw.index, piece.box, summary, then=after)
+                self.ledger.record(lw.index, box, summary, then=after)
             except BaseException as exc:
                 error = exc
-        self.context.budget.give(piece.data.nbytes)
+        self.context.budget.give(nbytes)
         freed: list[tuple[Piece, Callable[[], None] | None]] = []
         with self._cond:
-            lw.inflight[box_slices(piece.box)] -= 1
+            lw.inflight[box_slices(box)] -= 1
             self._jobs -= 1
             if error is not None:
                 self._errors.append(error)
                 # Its units count as not stored, so writing them again is taken.
                 if lw.index == 0:
-                    self._failed.append(piece.box)
+                    self._failed.append(box)
                 else:
-                    self._queue.append(("forget", lw.index, piece.box, None))
+                    self._queue.append(("forget", lw.index, box, None))
             elif reduced is not None and not self._abandoned:
                 self._queue.append(("feed", lw.index + 1,
-                                    target_region(piece.region, self.levels[lw.index + 1].geometry.factors),
+                                    target_region(region, self.levels[lw.index + 1].geometry.factors),
                                     reduced))
                 self.context.budget.count(reduced.nbytes)
             while lw.parked and not lw.inflight[box_slices(lw.parked[0][0].box)].any():
@@ -365,7 +370,7 @@ class Pipeline:
         self.context.budget.give(data.nbytes)
         if self._abandoned:
             return
-        pieces, to_spill = lw.assembler.add(where, data, None, copy=False)
+        pieces, to_spill = lw.assembler.add(where, data, None)
         self._submit(lw, pieces)
         self._spill(lw, to_spill)
 
