@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,24 @@ def test_a_closed_context_refuses_new_outputs(tmp_path):
     with pytest.raises(nw.ClosedError):
         nw.open_output(tmp_path / "o.zarr", context=ctx)
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_an_output_with_a_long_commit_interval_delays_no_other(tmp_path):
+    # The committer waits a quarter of the shortest interval it knows; an output opened
+    # later with a shorter one must not wait for the first one's (here 15 minutes).
+    with nw.Context() as ctx:
+        slow = nw.open_output(tmp_path / "slow.zarr", context=ctx, commit_interval=3600)
+        slow.create_image("i", (4, 8, 8), "syx", pyramid=None).write_sample(0, np.ones((8, 8), np.float32))
+        time.sleep(0.5)  # the committer is in its long wait now
+        with nw.open_output(tmp_path / "fast.zarr", context=ctx) as fast:
+            image = fast.create_image("i", (4, 8, 8), "syx", pyramid=None)
+            image.write_sample(0, np.ones((8, 8), np.float32))
+            log = tmp_path / "fast.zarr" / "i" / "ngff_writer" / "log"
+            deadline = time.monotonic() + 10
+            while not (log.exists() and any(log.iterdir())) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert log.exists() and any(log.iterdir()), "the record waited for the other output's interval"
+        slow.close()
 
 
 @pytest.mark.parametrize(("setting", "value"), [("store_threads", 0), ("inflight_bytes", -1),

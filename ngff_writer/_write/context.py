@@ -189,6 +189,7 @@ class Context:
         self._ledgers: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._committer: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a ledger was watched: the committer's wait is cut short
         self._closers: list[Callable[[], None]] = []
         self._closed = False
         _CONTEXTS.add(self)
@@ -275,6 +276,10 @@ class Context:
                 self._committer = threading.Thread(target=_commit_loop, args=(weakref.ref(self),),
                                                    name=f"{self.name}-commit", daemon=True)
                 self._committer.start()
+        # The committer waits a quarter of the shortest interval it knew: a ledger with a
+        # shorter one must not wait for that (an output with commit_interval=3600 opened
+        # first would otherwise hold every later output's records for 15 minutes).
+        self._wake.set()
 
     def unwatch(self, ledger: Any) -> None:
         """Stop committing ``ledger`` in the background (its writer is gone)."""
@@ -322,6 +327,7 @@ class Context:
         self._closers.clear()
         self._closed = True
         self._stop.set()
+        self._wake.set()
         if self._committer is not None and self._committer is not threading.current_thread():
             self._committer.join()
         self._committer = None
@@ -341,6 +347,7 @@ class Context:
         self._engine = None
         self._committer = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._closers.clear()
         self._ledgers = weakref.WeakKeyDictionary()
         self.budget = Budget(self.budget.limit)
@@ -374,10 +381,12 @@ def _commit_loop(ref: weakref.ref[Context]) -> None:
         context = ref()
         if context is None or context._stop.is_set():
             return
-        stop, interval = context._stop, context._interval()
+        stop, wake, interval = context._stop, context._wake, context._interval()
         context.commit_due()
         del context
-        if stop.wait(interval / 4):
+        wake.wait(interval / 4)
+        wake.clear()
+        if stop.is_set():
             return
 
 

@@ -12,7 +12,10 @@ the context's budget of data in flight, and copies into it.
 A block is lent again only once nothing refers to it: every array cut from a block (the
 units being stored, encoded or reduced, and any view of those) has the block as its
 ``base``, so the block's reference count tells whether one is alive. Nothing has to give
-a block back, and a block still being read is never written over.
+a block back, and a block still being read is never written over. What a free block's
+count reads is measured on a probe when the recycler is made (interpreters differ in the
+references they borrow); where counts are not exact (a free-threaded build) nothing is
+kept and every copy gets new memory.
 """
 
 from __future__ import annotations
@@ -42,8 +45,12 @@ class Recycler:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._blocks: list[np.ndarray] = []
         self._lock = threading.Lock()
+        # The count of a block held by the list alone, read as every later check reads it.
+        self._blocks: list[np.ndarray] = [np.empty(0, np.uint8)]
+        self._free_count = self._refs(0)
+        self._blocks.clear()
+        self._exact = getattr(sys, "_is_gil_enabled", lambda: True)()
         #: Copies of ``SMALLEST`` bytes or more that found no free block (new memory).
         self.misses = 0
 
@@ -54,7 +61,7 @@ class Recycler:
 
     def copy(self, data: np.ndarray) -> np.ndarray:
         """A C-ordered copy of ``data``, in a free block where one fits."""
-        block = self._lend(data.nbytes) if data.nbytes >= SMALLEST else None
+        block = self._lend(data.nbytes) if data.nbytes >= SMALLEST and self._exact else None
         if block is None:
             self.misses += data.nbytes >= SMALLEST
             return np.array(data, order="C", copy=True)
@@ -72,9 +79,12 @@ class Recycler:
         with self._lock:
             self._blocks = []
 
+    def _refs(self, k: int) -> int:
+        return sys.getrefcount(self._blocks[k])
+
     def _free(self, k: int) -> bool:
-        # Referred to by the list and by getrefcount's argument alone: no array uses it.
-        return sys.getrefcount(self._blocks[k]) == 2
+        # Referred to as the probe was, by the list alone: no array uses it.
+        return self._refs(k) == self._free_count
 
     def _lend(self, nbytes: int) -> np.ndarray | None:
         size = -(-nbytes // STEP) * STEP
