@@ -888,3 +888,23 @@ def test_a_run_into_one_collection_equals_one_store_per_source(tmp_path, tiled):
 def test_collection_names_one_directory():
     with pytest.raises(nw.SpecError, match="collection"):
         OmeZarrWriteStrategy(collection="a/b.ome.zarr")
+
+
+@pytest.mark.parametrize("copy_predictions", [False, True])
+def test_predictions_are_stored_from_the_arrays_handed_over(tmp_path, copy_predictions):
+    # CAREamics never writes into a prediction once its callback has it, so by default
+    # the strategy stores from it without a copy (no memory kept, no copy made); with
+    # copy_predictions=True each is copied (into the context's kept memory).
+    arr = np.random.default_rng(1).random((4, 512, 512)).astype(np.float32)
+    src = Source(arr, "SYX", "array", data_idx=0, c_out=1, additional_metadata={})
+    stream = predictions(src)
+    with nw.Context(inflight_bytes=8 << 20) as context:
+        strategy = OmeZarrWriteStrategy(context=context, copy_predictions=copy_predictions)
+        strategy.write_batch(tmp_path, stream[:2])
+        copied = context.recycler.kept > 0 or context.recycler.misses > 0
+        strategy.write_batch(tmp_path, stream[2:])
+        assert finalize_quietly(strategy) == []
+    assert copied == copy_predictions
+    [path] = outputs(tmp_path)
+    expected = np.stack([np.asarray(p.data) for p in stream])
+    np.testing.assert_array_equal(stored(tmp_path / path), expected.reshape(stored(tmp_path / path).shape))

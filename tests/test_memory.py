@@ -79,3 +79,46 @@ def test_samples_written_from_one_reused_buffer_are_each_stored(tmp_path):
         stored = out["i"].array[:]
     assert [float(stored[i].min()) for i in range(24)] == [float(stored[i].max()) for i in range(24)]
     assert [int(stored[i, 0, 0, 0, 0]) for i in range(24)] == list(range(24))
+
+
+def test_a_sample_handed_over_is_stored_without_a_copy(tmp_path):
+    # copy=False: the writer stores from the caller's own arrays (no block is kept, no
+    # copy is made), and each lands as handed over once flush returns.
+    samples = [np.full((1, 16, 256, 256), i, dtype=np.float32) for i in range(6)]
+    with nw.Context(inflight_bytes=12 << 20) as context:
+        with nw.open_output(tmp_path / "o.zarr", context=context) as out:
+            image = out.create_image("i", (6, 1, 16, 256, 256), "sczyx", pyramid=1)
+            for i, sample in enumerate(samples):
+                image.write_sample(i, sample, copy=False)
+            image.flush()
+            assert context.recycler.kept == 0 and context.recycler.misses == 0
+            for sample in samples:
+                sample[...] = -1  # the caller's to reuse once flush returned
+        with nw.open_output(tmp_path / "o.zarr", mode="r") as out:
+            assert out["i"].is_final
+            stored = out["i"].array[:]
+            level1 = out["i"].level(1)[:]
+    np.testing.assert_array_equal(stored[:, 0, 0, 0, 0], np.arange(6, dtype=np.float32))
+    assert np.all(stored.min(axis=(1, 2, 3, 4)) == stored.max(axis=(1, 2, 3, 4)))
+    np.testing.assert_array_equal(level1[:, 0, 0, 0, 0], np.arange(6, dtype=np.float32))
+
+
+def test_a_handed_over_region_tile_and_block_land_as_copied_ones_do(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.random((2, 1, 64, 64)).astype(np.float32)
+    tile = rng.random((1, 48, 64)).astype(np.float32)
+    stores = {}
+    for copy in (True, False):
+        path = tmp_path / f"{copy}.zarr"
+        with nw.open_output(path) as out:
+            image = out.create_image("i", (3, 1, 64, 64), "scyx", chunks=(1, 1, 32, 32), pyramid=None)
+            image.write_block(data, (0, 0, 0, 0), copy=copy)
+            image.write_region(2, data[0, :, :40], (0, 0), copy=copy)
+            image.write_tile(2, tile, crop_start=(8, 0), crop_size=(24, 64),
+                             stitch_start=(40, 0), copy=copy)
+        with nw.open_output(path, mode="r") as out:
+            stores[copy] = out["i"].array[:]
+    np.testing.assert_array_equal(stores[False], stores[True])
+    np.testing.assert_array_equal(stores[False][:2], data)
+    np.testing.assert_array_equal(stores[False][2, :, :40], data[0, :, :40])
+    np.testing.assert_array_equal(stores[False][2, :, 40:], tile[:, 8:32])

@@ -171,6 +171,13 @@ class OmeZarrWriteStrategy:
         The :class:`~ngff_writer.Context` (threads, budget of data in flight) every output
         of the strategy writes with; default: :func:`~ngff_writer.default_context`. All
         the strategy's outputs share it, so an output kept open per source costs no threads.
+    copy_predictions
+        False (default): each prediction is stored from the array CAREamics hands over,
+        without a copy (``copy=False`` in :meth:`~ngff_writer.Image.write_sample`), so
+        the predict loop does not wait for one. CAREamics never writes into a prediction
+        once its callback has it (its own write strategies keep them, uncopied, until an
+        image is complete). True: copy each, for a loop of your own that reuses its output
+        buffer between batches.
 
     Attributes
     ----------
@@ -196,6 +203,7 @@ class OmeZarrWriteStrategy:
         pyramid: Any = "auto",
         collection: str | None = None,
         context: Context | None = None,
+        copy_predictions: bool = False,
     ) -> None:
         if tile_mode not in ("crop", "blend"):
             raise SpecError(f"tile_mode must be 'crop' or 'blend', got {tile_mode!r}")
@@ -214,6 +222,7 @@ class OmeZarrWriteStrategy:
         self.overwrite = overwrite
         self.max_buffer_bytes = max_buffer_bytes
         self.pyramid = pyramid
+        self.copy_predictions = bool(copy_predictions)
         if collection is not None and (not isinstance(collection, str) or not collection
                                        or "/" in collection.strip("/")):
             raise SpecError(f"collection must be a directory name such as 'predictions.ome.zarr', "
@@ -353,21 +362,21 @@ class OmeZarrWriteStrategy:
             data = data[0]
         # Into an image that is complete already (this job's: a re-run, another rank's or
         # process's work, a sampler's padding) a write is a retry that changes nothing.
-        self._store(target.image, spec, sample, data)
+        self._store(target.image, spec, sample, data, self.copy_predictions)
 
     @staticmethod
-    def _store(image: Image, spec: Mapping[str, Any], sample: int, data: np.ndarray) -> None:
+    def _store(image: Image, spec: Mapping[str, Any], sample: int, data: np.ndarray, copy: bool) -> None:
         if "crop_coords" in spec:
             image.write_tile(sample, data, crop_start=_ints(spec["crop_coords"]),
                              crop_size=_ints(spec["crop_size"]),
-                             stitch_start=_ints(spec["stitch_coords"]))
+                             stitch_start=_ints(spec["stitch_coords"]), copy=copy)
         else:
             n_space = sum(a in "zyx" for a in image.spec.axes)
             coords = _ints(spec.get("coords", (0,) * n_space))
             if any(coords) or data.shape != image.spec.layout.sample_shape:
-                image.write_region(sample, data, start=coords)
+                image.write_region(sample, data, start=coords, copy=copy)
             else:
-                image.write_sample(sample, data)
+                image.write_sample(sample, data, copy=copy)
 
     def _target(self, dirpath: Path, pred: Any, data: np.ndarray, data_idx: int) -> _Target:
         place = self._place(dirpath, str(pred.source), data_idx)
