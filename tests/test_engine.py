@@ -105,10 +105,32 @@ def test_an_output_with_a_long_commit_interval_delays_no_other(tmp_path):
 
 
 @pytest.mark.parametrize(("setting", "value"), [("store_threads", 0), ("inflight_bytes", -1),
-                                                ("commit_interval", 0), ("timeout", "1"), ("retries", 1.5)])
+                                                ("commit_interval", 0), ("timeout", "1"), ("retries", 1.5),
+                                                ("nice", -1), ("nice", 20), ("nice", True)])
 def test_a_context_refuses_bad_settings(setting, value):
     with pytest.raises(nw.SpecError, match=setting):
         nw.Context(**{setting: value})
+
+
+def _niceness(thread_name: str) -> int:
+    thread = next(t for t in threading.enumerate() if t.name == thread_name)
+    return os.getpriority(os.PRIO_PROCESS, thread.native_id)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+@pytest.mark.parametrize("nice", [10, 0])
+def test_the_writer_threads_yield_to_the_callers(tmp_path, nice):
+    # The threads that store, encode and reduce are `nice` steps less favoured than the
+    # caller's (a model, a data loader): writing takes the cores they leave.
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with nw.Context(nice=nice) as ctx, nw.open_output(tmp_path / "o.zarr", context=ctx) as out:
+        out.create_image("p", (2, 8, 8), "syx").write_sample(0, np.ones((8, 8), np.float32))
+        for pool in ("store", "encode", "beside", "pipeline"):
+            assert _niceness(f"{ctx.name}-{pool}_0") == min(19, caller + nice)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
+        assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == caller  # the process is untouched
+    with nw.open_output(tmp_path / "o.zarr", mode="r") as ro:
+        np.testing.assert_array_equal(ro["p"].array[0], np.ones((8, 8), np.float32))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

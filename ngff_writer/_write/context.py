@@ -21,6 +21,7 @@ import atexit
 import itertools
 import os
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -46,9 +47,9 @@ class Workers(Executor):
     front are still there, and still take work, until the handler is done.
     """
 
-    def __init__(self, n: int, name: str) -> None:
+    def __init__(self, n: int, name: str, nice: int = 0) -> None:
         self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._loop, name=f"{name}_{k}", daemon=True)
+        self._threads = [threading.Thread(target=self._loop, args=(nice,), name=f"{name}_{k}", daemon=True)
                          for k in range(n)]
         self._shut = False
         for thread in self._threads:
@@ -66,7 +67,8 @@ class Workers(Executor):
         self._queue.put((lambda: fn(*args, **kwargs), future))
         return future
 
-    def _loop(self) -> None:
+    def _loop(self, nice: int) -> None:
+        lower_priority(nice)
         while (item := self._queue.get()) is not None:
             call, future = item
             if not future.set_running_or_notify_cancel():
@@ -91,6 +93,23 @@ class Workers(Executor):
             for thread in self._threads:
                 if thread is not threading.current_thread():
                     thread.join()
+
+
+def lower_priority(nice: int) -> None:
+    """Make the calling thread ``nice`` steps less favoured by the scheduler (Linux; else nothing).
+
+    On Linux a thread's id names it alone to ``setpriority`` (not its process), so this
+    reaches no other thread. Elsewhere an id would name a process: nothing is done.
+    Raising a niceness needs no privilege; where it is refused anyway, the thread keeps
+    its priority (writing is then only less polite, never wrong).
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        pass
 
 
 class Budget:
@@ -158,6 +177,12 @@ class Context:
         For remote stores (URLs, obstore): seconds one store call may take, and further
         attempts after a timeout or a lost connection, before a
         :class:`~ngff_writer.StoreError` is raised. Local directories are not affected.
+    nice
+        How much less favoured by the scheduler the context's threads are than the
+        process's others, on Linux (a ``nice`` increment, 0 to 19; elsewhere ignored).
+        Default 10: the threads that compute a model, load data or feed a GPU get the
+        cores first, and writing takes what they leave; a writer that falls behind
+        slows the loop only through the budget's wait, as it would anyway. 0: equal.
 
     Notes
     -----
@@ -168,10 +193,10 @@ class Context:
 
     def __init__(self, *, store_threads: int = 2, encode_threads: int | None = None,
                  inflight_bytes: int = 96 << 20, commit_interval: float = 1.0,
-                 timeout: float = 60.0, retries: int = 3) -> None:
+                 timeout: float = 60.0, retries: int = 3, nice: int = 10) -> None:
         for name, value in (("store_threads", store_threads), ("encode_threads", encode_threads),
                             ("inflight_bytes", inflight_bytes), ("commit_interval", commit_interval),
-                            ("timeout", timeout), ("retries", retries)):
+                            ("timeout", timeout), ("retries", retries), ("nice", nice)):
             if value is not None:
                 check_setting(name, value)
         self.store_threads = store_threads
@@ -179,6 +204,7 @@ class Context:
         self.commit_interval = float(commit_interval)
         self.timeout = float(timeout)
         self.retries = retries
+        self.nice = nice
         self.budget = Budget(inflight_bytes)
         #: Memory for the copies write calls make, kept for the next ones (up to the budget).
         self.recycler = Recycler(inflight_bytes)
@@ -226,12 +252,13 @@ class Context:
             if self._pools is None:
                 encoders = (self.encode_threads or zarr.config.get("codec_pipeline.max_workers", None)
                             or os.cpu_count() or 1)
-                self._pools = (Workers(self.store_threads, f"{self.name}-store"),
-                               Workers(2, f"{self.name}-beside"),
-                               Workers(encoders, f"{self.name}-encode"),
+                nice = self.nice
+                self._pools = (Workers(self.store_threads, f"{self.name}-store", nice),
+                               Workers(2, f"{self.name}-beside", nice),
+                               Workers(encoders, f"{self.name}-encode", nice),
                                # Apart from the helpers: a pipeline waits for stores, which
                                # wait for the helpers' statistics and reductions.
-                               Workers(2, f"{self.name}-pipeline"))
+                               Workers(2, f"{self.name}-pipeline", nice))
             return self._pools
 
     @property
@@ -355,7 +382,9 @@ class Context:
 
 
 #: The least value of each integer setting; the others are seconds (> 0).
-_LEAST = {"store_threads": 1, "workers": 1, "encode_threads": 1, "inflight_bytes": 0, "retries": 0}
+_LEAST = {"store_threads": 1, "workers": 1, "encode_threads": 1, "inflight_bytes": 0, "retries": 0,
+          "nice": 0}
+_MOST = {"nice": 19}
 
 
 def check_setting(name: str, value: Any) -> None:
@@ -367,8 +396,11 @@ def check_setting(name: str, value: Any) -> None:
 
 
 def _check_int(name: str, value: Any, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise SpecError(f"{name} must be an int >= {least}, got {value!r}")
+    most = _MOST.get(name)
+    beyond = most is not None and isinstance(value, int) and value > most
+    if isinstance(value, bool) or not isinstance(value, int) or value < least or beyond:
+        bound = f"from {least} to {most}" if most is not None else f">= {least}"
+        raise SpecError(f"{name} must be an int {bound}, got {value!r}")
 
 
 def _check_seconds(name: str, value: Any) -> None:
