@@ -853,7 +853,7 @@ def test_a_run_into_one_collection_equals_one_store_per_source(tmp_path, tiled):
     each, images = run(tmp_path / "each", "SCZYX", tiled, seed=3)
     one, _ = run(tmp_path / "one", "SCZYX", tiled, seed=3, collection="run.ome.zarr", fingerprint="model A")
     root = one / "run.ome.zarr"
-    series = zarr.open_group(root / "OME", mode="r").attrs["series"]
+    series = zarr.open_group(root / "OME", mode="r").attrs["ome"]["series"]
     assert series == [str(src.data_idx) for src, _ in images]
     with nw.open_output(root, mode="r") as out:
         for src, _ in images:

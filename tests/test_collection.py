@@ -18,6 +18,12 @@ import ngff_writer as nw
 OME = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 
 
+def listed_series(root) -> list[str]:
+    """The OME group's series list, where the NGFF version keeps it."""
+    attrs = zarr.open_group(root / "OME", mode="r").attrs.asdict()
+    return attrs["ome"]["series"] if "ome" in attrs else attrs["series"]
+
+
 @pytest.fixture(params=["0.5", "0.4"])
 def collection(request, tmp_path):
     """Six series declared in interleaved order by two spawned writers at once."""
@@ -32,7 +38,7 @@ def collection(request, tmp_path):
 
 def test_every_series_is_listed_with_its_title_and_size(collection):
     root, _ = collection
-    assert zarr.open_group(root / "OME", mode="r").attrs["series"] == [str(i) for i in range(6)]
+    assert listed_series(root) == [str(i) for i in range(6)]
     xml = ET.fromstring((root / "OME/METADATA.ome.xml").read_bytes())
     images = xml.findall(f"{OME}Image")
     assert [(i.get("ID"), i.get("Name")) for i in images] == [(f"Image:{k}", f"source_{k}.tif")
@@ -52,6 +58,41 @@ def test_ome_zarr_models_validate_the_collection(collection):
     module = importlib.import_module(f"ome_zarr_models.v0{version[-1]}.bioformats2raw")
     model = module.BioFormats2Raw.from_zarr(zarr.open_group(root, mode="r"))
     assert sorted(model.images) == [str(i) for i in range(6)]
+
+
+def test_the_ome_group_passes_the_ngff_schema(collection):
+    # NGFF 0.5 keeps the series list under "ome" with the version (its ome.schema); 0.4 at
+    # the top of the OME group's .zattrs.
+    root, version = collection
+    yaozarrs = pytest.importorskip("yaozarrs")
+    if version == "0.5":
+        document = json.loads((root / "OME" / "zarr.json").read_text())
+        assert "series" not in document["attributes"]
+        assert document["attributes"]["ome"] == {"version": "0.5", "series": [str(i) for i in range(6)]}
+        yaozarrs.validate_ome_json((root / "OME" / "zarr.json").read_text())
+        yaozarrs.validate_ome_json((root / "zarr.json").read_text())
+    else:
+        assert json.loads((root / "OME" / ".zattrs").read_text())["series"] == [str(i) for i in range(6)]
+
+
+def test_a_05_collection_with_its_list_at_the_top_is_read_and_mended(tmp_path):
+    # Written by an earlier ngff-writer: the list beside "ome", not in it. Its series are
+    # still listed, and the next declaration moves the list where NGFF 0.5 keeps it.
+    root = tmp_path / "old.ome.zarr"
+    with nw.open_output(root) as out:
+        for i in range(2):
+            out.create_series(i, (4, 4), "yx", pyramid=None).write_sample(0, np.ones((4, 4), np.float32))
+    path = root / "OME" / "zarr.json"
+    document = json.loads(path.read_text())
+    ome = document["attributes"]["ome"]
+    document["attributes"]["series"] = ome.pop("series")
+    path.write_text(json.dumps(document))
+    with nw.open_output(root, mode="a") as out:
+        out.create_series(2, (4, 4), "yx", pyramid=None).write_sample(0, np.ones((4, 4), np.float32))
+    attributes = json.loads(path.read_text())["attributes"]
+    assert "series" not in attributes and attributes["ome"]["series"] == ["0", "1", "2"]
+    with nw.open_output(root, mode="r") as out:
+        assert out.images() == ["0", "1", "2"]
 
 
 def test_napari_opens_every_series(collection):
@@ -106,9 +147,9 @@ def test_declaring_many_series_rewrites_the_list_a_logarithmic_number_of_times(t
     with nw.open_output(root) as out:
         for i in range(300):
             out.create_series(i, (4, 4), "yx", pyramid=None)
-            listed = zarr.open_group(root / "OME", mode="r").attrs["series"]
+            listed = listed_series(root)
             assert len(listed) >= (i + 1) // 2  # never more than half behind
         assert len(calls) <= 10
-    assert zarr.open_group(root / "OME", mode="r").attrs["series"] == [str(i) for i in range(300)]
+    assert listed_series(root) == [str(i) for i in range(300)]
     names = [i.get("ID") for i in ET.fromstring((root / "OME/METADATA.ome.xml").read_bytes())]
     assert names == [f"Image:{i}" for i in range(300)]

@@ -80,6 +80,28 @@ def ome_xml(series: dict[str, dict[str, Any]]) -> bytes:
     return xml
 
 
+def _series_list(attributes: dict[str, Any]) -> list[Any]:
+    """The ``OME`` group's series list: under ``ome`` in NGFF 0.5, at the top in 0.4.
+
+    A 0.5 collection written by an earlier ngff-writer keeps its list at the top, as 0.4
+    does: it is still read (and moved under ``ome`` when the list is next written).
+    """
+    ome = attributes.get("ome")
+    listed = ome.get("series") if isinstance(ome, dict) else None
+    if listed is None:
+        listed = attributes.get("series")
+    return listed if isinstance(listed, list) else []
+
+
+def _with_series(attributes: dict[str, Any], series: list[str], version: str) -> dict[str, Any]:
+    if version == "0.5":
+        # NGFF 0.5 (its ome.schema): {"ome": {"version": "0.5", "series": [...]}}.
+        rest = {k: v for k, v in attributes.items() if k != "series"}
+        ome = attributes.get("ome")
+        return {**rest, "ome": {**(ome if isinstance(ome, dict) else {}), "version": "0.5", "series": series}}
+    return {**attributes, "series": series}
+
+
 def register_series(store: Store, version: str) -> list[str]:
     """Make the ``OME`` group's ``series`` list and OME-XML name every series in the root.
 
@@ -91,7 +113,7 @@ def register_series(store: Store, version: str) -> list[str]:
     def listed(attributes: dict[str, Any]) -> set[str]:
         block = attributes.get(WRITER_KEY, {})
         summaries.update(block.get("series", {}) if isinstance(block, dict) else {})
-        return {str(s) for s in attributes.get("series", [])} & set(summaries)
+        return {str(s) for s in _series_list(attributes)} & set(summaries)
 
     def present() -> set[str]:
         for child in list_dir(store, ""):
@@ -103,7 +125,7 @@ def register_series(store: Store, version: str) -> list[str]:
         return set(summaries)
 
     def document(entries: set[str], attributes: dict[str, Any]) -> dict[str, Any]:
-        return {**attributes, "series": sorted(entries, key=int),
+        return {**_with_series(attributes, sorted(entries, key=int), version),
                 WRITER_KEY: {"series": {e: summaries[e] for e in entries}}}
 
     def write_xml(entries: set[str]) -> None:
