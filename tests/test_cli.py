@@ -211,6 +211,20 @@ def test_info_describes_levels_codecs_sizes_and_channels(tmp_path):
     assert "blosc:zstd-3:shuffle" in table and "1x32x32" in table and "in progress" in table
 
 
+def test_info_shows_pixel_sizes_units_and_placement(tmp_path):
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("roi", (2, 32, 32), "syx", scale={"y": 0.65, "x": 0.5}, units="micrometer",
+                         translation={"y": 100.0}, pyramid=1)
+        out.create_image("plain", (2, 32, 32), "syx", pyramid=None)
+    table = cli("info", str(root)).stdout
+    assert "pixel size: s 1, y 0.65 micrometer, x 0.5 micrometer; first pixel at y 100" in table
+    assert "pixel size: s 1, y 1, x 1\n" in table.replace("\r", "")  # no unit, not placed
+    report = json.loads(cli("info", str(root), "--json").stdout)
+    levels = {im["path"]: im["levels"] for im in report["images"]}
+    assert levels["roi"][1]["translation"] == [0.0, 100.325, 0.25]
+
+
 # ---- finalize ----------------------------------------------------------------------------------
 def test_finalize_finishes_what_a_failed_writer_left_and_lists_the_incomplete(tmp_path):
     root = tmp_path / "o.zarr"

@@ -148,6 +148,9 @@ class OmeZarrWriteStrategy:
         Stored dtype; default: the prediction's. Narrowing (float64 → float32) is allowed.
     scale, units
         Physical pixel sizes and unit, as in ``create_image``.
+    translation
+        Where every image lies in a larger space (``{"y": 1024.0, "x": 0.0}``: a crop of a
+        larger volume), as in ``create_image``.
     overwrite
         Replace an image that holds another job's predictions (another fingerprint, or
         other settings) instead of refusing it; one of this very job is continued. As
@@ -197,6 +200,7 @@ class OmeZarrWriteStrategy:
         blend_ramp: str = "cosine",
         dtype: Any = None,
         scale: Mapping[str, float] | None = None,
+        translation: Mapping[str, float] | None = None,
         units: str | Mapping[str, str] | None = None,
         overwrite: bool = False,
         max_buffer_bytes: int = 1 << 30,
@@ -218,6 +222,7 @@ class OmeZarrWriteStrategy:
         self.blend_ramp = blend_ramp
         self.dtype = dtype
         self.scale = scale
+        self.translation = translation
         self.units = units
         self.overwrite = overwrite
         self.max_buffer_bytes = max_buffer_bytes
@@ -299,7 +304,9 @@ class OmeZarrWriteStrategy:
         return {"ngff_version": self.ngff_version, "chunks": self.chunks, "compressor": self.compressor,
                 "tile_mode": self.tile_mode, "blend": blend,
                 "dtype": None if self.dtype is None else np.dtype(self.dtype).str,
-                "scale": self.scale, "units": self.units, "pyramid": self.pyramid}
+                "scale": self.scale, "units": self.units, "pyramid": self.pyramid,
+                # Named only when given: the fingerprints of jobs from before it stay the same.
+                **({"translation": self.translation} if self.translation else {})}
 
     def _image_fingerprint(self, source: str, data_idx: int) -> str | None:
         """The fingerprint stored with one source's image: the job's, naming the source."""
@@ -438,7 +445,8 @@ class OmeZarrWriteStrategy:
         # ngff-writer wrote, and no live writer's).
         options = {"sample_axes": "".join(a for a in "st" if a in declared) or None,
                    "chunks": self.chunks, "compressor": self.compressor, "scale": self.scale,
-                   "units": self.units, "cast": "same_kind", "blend": blend, "pyramid": self.pyramid,
+                   "translation": self.translation, "units": self.units, "cast": "same_kind",
+                   "blend": blend, "pyramid": self.pyramid,
                    "exist_ok": True, "fingerprint": self._image_fingerprint(str(pred.source), data_idx),
                    "overwrite": self.overwrite}
         shape = tuple(sizes[a] for a in declared)

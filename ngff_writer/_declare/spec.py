@@ -237,6 +237,10 @@ class Level:
         Physical pixel size (level 0's times the accumulated factors).
     factors
         Reduction from the level above (all 1 for level 0).
+    translation
+        Where the centre of the level's first pixel lies, in physical units: level 0's
+        is the image's; each reduction that stands for a block (mean, max, mode) moves it
+        to the block's centre, half a block less half a pixel of the level above.
     """
 
     path: str
@@ -245,6 +249,7 @@ class Level:
     shards: tuple[int, ...] | None
     scale: tuple[float, ...]
     factors: tuple[int, ...]
+    translation: tuple[float, ...]
 
     @property
     def unit(self) -> tuple[int, ...]:
@@ -279,6 +284,7 @@ class ImageSpec:
     pyramid: Pyramid | None = None
     label: Label | None = None
     title: str | None = None
+    translation: tuple[float, ...] | None = None
 
     # ---- derived --------------------------------------------------------------------
     @cached_property
@@ -381,7 +387,7 @@ class ImageSpec:
         return cls(**kw)
 
 
-_OPTIONAL_SINCE_0_2 = ("label", "title")
+_OPTIONAL_SINCE_0_2 = ("label", "title", "translation")
 
 
 # ---- parsing ---------------------------------------------------------------------------
@@ -539,6 +545,7 @@ def parse_image_spec(
     compressor: Any = "default",
     fill_value: float | int | bool = 0,
     scale: Mapping[str, float] | Sequence[float] | None = None,
+    translation: Mapping[str, float] | Sequence[float] | None = None,
     units: str | Mapping[str, str] | None = None,
     channel_names: Sequence[str] | None = None,
     channel_colors: Sequence[str] | None = None,
@@ -629,6 +636,7 @@ def parse_image_spec(
         blend=_parse_blend(blend, axes, shape_t),
         label=label,
         title=_parse_title(title),
+        translation=_parse_translation(translation, axes),
     )
     resolved = _resolve_pyramid(spec, levels_wanted, factors, method)
     return dataclasses.replace(spec, pyramid=resolved) if resolved is not None else spec
@@ -749,17 +757,23 @@ def _stored_factors(spec: ImageSpec) -> tuple[int, ...]:
 def _levels(spec: ImageSpec) -> tuple[Level, ...]:
     shape, chunks, shards = spec.layout.shape, spec.stored_chunks, spec.stored_shards
     scale = spec.stored(spec.scale)
+    translation = spec.stored(spec.translation) if spec.translation else (0.0,) * len(shape)
     ones = (1,) * len(shape)
-    levels = [Level("0", shape, chunks, shards, scale, ones)]
+    levels = [Level("0", shape, chunks, shards, scale, ones, translation)]
     if spec.pyramid is None:
         return tuple(levels)
     factors = _stored_factors(spec)
+    # "nearest" keeps each block's first pixel where it was; the other methods stand for
+    # the whole block, whose centre is (f - 1) / 2 pixels of the level above further on.
+    shift = 0.0 if spec.pyramid.method == "nearest" else 0.5
     for k in range(1, spec.pyramid.levels + 1):
         shape = level_shape(shape, factors)
         level_chunks = level_blocks(chunks, shape)
         level_shards = None if shards is None else level_blocks(shards, shape, level_chunks)
+        translation = tuple(t + shift * (f - 1) * s
+                            for t, f, s in zip(translation, factors, scale, strict=True))
         scale = tuple(s * f for s, f in zip(scale, factors, strict=True))
-        levels.append(Level(str(k), shape, level_chunks, level_shards, scale, factors))
+        levels.append(Level(str(k), shape, level_chunks, level_shards, scale, factors, translation))
     return tuple(levels)
 
 
@@ -868,6 +882,22 @@ def _parse_scale(scale: Any, axes: str) -> tuple[float, ...]:
     if not all(math.isfinite(v) and v > 0 for v in out):
         raise SpecError(f"scale entries must be finite and > 0, got {out}")
     return out
+
+
+def _parse_translation(translation: Any, axes: str) -> tuple[float, ...] | None:
+    if translation is None:
+        return None
+    values = _per_axis("translation", translation, axes, lambda a: 0.0)
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"translation must hold numbers, got {values!r}") from exc
+    if not all(math.isfinite(v) for v in out):
+        raise SpecError(f"translation entries must be finite, got {out}")
+    if any(v and a in "sc" for a, v in zip(axes, out, strict=True)):
+        raise SpecError(f"translation places the time and space axes (t, z, y, x), not s or c; "
+                        f"got {dict(zip(axes, out, strict=True))}")
+    return out if any(out) else None
 
 
 def _parse_units(units: Any, axes: str) -> tuple[str | None, ...]:

@@ -37,6 +37,9 @@ class LevelInfo:
         Names of the codecs applied to each chunk, in order (``"blosc(zstd, 3)"``...).
     scale
         Pixel size from the OME metadata.
+    translation
+        Position of the centre of the first pixel from the OME metadata (zeros when it
+        has none).
     stored_bytes
         Bytes of the objects stored under the array (metadata included).
     nbytes
@@ -52,6 +55,7 @@ class LevelInfo:
     scale: tuple[float, ...]
     stored_bytes: int
     nbytes: int
+    translation: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float | None:
@@ -128,13 +132,19 @@ def _level(store: Store, image: str, dataset: dict[str, Any]) -> LevelInfo:
         array = zarr.open_array(store=store, path=path, mode="r")
         stored = run(store.getsize_prefix(path))
     scale: tuple[float, ...] = ()
+    translation: tuple[float, ...] = (0.0,) * array.ndim
     for t in dataset.get("coordinateTransformations", []):
-        if isinstance(t, dict) and t.get("type") == "scale":
-            scale = tuple(float(v) for v in t.get("scale", ()))
+        if isinstance(t, dict) and t.get("type") in ("scale", "translation"):
+            values = tuple(float(v) for v in t.get(t["type"], ()))
+            if t["type"] == "scale":
+                scale = values
+            else:
+                translation = values
     return LevelInfo(path=str(dataset["path"]), shape=tuple(array.shape), chunks=tuple(array.chunks),
                      shards=tuple(array.shards) if array.shards else None,
                      dtype=str(np.dtype(array.dtype)), codecs=_codecs(array), scale=scale,
-                     stored_bytes=int(stored), nbytes=int(math.prod(array.shape)) * array.dtype.itemsize)
+                     stored_bytes=int(stored), nbytes=int(math.prod(array.shape)) * array.dtype.itemsize,
+                     translation=translation)
 
 
 def describe_image(store: Store, path: str) -> ImageInfo:

@@ -56,6 +56,7 @@ def label_declaration(parent: ImageSpec, path: str) -> dict[str, Any]:
         "chunks": per_axis(parent.chunks, 1),
         "shards": per_axis(parent.shards, 1),
         "scale": per_axis(parent.scale, 1.0),
+        "translation": per_axis(parent.translation, 0.0),
         "units": {a: u for a, u in zip(parent.axes, parent.units, strict=True) if u and a != "c"},
         "ngff_version": parent.ngff_version,
         "pyramid": pyramid,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from .._declare.bookkeeping import FORMAT, Identity, check_format
-from .._declare.spec import AXIS_TYPES, ImageSpec
+from .._declare.spec import AXIS_TYPES, ImageSpec, Level
 from .._version import __version__
 from ..errors import CorruptError, MetadataError
 from .stats import Window, default_window
@@ -45,13 +45,20 @@ def _axes(spec: ImageSpec) -> list[dict[str, str]]:
     return out
 
 
+def _transformations(level: Level) -> list[dict[str, Any]]:
+    # NGFF: a scale, then (optionally) one translation, per dataset.
+    out: list[dict[str, Any]] = [{"type": "scale", "scale": list(level.scale)}]
+    if any(level.translation):
+        out.append({"type": "translation", "translation": list(level.translation)})
+    return out
+
+
 def _multiscale(spec: ImageSpec) -> dict[str, Any]:
     ms: dict[str, Any] = {
         "name": spec.title or spec.name.rsplit("/", 1)[-1] or "image",
         "axes": _axes(spec),
         "datasets": [
-            {"path": level.path,
-             "coordinateTransformations": [{"type": "scale", "scale": list(level.scale)}]}
+            {"path": level.path, "coordinateTransformations": _transformations(level)}
             for level in spec.levels
         ],
     }

@@ -165,6 +165,7 @@ class Output:
         compressor: Any = "default",
         fill_value: float | int | bool = 0,
         scale: Mapping[str, float] | Sequence[float] | None = None,
+        translation: Mapping[str, float] | Sequence[float] | None = None,
         units: str | Mapping[str, str] | None = None,
         channel_names: Sequence[str] | None = None,
         channel_colors: Sequence[str] | None = None,
@@ -219,6 +220,12 @@ class Output:
         scale
             Physical pixel size per axis: a mapping such as ``{"z": 2.0, "y": 0.5}`` or a
             sequence in ``axes`` order. Default 1.
+        translation
+            Where the image lies in a larger space (a region of interest, a mosaic tile, a
+            crop): the physical position of the centre of its first pixel along the time
+            and space axes, as ``scale`` takes it (``{"y": 1024.0, "x": 512.0}``). Default
+            0. Written as NGFF ``coordinateTransformations`` on every level, each level's
+            following from the reduction (a mean moves it to the centre of the block).
         units
             A unit for every space axis (``"micrometer"``, ``"nm"``...) or a mapping per axis.
         channel_names, channel_colors
@@ -268,8 +275,8 @@ class Output:
         self._check_writable()
         spec = parse_image_spec(
             name, shape, axes, dtype, sample_axes=sample_axes, chunks=chunks, shards=shards,
-            compressor=compressor, fill_value=fill_value, scale=scale, units=units,
-            channel_names=channel_names, channel_colors=channel_colors,
+            compressor=compressor, fill_value=fill_value, scale=scale, translation=translation,
+            units=units, channel_names=channel_names, channel_colors=channel_colors,
             ngff_version=ngff_version or self.ngff_version, cast=cast,
             window_percentiles=window_percentiles, blend=blend, pyramid=pyramid, title=title,
         )
@@ -448,7 +455,9 @@ class Output:
         rows, columns
             A count (rows named ``A, B, ...``, columns ``1, 2, ...``) or the names.
         shape, axes, dtype, **image_options
-            One field's image, as :meth:`create_image` takes it.
+            One field's image, as :meth:`create_image` takes it. ``translation`` places every
+            field alike, or each field of a well apart: ``{0: {"y": 0, "x": 0}, 1: {"y": 0,
+            "x": 2048.0}}`` (keys: field index; a field not named is at 0).
         wells
             ``(row, column)`` pairs that hold fields; default: every row and column.
         fields
@@ -481,7 +490,18 @@ class Output:
             raise SpecError("a plate needs a name (it cannot be the output root)")
         version = image_options.get("ngff_version") or self.ngff_version
         image_options["ngff_version"] = version
-        specs = {path: parse_image_spec(path, shape, axes, dtype, **image_options)
+        # One translation for every field, or one per field index ({0: ..., 1: ...}).
+        translation = image_options.pop("translation", None)
+        per_field = isinstance(translation, Mapping) and bool(translation) and all(
+            isinstance(k, int) and not isinstance(k, bool) for k in translation)
+        if per_field and not set(translation) <= set(range(layout.fields)):
+            raise SpecError(f"translation: fields are 0-{layout.fields - 1}, got {sorted(translation)}")
+
+        def field_translation(path: str) -> Any:
+            return translation.get(int(path.rsplit("/", 1)[1])) if per_field else translation
+
+        specs = {path: parse_image_spec(path, shape, axes, dtype, translation=field_translation(path),
+                                        **image_options)
                  for path in layout.field_paths()}
         check_fingerprint(fingerprint)
         existing = read_plate(self.store, layout.name)

@@ -13,6 +13,7 @@ Three layers, each reported as sentences a user can act on:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,11 @@ def _check_arrays(info: ImageInfo, image: Image | None) -> list[str]:
                            ("scale", tuple(map(float, want.scale)), got.scale)):
             if a != b:
                 problems.append(f"level {got.path}: {what} {b}, declared {a}")
+        # Only where one was declared: images written before translations were (their
+        # lower levels carry none) stay valid.
+        if spec.translation and not all(math.isclose(a, b, abs_tol=1e-9)
+                                        for a, b in zip(want.translation, got.translation, strict=True)):
+            problems.append(f"level {got.path}: translation {got.translation}, declared {want.translation}")
         if got.dtype != str(spec.np_dtype):
             problems.append(f"level {got.path}: dtype {got.dtype}, declared {spec.np_dtype}")
     return problems

@@ -403,6 +403,7 @@ def info(path: str, options: dict[str, Any] | None, as_json: bool) -> None:
                           ", ".join(lv.codecs) or "none", _size(lv.stored_bytes),
                           f"{lv.ratio:.2f}" if lv.ratio else "-")
         node.add(table)
+        node.add(_placement(i))
         for c in i.channels:
             w = c.window or {}
             shown = [f"{v:.4g}" if isinstance(v, (int, float)) else "?"
@@ -410,6 +411,21 @@ def info(path: str, options: dict[str, Any] | None, as_json: bool) -> None:
             node.add(f"channel {c.label!r}: window {shown[0]} to {shown[1]}"
                      + (f", color {c.color}" if c.color else ""))
     _console().print(tree)
+
+
+def _placement(info: ImageInfo) -> str:
+    """Level 0's pixel size per axis with its unit, and the position of its first pixel if any."""
+    level = info.levels[0] if info.levels else None
+    if level is None or len(level.scale) != len(info.axes):
+        return "pixel size: not in the metadata"
+    units = info.units if len(info.units) == len(info.axes) else (None,) * len(info.axes)
+    sizes = ", ".join(f"{a} {v:g}" + (f" {u}" if u else "")
+                      for a, v, u in zip(info.axes, level.scale, units, strict=True) if a != "c")
+    text = f"pixel size: {sizes}"
+    if any(level.translation) and len(level.translation) == len(info.axes):
+        text += "; first pixel at " + ", ".join(f"{a} {v:g}" for a, v in
+                                                zip(info.axes, level.translation, strict=True) if v)
+    return text
 
 
 @cli.command(epilog="""\b
