@@ -3,13 +3,15 @@
 Open an output with :func:`open_output`, declare images with
 :meth:`Output.create_image` (segmentations with :meth:`Output.create_labels`, plates with
 :meth:`Output.create_plate`), write samples as they arrive with :meth:`Image.write_sample`;
-each image finalizes itself when its last block is stored.
+each image finalizes itself when its last block is stored. For an array in hand,
+:func:`write_image` does it all in one call.
 """
 
 from ._declare.spec import Blend, ImageSpec, Pyramid
 from ._ngff.plate import Plate, PlateProgress
 from ._output.handle import Image, Output, Progress, open_output
 from ._output.repair import repair_output
+from ._output.whole import write_image
 from ._storage.localstore import DirectLocalStore
 from ._version import __version__
 from ._write.context import Context, default_context
@@ -87,4 +89,5 @@ __all__ = [
     "default_context",
     "open_output",
     "repair_output",
+    "write_image",
 ]

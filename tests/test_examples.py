@@ -165,3 +165,20 @@ def test_plate_screen_from_two_processes(tmp_path):
     with nw.open_output(out, mode="r") as o:
         field = o.plate("screen").field("B", "2", 1)
         assert field.complete and field.array.shape == (2, 256, 256)
+
+
+def test_crop_of_a_volume(tmp_path):
+    out = tmp_path / "out.zarr"
+    assert run_example("crop_of_a_volume.py", str(out)) == 0
+    module = runpy.run_path(str(EXAMPLES / "crop_of_a_volume.py"))
+    raw = module["volume"]()
+    roi = zarr.open_array(out / "roi" / "0", mode="r")[:]
+    np.testing.assert_array_equal(roi, module["denoise"](raw[module["ROI"]]))
+    with nw.open_output(out, mode="r") as o:
+        assert o["roi"].is_final and o["volume"].is_final
+        np.testing.assert_array_equal(o["volume"].array[:], module["denoised_lazily"](raw).compute())
+    datasets = zarr.open_group(out / "roi", mode="r").attrs["ome"]["multiscales"][0]["datasets"]
+    assert datasets[0]["coordinateTransformations"][1]["translation"] == [32.0, 64.0, 96.0]
+    files = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert run_example("crop_of_a_volume.py", str(out)) == 0  # again: nothing changes
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == files

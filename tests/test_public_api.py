@@ -15,7 +15,7 @@ def test_public_names():
         "SampleIndexError", "ShapeMismatchError", "SpecError", "SpecMismatchError", "StoreError",
         "UnclosedOutputWarning", "UnknownImageError", "UnsupportedDtypeError", "WriteError", "__version__",
         "default_context", "open_output",
-        "repair_output",
+        "repair_output", "write_image",
     ])
     for name in ngff_writer.__all__:
         assert hasattr(ngff_writer, name)
