@@ -26,6 +26,7 @@ would reach for, so ``except ValueError`` keeps working::
     │   ├── SampleIndexError (IndexError)
     │   ├── LossyCastError (TypeError)
     │   ├── ImageFinalizedError                     (no longer raised: see its docstring)
+    │   ├── ImageNotFinalError                      editing the metadata of an image not final yet
     │   ├── OverlapError                            two different tiles overlap (crop mode)
     │   └── BufferFullError (MemoryError)           partial chunks past max_buffer_bytes
     └── ClosedError (RuntimeError)                  using an output after close()
@@ -45,6 +46,7 @@ __all__ = [
     "DuplicateImageError",
     "FormatVersionError",
     "ImageFinalizedError",
+    "ImageNotFinalError",
     "ImageReplacedError",
     "InvalidAxesError",
     "InvalidChunksError",
@@ -197,6 +199,10 @@ class ImageFinalizedError(WriteError):
     (accepted, nothing changes), and another job is refused when it declares the image
     (:class:`OutputExistsError`). Kept so that ``except ImageFinalizedError`` still works.
     """
+
+
+class ImageNotFinalError(WriteError):
+    """The image is still being written: its display metadata can be edited once it is final."""
 
 
 class OverlapError(WriteError):

@@ -7,7 +7,8 @@ def test_public_names():
     assert sorted(ngff_writer.__all__) == sorted([
         "Blend", "BufferFullError", "ClosedError", "Context", "CorruptError", "DirectLocalStore",
         "DuplicateImageError",
-        "FormatVersionError", "Image", "ImageFinalizedError", "ImageReplacedError", "ImageSpec",
+        "FormatVersionError", "Image", "ImageFinalizedError", "ImageNotFinalError", "ImageReplacedError",
+        "ImageSpec",
         "InvalidAxesError", "InvalidChunksError", "LossyCastError", "MetadataError", "NgffWriterError",
         "NotAnOutputError", "NotOursError", "Output",
         "OutputExistsError", "OutputInUseError", "OutputNotFoundError", "OverlapError", "Plate",

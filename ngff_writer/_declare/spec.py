@@ -60,8 +60,11 @@ __all__ = [
     "Layout",
     "Level",
     "Pyramid",
+    "parse_channel_colors",
+    "parse_channel_names",
     "parse_image_spec",
     "parse_label",
+    "parse_title",
 ]
 
 #: Stored axis order; ``s`` sits in the custom slot between time and channel.
@@ -628,21 +631,21 @@ def parse_image_spec(
         fill_value=_parse_fill(fill_value, dt),
         scale=_parse_scale(scale, axes),
         units=_parse_units(units, axes),
-        channel_names=_parse_channel_names(channel_names, axes, shape_t, name),
-        channel_colors=_parse_colors(channel_colors, axes, shape_t),
+        channel_names=parse_channel_names(channel_names, axes, shape_t, name),
+        channel_colors=parse_channel_colors(channel_colors, axes, shape_t),
         ngff_version=version,  # type: ignore[arg-type]  # a str checked to be one of the Literal's above
         cast=cast,  # type: ignore[arg-type]  # a str checked to be one of the Literal's above
         window_percentiles=(lo, hi),
         blend=_parse_blend(blend, axes, shape_t),
         label=label,
-        title=_parse_title(title),
+        title=parse_title(title),
         translation=_parse_translation(translation, axes),
     )
     resolved = _resolve_pyramid(spec, levels_wanted, factors, method)
     return dataclasses.replace(spec, pyramid=resolved) if resolved is not None else spec
 
 
-def _parse_title(title: Any) -> str | None:
+def parse_title(title: Any) -> str | None:
     if title is None:
         return None
     if not isinstance(title, str) or not title.strip():
@@ -923,7 +926,7 @@ def _parse_units(units: Any, axes: str) -> tuple[str | None, ...]:
     return tuple(out)
 
 
-def _parse_channel_names(
+def parse_channel_names(
     names: Any, axes: str, shape: tuple[int, ...], image: str
 ) -> tuple[str, ...]:
     n = shape[axes.index("c")] if "c" in axes else 1
@@ -936,7 +939,7 @@ def _parse_channel_names(
     return parsed
 
 
-def _parse_colors(colors: Any, axes: str, shape: tuple[int, ...]) -> tuple[str, ...]:
+def parse_channel_colors(colors: Any, axes: str, shape: tuple[int, ...]) -> tuple[str, ...]:
     n = shape[axes.index("c")] if "c" in axes else 1
     if colors is None:
         return DEFAULT_COLORS[:1] if n == 1 else tuple(

@@ -19,6 +19,7 @@ from .._declare.bookkeeping import FORMAT, Identity, check_format
 from .._declare.spec import AXIS_TYPES, ImageSpec, Level
 from .._version import __version__
 from ..errors import CorruptError, MetadataError
+from .edits import Edits, apply_edits
 from .stats import Window, default_window
 
 __all__ = [
@@ -121,7 +122,7 @@ def _wrap(version: str, ome: dict[str, Any], kind: str, extra: dict[str, Any] | 
 
 def image_attributes(
     spec: ImageSpec, status: Status, windows: Sequence[Window] | None = None,
-    finalized_at: str | None = None, identity: Identity | None = None,
+    finalized_at: str | None = None, identity: Identity | None = None, edits: Edits | None = None,
 ) -> dict[str, Any]:
     """Return the full attributes of an image group.
 
@@ -138,6 +139,8 @@ def image_attributes(
     identity
         The declaration's fingerprint and id, repeated here so readers of the image
         (``info``, other writers) see what produced it.
+    edits
+        Display metadata edited since (:mod:`ngff_writer._ngff.edits`), laid over the rest.
     """
     ome: dict[str, Any] = {"multiscales": [_multiscale(spec)]}
     if spec.label is not None:
@@ -147,6 +150,8 @@ def image_attributes(
         if windows is None:
             windows = [default_window(spec.np_dtype)] * spec.n_channels
         ome["omero"] = _omero(spec, windows)
+    if edits is not None:
+        apply_edits(ome, edits)
     writer = {"status": status, "format": FORMAT, "spec": spec.to_json(), "version": __version__,
               **(identity.to_json() if identity is not None else {})}
     if finalized_at is not None:

@@ -23,6 +23,7 @@ from zarr.abc.store import Store
 
 from .._declare.bookkeeping import FORMAT, Identity, check_format
 from .._declare.spec import ImageSpec
+from .._ngff.edits import Edits, parse_edits
 from .._ngff.metadata import STATUS_COMPLETE, read_writer_attrs
 from .._storage.stores import describe, join, node_attributes, read_only_array, sweep_temporary
 from .._track.log import Ledger, samples_done
@@ -44,9 +45,11 @@ from ..errors import (
     FormatVersionError,
     ImageReplacedError,
     ShapeMismatchError,
+    SpecError,
     WriteError,
 )
 from ..tiling import Tile
+from .edit import edit_final
 
 __all__ = ["Image", "Progress"]
 
@@ -475,6 +478,52 @@ class Image:
         if self._writer is not None:
             self._writer.wait()
         return self._final
+
+    # ---- display metadata of a final image -------------------------------------------
+    def set_channels(self, names: Sequence[str] | None = None, colors: Sequence[str] | None = None,
+                     windows: Sequence[tuple[float, float] | None] | None = None) -> None:
+        """Rename channels, change their colors or display windows, in the final image's metadata.
+
+        What is not given stays as it is. The edit is checked by ome-zarr-models before
+        anything is written, changes only the image's metadata (never its arrays, nor
+        its declaration: a re-run of the job that made it still matches), and is kept
+        by a later ``finalize`` or ``repair``.
+
+        Parameters
+        ----------
+        names
+            One name per channel (the omero ``label`` viewers show).
+        colors
+            One 6-digit hex color per channel (``"FF00FF"``).
+        windows
+            One ``(start, end)`` display range per channel (napari's contrast limits), or
+            None for a channel whose window stays.
+
+        Raises
+        ------
+        SpecError
+            Not one value per channel, a bad color or window, or a label image.
+        ImageNotFinalError
+            The image is still being written.
+        ReadOnlyError, ClosedError
+            The output does not take writes.
+        """
+        self._edit(parse_edits(self.spec, names=names, colors=colors, windows=windows))
+
+    def set_title(self, title: str) -> None:
+        """Set the image's name for viewers (NGFF ``multiscales`` name) in its final metadata.
+
+        As :meth:`set_channels`: checked first, metadata only, kept by later writes of it.
+        """
+        if title is None:
+            raise SpecError("title must be a non-empty string, got None")
+        self._edit(parse_edits(self.spec, title=title))
+
+    def _edit(self, edits: Edits) -> None:
+        self._output._check_writable()
+        if self._writer is not None:
+            self._writer.wait()  # what this handle wrote may be what makes it final
+        edit_final(self._output.store, self.spec, self._ledger.keys, self._ledger.identity, edits)
 
     # ---- finalize ------------------------------------------------------------------
     def finalize(self) -> bool:

@@ -39,6 +39,7 @@ from zarr.abc.store import Store
 from .._declare.bookkeeping import GROUP, Identity, ImageKeys
 from .._declare.spec import ImageSpec
 from .._ngff.discover import find_images
+from .._ngff.edits import Edits
 from .._ngff.metadata import (
     STATUS_COMPLETE,
     STATUS_IN_PROGRESS,
@@ -214,7 +215,7 @@ def repair_image(store: Store, name: str) -> list[str]:
             final = windows([Summary.from_json(s) for s in checkpoint["stats"]], spec.window_percentiles,
                             spec.np_dtype)
             attributes = image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"],
-                                          identity)
+                                          identity, Edits.from_json(checkpoint.get("edits")))
         else:
             attributes = image_attributes(spec, STATUS_IN_PROGRESS, identity=identity)
         write_group(store, keys.image, spec.zarr_format, attributes)

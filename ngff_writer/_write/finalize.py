@@ -28,6 +28,7 @@ from zarr.abc.store import Store
 from .._declare.bookkeeping import ImageKeys
 from .._declare.pyramid import downsample, source_region
 from .._declare.spec import ImageSpec
+from .._ngff.edits import Edits
 from .._ngff.metadata import STATUS_COMPLETE, image_attributes
 from .._ngff.stats import Summary, windows
 from .._storage.stores import (
@@ -98,7 +99,8 @@ def read_checkpoint(store: Store, keys: ImageKeys) -> dict[str, Any] | None:
     try:
         [Summary.from_json(s) for s in final["stats"]]
         str(final["finalized_at"])
-    except (KeyError, TypeError, ValueError) as exc:
+        Edits.from_json(final.get("edits"))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise CorruptError(f"{keys.declaration} in {describe(store)} holds an unreadable checkpoint "
                            f"({exc}); {repair_hint(store)}",
                            key=keys.declaration) from exc
@@ -144,7 +146,8 @@ def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callabl
     stats = [Summary.from_json(s) for s in checkpoint["stats"]]
     final = windows(stats, spec.window_percentiles, spec.np_dtype)
     write_group(store, keys.image, spec.zarr_format,
-                image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"], ledger.identity))
+                image_attributes(spec, STATUS_COMPLETE, final, checkpoint["finalized_at"], ledger.identity,
+                                 Edits.from_json(checkpoint.get("edits"))))
     ledger.coverage.fill()
     ledger.seal()  # records of this image are moot now: none may land after the log is gone
     # Everything under log/, fragments/ and writers/ is garbage now, whoever wrote it.

@@ -37,6 +37,7 @@ from ..errors import (
     OutputExistsError,
     OutputInUseError,
     OutputNotFoundError,
+    SpecError,
     StoreError,
 )
 
@@ -470,6 +471,68 @@ def finalize(path: str, options: dict[str, Any] | None) -> None:
     if incomplete:
         click.echo("Write the missing samples (resume the export), then finalize again.", err=True)
         sys.exit(EXIT_PROBLEM)
+
+
+def _pairs(values: tuple[str, ...]) -> list[tuple[float, float] | None] | None:
+    """--window values: "START,END" per channel in order, "-" to keep one."""
+    if not values:
+        return None
+    out: list[tuple[float, float] | None] = []
+    for value in values:
+        if value.strip() == "-":
+            out.append(None)
+            continue
+        try:
+            start, end = (float(v) for v in value.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: give START,END (e.g. 0,1500) or - to keep a window",
+                                     param_hint="--window") from None
+        out.append((start, end))
+    return out
+
+
+@cli.command("set", epilog="""\b
+Examples:
+  ngff-writer set out.zarr/embryo --names nuclei,membranes --colors 00FFFF,FF00FF
+  ngff-writer set out.zarr/embryo --window 0,1500 --window - --title "Embryo 1, denoised"
+  ngff-writer set predictions/ --image sub/img_001.ome.zarr --title 'first stack'""")
+@path_argument
+@click.option("--image", "name", metavar="PATH",
+              help="The image to edit (relative to PATH) when PATH holds several.")
+@click.option("--names", help="Channel names, comma-separated, one per channel.")
+@click.option("--colors", help="Channel colors as 6-digit hex, comma-separated, one per channel.")
+@click.option("--window", "windows", multiple=True, metavar="START,END",
+              help="Display window of a channel (repeat once per channel, in order; - keeps one).")
+@click.option("--title", help="The image's name for viewers.")
+@_errors
+def set_metadata(path: str, options: dict[str, Any] | None, name: str | None, names: str | None,
+                 colors: str | None, windows: tuple[str, ...], title: str | None) -> None:
+    """Edit a final image's display metadata: channel names, colors, windows, title.
+
+    Checked by ome-zarr-models before it is written; the arrays are never touched, and
+    a later finalize or repair keeps the edit. An image still being written is refused
+    (exit 1).
+    """
+    if names is None and colors is None and not windows and title is None:
+        raise Failure("nothing to set: give --names, --colors, --window or --title", EXIT_USAGE)
+    with opened(path, options, mode="a") as target:
+        ours = [f for f in target.found if f.ngff_writer and (name is None or f.path == name.strip("/"))]
+        if name is not None and not ours:
+            raise Failure(f"no image {name!r} of ngff-writer's at {path}", EXIT_USAGE)
+        if len(ours) != 1:
+            shown = ", ".join(target.shown(f) for f in ours) or "none of ngff-writer's"
+            raise Failure(f"{path} holds {len(ours)} images ({shown}): name one with --image", EXIT_USAGE)
+        image = target.image(ours[0])
+        try:
+            if names is not None or colors is not None or windows:
+                image.set_channels(names=None if names is None else names.split(","),
+                                   colors=None if colors is None else colors.split(","),
+                                   windows=_pairs(windows))
+            if title is not None:
+                image.set_title(title)
+        except SpecError as exc:  # what was given does not fit the image: a usage error
+            raise Failure(str(exc), EXIT_USAGE) from None
+    click.echo(f"{target.shown(ours[0])}: metadata set")
 
 
 @cli.command(epilog="""\b
