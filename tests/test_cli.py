@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,16 +90,21 @@ def test_status_of_an_output_an_image_a_nested_image_and_a_single_image_store(tm
     write(single, "", 3, 3)
 
     assert status_json(root)["images"] == [
-        {"path": "done", "complete": True, "done": 2, "total": 2, "levels": 1},
-        {"path": "run1/half", "complete": False, "done": 2, "total": 4, "levels": 1},
+        {"path": "done", "complete": True, "done": 2, "total": 2,
+         "blocks_done": 8, "blocks_total": 8, "levels": 1},
+        {"path": "run1/half", "complete": False, "done": 2, "total": 4,
+         "blocks_done": 8, "blocks_total": 16, "levels": 1},
     ]
     # One image, the path napari is given: the same answer, relative to it.
     assert status_json(root / "run1" / "half")["images"] == [
-        {"path": ".", "complete": False, "done": 2, "total": 4, "levels": 1}]
+        {"path": ".", "complete": False, "done": 2, "total": 4,
+         "blocks_done": 8, "blocks_total": 16, "levels": 1}]
     assert status_json(root / "run1")["images"] == [
-        {"path": "half", "complete": False, "done": 2, "total": 4, "levels": 1}]
+        {"path": "half", "complete": False, "done": 2, "total": 4,
+         "blocks_done": 8, "blocks_total": 16, "levels": 1}]
     assert status_json(single)["images"] == [
-        {"path": ".", "complete": True, "done": 3, "total": 3, "levels": 1}]
+        {"path": ".", "complete": True, "done": 3, "total": 3,
+         "blocks_done": 12, "blocks_total": 12, "levels": 1}]
     # A directory holding all of them, at any depth.
     assert [(im["path"], im["complete"]) for im in status_json(tmp_path)["images"]] == [
         ("o.zarr/done", True), ("o.zarr/run1/half", False), ("x.ome.zarr", True)]
@@ -135,6 +141,52 @@ def test_watch_follows_a_writer_in_another_process_and_exits_when_complete(tmp_p
     assert watch.returncode == 0, watch.stderr
     assert "1 image(s) complete" in watch.stdout
     assert status_json(root)["images"][0]["complete"]
+    # Not a terminal: a plain line per change, in order, the last one complete.
+    lines = [line for line in watch.stdout.splitlines() if line.startswith("p: ")]
+    assert len(lines) >= 3 and lines[-1] == "p: 48/48 blocks, complete"
+    counts = [int(line.split()[1].split("/")[0]) for line in lines]
+    assert counts == sorted(counts) and len(set(lines)) == len(lines)  # each a change
+
+
+def test_watch_warns_once_when_nothing_moves_and_can_watch_on(tmp_path):
+    root = tmp_path / "o.zarr"
+    write(root, "p", 4, 1)  # abandoned: nobody writes the rest
+    try:
+        cli("status", str(root), "--watch", "--interval", "0.05", "--stall", "0.01", timeout=4)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    else:
+        raise AssertionError("--watch returned on an image that cannot complete")
+    assert err.count("no block stored for") == 1 and "finalize" in err
+    assert out.splitlines() == ["p: 4/16 blocks, in progress"]
+    # --forever keeps watching a complete output (until Ctrl-C); the default exits.
+    write(root, "q", 1, 1)
+    with pytest.raises(subprocess.TimeoutExpired):
+        cli("status", str(root / "q"), "--watch", "--forever", "--interval", "0.05", timeout=3)
+    assert cli("status", str(root / "q"), "--watch", "--interval", "0.05", timeout=30).returncode == 0
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["validate"], ["info"], ["finalize"],
+                                     ["repair"], ["set", "--title", "t"], ["view", "--no-browser"]])
+def test_every_command_gives_the_documented_exit_codes(tmp_path, command):
+    # 2: no such path; 3: no OME-Zarr image there (an empty or plain folder, a file). The
+    # table in the guide says so.
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("not an image")
+    (tmp_path / "file.txt").write_text("not an image")
+    name, *options = command
+    got = {p: cli(name, str(tmp_path / p), *options, timeout=60).returncode
+           for p in ("missing", "empty", "plain", "file.txt")}
+    assert got == {"missing": EXIT_USAGE, "empty": EXIT_NO_IMAGE, "plain": EXIT_NO_IMAGE,
+                   "file.txt": EXIT_NO_IMAGE}
+    assert (tmp_path / "plain" / "notes.txt").read_text() == "not an image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file.txt", "plain"]
+    guide = (Path(__file__).parents[1] / "docs" / "guide" / "cli.md").read_text()
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", guide, re.M))  # the one table
+    assert "does not exist" in rows[str(EXIT_USAGE)] and "a file" in rows[str(EXIT_NO_IMAGE)]
+    assert "cannot be reached" in rows[str(EXIT_STORE)] and "invalid" in rows[str(EXIT_PROBLEM)]
 
 
 # ---- validate ----------------------------------------------------------------------------------

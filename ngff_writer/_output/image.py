@@ -111,7 +111,8 @@ class Progress:
     def to_json(self) -> dict[str, Any]:
         """The entry ``ngff-writer status --json`` prints for this image."""
         entry = {"path": self.name, "complete": self.complete, "done": self.done,
-                 "total": self.total, "levels": self.levels}
+                 "total": self.total, "blocks_done": self.blocks_done, "blocks_total": self.blocks_total,
+                 "levels": self.levels}
         return {**entry, "title": self.title} if self.title else entry
 
 

@@ -54,9 +54,10 @@ EXIT_NO_IMAGE = 3
 EXIT_STORE = 4
 
 EXIT_CODES = f"""\b
-Exit codes: 0 success; {EXIT_PROBLEM} an image is invalid, incomplete or unreadable;
-{EXIT_USAGE} usage error, no such path, or (demo) an existing output;
-{EXIT_NO_IMAGE} no OME-Zarr image at PATH; {EXIT_STORE} the store cannot be reached or read."""
+Exit codes: 0 success; {EXIT_PROBLEM} an image is invalid, incomplete or unreadable
+(set: not final); {EXIT_USAGE} usage error, no such path, or (demo) an existing output;
+{EXIT_NO_IMAGE} no OME-Zarr image at PATH (an empty or plain folder, a file);
+{EXIT_STORE} the store cannot be reached or read; 130 interrupted."""
 
 
 class Failure(click.ClickException):
@@ -110,11 +111,20 @@ class Target:
         return self.output.image(found.path)
 
 
+def check_local_path(path: str) -> None:
+    """The exit codes every command gives for a local PATH: 2 if missing, 3 if a file."""
+    if "://" in path:
+        return
+    if not Path(path).exists():
+        raise Failure(f"no such path: {path}", EXIT_USAGE)
+    if not Path(path).is_dir():
+        raise Failure(f"{path} is a file, not an OME-Zarr store: no OME-Zarr image there", EXIT_NO_IMAGE)
+
+
 @contextmanager
 def opened(path: str, options: dict[str, Any] | None, mode: Literal["r", "a"] = "r") -> Iterator[Target]:
     """Open PATH for reading (or ``mode="a"`` to finalize); fail with the right exit code."""
-    if "://" not in path and not Path(path).exists():
-        raise Failure(f"no such path: {path}", EXIT_USAGE)
+    check_local_path(path)
     store = open_store(path, "r", options)
     found = scan(store)
     if not found:
@@ -212,14 +222,20 @@ Examples:
 @path_argument
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: {images: [{path, complete, ...}]}.")
 @click.option("--watch", is_flag=True,
-              help="Show live progress bars while writers run; exit when every image is complete.")
+              help="Follow progress while writers run: live bars in a terminal, a line per change "
+                   "otherwise.")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.05),
               help="Seconds between refreshes of --watch.")
+@click.option("--stall", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="--watch: warn once when no block was stored for this many minutes.")
+@click.option("--until-complete/--forever", default=True, show_default=True,
+              help="--watch: exit once every image is complete, or watch until Ctrl-C.")
 @_errors
-def status(path: str, options: dict[str, Any] | None, as_json: bool, watch: bool, interval: float) -> None:
+def status(path: str, options: dict[str, Any] | None, as_json: bool, watch: bool, interval: float,
+           stall: float, until_complete: bool) -> None:
     """Show how far every image at PATH is (exit 1 if one cannot be read)."""
     if watch:
-        _watch(path, options, interval)
+        _watch(path, options, interval, stall * 60, until_complete)
         return
     with opened(path, options) as target:
         rows = _progress_rows(target)
@@ -262,13 +278,18 @@ def status(path: str, options: dict[str, Any] | None, as_json: bool, watch: bool
         sys.exit(EXIT_PROBLEM)
 
 
-def _watch(path: str, options: dict[str, Any] | None, interval: float) -> None:
+def _watch(path: str, options: dict[str, Any] | None, interval: float, stall: float,
+           until_complete: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
     from rich.progress import Progress as Bars
 
+    console = _console()
+    live = console.is_terminal  # elsewhere (a pipe, a log file) a plain line per change
     bars = Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("blocks {task.fields[state]}"))
+                TextColumn("blocks {task.fields[state]}"), console=console, disable=not live)
     tasks: dict[str, Any] = {}
+    shown: dict[str, tuple[str, int, int | None]] = {}
+    last_change, warned = time.monotonic(), False
     try:
         with opened(path, options) as target, bars:
             while True:
@@ -285,11 +306,24 @@ def _watch(path: str, options: dict[str, Any] | None, interval: float) -> None:
                         state = "complete" if p.complete else "in progress"
                         done, total = p.blocks_done, p.blocks_total
                         pending += not p.complete
+                    if shown.get(f.path) != (state, done, total):
+                        if f.path in shown:
+                            last_change, warned = time.monotonic(), False
+                        shown[f.path] = (state, done, total)
+                        if not live:
+                            click.echo(f"{target.shown(f)}: {done}/{total if total is not None else '?'} "
+                                       f"blocks, {state}")
                     if f.path not in tasks:
                         tasks[f.path] = bars.add_task(target.shown(f), total=total, state=state)
                     bars.update(tasks[f.path], completed=done, total=total, state=state)
-                if not pending:
+                if not pending and until_complete:
                     break
+                idle = time.monotonic() - last_change
+                if pending and idle >= stall and not warned:
+                    warned = True
+                    click.echo(f"no block stored for {idle / 60:.0f} minutes: is a writer still running? "
+                               f"If the export stopped, resume it (or `ngff-writer finalize {path}` "
+                               "finishes what is whole).", err=True)
                 time.sleep(interval)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -549,8 +583,7 @@ def repair(path: str, options: dict[str, Any] | None, force: bool) -> None:
     finalizes images that are then complete, and deletes temporary files. It changes
     ngff-writer outputs only: anything else exits with 3 and nothing written.
     """
-    if "://" not in path and not Path(path).exists():
-        raise Failure(f"no such path: {path}", EXIT_USAGE)
+    check_local_path(path)
     done = repair_output(path, storage_options=options, force=force)
     if not done:
         click.echo(f"{path}: nothing to repair")
@@ -566,7 +599,7 @@ def repair(path: str, options: dict[str, Any] | None, force: bool) -> None:
 Examples:
   ngff-writer view out.zarr                      # opens the browser; Ctrl-C stops
   ngff-writer view predictions/ --image sub/img_001.ome.zarr --no-browser""")
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option("--image", "names", multiple=True, metavar="PATH",
               help="Show this image (relative to PATH; repeat for more). Default: all, the first visible.")
 @click.option("--port", default=0, show_default=True, help="Port of the viewer on 127.0.0.1 (0: any free).")
