@@ -84,3 +84,15 @@ def test_the_quickstart_run_twice_works_and_changes_nothing(page, tmp_path):
 
     first = run()
     assert run() == first
+
+
+def test_the_cluster_block_runs_as_a_script(tmp_path):
+    """Worker processes import the script again: the page's blocks, saved as a script, run."""
+    pytest.importorskip("distributed")
+    script = tmp_path / "cluster.py"
+    script.write_text("\n".join(blocks(ROOT / "docs" / "guide" / "scaling.md")[:2]))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.splitlines()[-1] == "True"
+    assert (tmp_path / "cluster.zarr" / "embryo" / "zarr.json").is_file()

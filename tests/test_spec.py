@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import ngff_writer as nw
 from ngff_writer import InvalidAxesError, InvalidChunksError, SpecError, UnsupportedDtypeError
 from ngff_writer._declare.spec import ImageSpec, parse_image_spec
 
@@ -170,3 +171,12 @@ def test_invalid_names(name):
 def test_wrong_types_give_spec_errors(kwargs):
     with pytest.raises(SpecError):
         parse_image_spec("img", (3, 32, 32), "syx", **kwargs)
+
+
+def test_a_shape_error_names_the_declared_order_and_the_stored_one(tmp_path):
+    with nw.open_output(tmp_path / "o.zarr") as out:
+        image = out.create_image("i", (2, 8, 6, 4), "sxyz", pyramid=None)
+        with pytest.raises(nw.ShapeMismatchError, match=r"axes 'xyz', the declared order; stored as 'zyx'"):
+            image.write_sample(0, np.zeros((4, 6, 8), np.float32))  # given in stored order
+        image.write_sample(0, np.zeros((8, 6, 4), np.float32))
+        assert image.array.shape == (2, 4, 6, 8)

@@ -200,7 +200,10 @@ class Output:
             Size of each axis, in ``axes`` order.
         axes
             Letters of ``t c z y x`` and the sample axis ``s``, in any order (e.g.
-            ``"sczyx"``, ``"yxs"``). The guide's "Axes, chunks, shards and codecs" says how ``s`` is stored.
+            ``"sczyx"``, ``"yxs"``). Data is written in this order, and stored in NGFF's
+            (``t c z y x``, ``s`` before ``c``): ``"xyz"`` is stored as ``zyx``, which is what
+            ``image.array`` and other readers show. The guide's "Axes, chunks, shards and
+            codecs" says how ``s`` is stored.
         dtype
             Stored data type (bool, integer or float).
         sample_axes

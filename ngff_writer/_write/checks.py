@@ -123,9 +123,12 @@ def prepare_region(
                 region_shape[axis] = array.shape[axis]
         expected = tuple(region_shape)
     if array.shape != expected:
+        declared = _sample_letters(spec)
+        stored = "".join(a for a in layout.axes if a not in layout.sample_axes)
+        order = "" if declared == stored else f"; stored as {stored!r}, NGFF's order"
         raise ShapeMismatchError(
             f"image {spec.name!r}: {'a sample' if start is None else 'a region'} must have shape "
-            f"{expected} (axes {_sample_letters(spec)!r}), got {array.shape}"
+            f"{expected} (axes {declared!r}, the declared order{order}), got {array.shape}"
         )
     for axis, a in zip(spatial, start_t, strict=True):
         if array.shape[axis] < 1 or a < 0 or a + array.shape[axis] > layout.sample_shape[axis]:
