@@ -393,6 +393,7 @@ def test_a_reused_strategy_fingerprints_each_prediction(tmp_path, finalized):
     write_stream(strategy, out, first, 0)
     if finalized:  # the Lightning callbacks finalize; CAREamics' own callback does not
         assert finalize_quietly(strategy) == []
+    strategy.flush()  # what the first run wrote is stored (writes return before their stores)
     kept = stored(path)
     # The same model again: the same job, continued.
     strategy.set_source_base(tmp_path / "raw")

@@ -362,8 +362,10 @@ def test_status_json_lists_every_image(tmp_path, rng):
     with contextlib.redirect_stdout(buf):
         assert main(["status", str(root), "--json"]) == 0
     assert json.loads(buf.getvalue()) == {"images": [
-        {"path": "done", "complete": True, "done": 2, "total": 2, "levels": 2},
-        {"path": "sub/half", "complete": False, "done": 1, "total": 3, "levels": 1},
+        {"path": "done", "complete": True, "done": 2, "total": 2, "blocks_done": 8, "blocks_total": 8,
+         "levels": 2},
+        {"path": "sub/half", "complete": False, "done": 1, "total": 3, "blocks_done": 1, "blocks_total": 3,
+         "levels": 1},
     ]}
 
 
