@@ -27,7 +27,11 @@ Engines, each in its own fresh subprocess, every run writing to a fresh director
 ``ngff-writer``  ``ngff_writer.careamics.OmeZarrWriteStrategy()`` with its defaults (chunks,
                  codec, ``pyramid="auto"``): ``write_batch`` with each model step's
                  records, ``finalize()`` at the end; for ``careamics``,
-                 ``predict_to_ome_zarr``
+                 ``predict_to_ome_zarr``. At 1 GiB or more (the default S and shape), the
+                 default layout shards: one shard per sample
+``ngff-chunks``  the same with ``shards=None`` (one file per chunk), so that the sharded
+                 default is compared with the unsharded layout in the same run (gpu, cpu and
+                 tiles scenarios)
 ``tensorstore``  zarr3 arrays with the metadata ngff-writer's arrays get (copied from its
                  ``zarr.json`` files: shape, chunks, codecs, fill value) at every level;
                  per sample, level 0 is written from the array and each level below from a
@@ -97,7 +101,11 @@ from _common import (
 )
 
 SCENARIOS = ("gpu", "cpu", "tiles", "careamics")
-ENGINES = ("ngff-writer", "tensorstore")
+ENGINES = ("ngff-writer", "ngff-chunks", "tensorstore")
+#: Engines of the careamics scenario (the layout comparison is the synthetic scenarios').
+CAREAMICS_ENGINES = ("ngff-writer", "tensorstore")
+#: The shards issue's bar: the sharded default's loop within 10% of the unsharded one's.
+TARGET_SHARDED = 0.9
 MODEL = "model"  # the pseudo-engine of the model-alone runs
 POOL = 4  # distinct generated samples the model's outputs are made from
 TARGET_EFFICIENCY = 0.9
@@ -296,13 +304,14 @@ def _records(n: int, shape: tuple[int, ...], i: int,
 
 
 class NgffWriter:
-    """``OmeZarrWriteStrategy()``: ``write_batch`` per model step, ``finalize()`` at the end."""
+    """``OmeZarrWriteStrategy()``: ``write_batch`` per model step, ``finalize()`` at the end.
+    Engine ``ngff-chunks``: ``OmeZarrWriteStrategy(shards=None)``."""
 
-    def __init__(self, out: Path, n: int, shape: tuple[int, ...]) -> None:
+    def __init__(self, out: Path, n: int, shape: tuple[int, ...], engine: str = "ngff-writer") -> None:
         from ngff_writer.careamics import OmeZarrWriteStrategy
 
         self.out, self.n, self.shape = out, n, shape
-        self.strategy = OmeZarrWriteStrategy()
+        self.strategy = OmeZarrWriteStrategy(shards=None if engine == "ngff-chunks" else "auto")
 
     def write(self, i: int, parts: list[tuple[Any, Tile | None]]) -> None:
         self.strategy.write_batch(self.out, _records(self.n, self.shape, i, parts))
@@ -442,7 +451,7 @@ def warm_up(engine: str, scratch: Path, layout: dict[str, Any], batch: list[Any]
     is a whole sample (the synthetic scenarios) or CAREamics records (written to an image
     of their own shape, left incomplete)."""
     try:
-        if engine == "ngff-writer":
+        if engine.startswith("ngff"):
             from ngff_writer.careamics import OmeZarrWriteStrategy
 
             if hasattr(batch[0], "region_spec"):
@@ -452,7 +461,7 @@ def warm_up(engine: str, scratch: Path, layout: dict[str, Any], batch: list[Any]
                     warnings.simplefilter("ignore")  # incomplete, on purpose
                     strategy.finalize()
             else:
-                writer = NgffWriter(scratch, 1, tuple(batch[0].shape))
+                writer = NgffWriter(scratch, 1, tuple(batch[0].shape), engine)
                 writer.write(0, [(batch[0], None)])
                 writer.close()
         elif engine == "tensorstore":
@@ -484,7 +493,7 @@ def synthetic_worker(task: dict[str, Any]) -> dict[str, Any]:
     engine, phase = task["engine"], task["phase"]
     if engine == "tensorstore":
         import tensorstore  # noqa: F401
-    elif engine == "ngff-writer":
+    elif engine.startswith("ngff"):
         import ngff_writer.careamics  # noqa: F401
     shape, n = tuple(task["shape"]), task["samples"]
     tiles = None
@@ -504,8 +513,8 @@ def synthetic_worker(task: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     model_s = 0.0
     writer: Any = None
-    if engine == "ngff-writer":
-        writer = NgffWriter(out, n, shape)
+    if engine.startswith("ngff"):
+        writer = NgffWriter(out, n, shape, engine)
     elif engine == "tensorstore":
         writer = TensorstoreWriter(out / f"{IMAGE}.zarr", layout, task["in_flight"],
                                    task["ts_tiles"])
@@ -522,9 +531,10 @@ def synthetic_worker(task: dict[str, Any]) -> dict[str, Any]:
     peak = peak_rss()
 
     info: dict[str, Any] = {"verified": True, "complete": None, "max_abs_error": 0.0}
-    if engine == "ngff-writer":
+    if engine.startswith("ngff"):
         image = out / f"{IMAGE}.ome.zarr"
         info = verify(image, layout, n, model.expected, _ngff_complete(image))
+        info["files"] = sum(1 for p in image.rglob("*") if p.is_file())
     elif engine == "tensorstore":
         info = verify(out / f"{IMAGE}.zarr", layout, n, model.expected, None)
         info["most_pending"] = writer.most_pending
@@ -885,13 +895,13 @@ def _select(results: list[dict], **match: Any) -> list[dict]:
     return [r for r in results if all(r.get(k) == v for k, v in match.items())]
 
 
-def per_pair(results: list[dict], scenario: str) -> list[float]:
-    """loop(tensorstore) / loop(ngff-writer) in each repeat that ran both."""
+def per_pair(results: list[dict], scenario: str, other: str = "tensorstore") -> list[float]:
+    """loop(other) / loop(ngff-writer) in each repeat that ran both."""
     out = []
     loops = _select(results, scenario=scenario, phase="loop")
     for rep in sorted({r["repeat"] for r in loops}):
         a = _select(loops, repeat=rep, engine="ngff-writer")
-        b = _select(loops, repeat=rep, engine="tensorstore")
+        b = _select(loops, repeat=rep, engine=other)
         if a and b:
             out.append(b[0]["loop_s"] / a[0]["loop_s"])
     return out
@@ -920,7 +930,13 @@ def summarize(results: list[dict], scenarios: list[str], engines: list[str],
                 ratios = per_pair(results, scenario)
                 row["per_pair"] = ratios
                 row["ratio"] = statistics.median(ratios) if ratios else None
-            table.append(row)
+                vs_chunks = per_pair(results, scenario, "ngff-chunks")
+                row["per_pair_chunks"] = vs_chunks
+                row["vs_chunks"] = statistics.median(vs_chunks) if vs_chunks else None
+            if engine.startswith("ngff"):
+                row["files"] = _median(loop_rows, "files")
+            if loop_rows or alone_rows:
+                table.append(row)
     return table
 
 
@@ -929,17 +945,20 @@ def print_table(table: list[dict]) -> None:
         return "-" if v is None else format(v, fmt)
 
     head = (f"{'scenario':<10}{'engine':<13}{'writer alone':>13}{'model':>8}{'loop':>8}"
-            f"{'efficiency':>11}{'ts/ngff':>9}{'model in loop':>14}{'peak+ MB':>9}{'ok':>4}")
+            f"{'efficiency':>11}{'ts/ngff':>9}{'chunks/ngff':>12}{'model in loop':>14}{'peak+ MB':>9}"
+            f"{'files':>7}{'ok':>4}")
     print("(seconds, medians; efficiency = max(model, writer alone) / loop; ts/ngff = median of "
-          "the per-repeat loop(tensorstore) / loop(ngff-writer); peak+ = peak RSS over the "
-          "post-import baseline in the loop)")
+          "the per-repeat loop(tensorstore) / loop(ngff-writer); chunks/ngff = the same for "
+          "ngff-chunks (one file per chunk) over the default layout; peak+ = peak RSS over the "
+          "post-import baseline in the loop; files = files of the output)")
     print(head)
     print("-" * len(head))
     for r in table:
         print(f"{r['scenario']:<10}{r['engine']:<13}{f(r['writer_alone_s'], '.2f'):>13}"
               f"{f(r['model_s'], '.2f'):>8}{f(r['loop_s'], '.2f'):>8}{f(r['efficiency'], '.2f'):>11}"
-              f"{f(r.get('ratio'), '.2f'):>9}{f(r['model_in_loop_s'], '.2f'):>14}"
-              f"{f(r['peak_over_baseline_mb'], '.0f'):>9}{'y' if r['verified'] else 'N':>4}")
+              f"{f(r.get('ratio'), '.2f'):>9}{f(r.get('vs_chunks'), '.2f'):>12}"
+              f"{f(r['model_in_loop_s'], '.2f'):>14}{f(r['peak_over_baseline_mb'], '.0f'):>9}"
+              f"{f(r.get('files'), '.0f'):>7}{'y' if r['verified'] else 'N':>4}")
 
 
 def verdict(table: list[dict]) -> list[str]:
@@ -956,6 +975,12 @@ def verdict(table: list[dict]) -> list[str]:
             lines.append(f"{r['scenario']}: loop(tensorstore) / loop(ngff-writer) {r['ratio']:.2f} "
                          f"(per repeat: {', '.join(f'{v:.2f}' for v in r['per_pair'])}) -> "
                          f"{'met' if met else 'NOT met'} (>= {TARGET_RATIO})")
+        if r.get("vs_chunks") is not None:
+            met = r["vs_chunks"] >= TARGET_SHARDED
+            lines.append(f"{r['scenario']}: loop(one file per chunk) / loop(default layout) "
+                         f"{r['vs_chunks']:.2f} (per repeat: "
+                         f"{', '.join(f'{v:.2f}' for v in r['per_pair_chunks'])}) -> "
+                         f"{'met' if met else 'NOT met'} (>= {TARGET_SHARDED})")
         if r["scenario"] == "gpu" and r["peak_over_baseline_mb"] is not None:
             lines.append(f"gpu: ngff-writer peak RSS over its baseline in the loop "
                          f"{r['peak_over_baseline_mb']:.0f} MB (median)")
@@ -1048,8 +1073,10 @@ def main(argv: list[str] | None = None) -> int:
             layout = spawn({"worker": "probe", **common}, root)
             info["layout"] = layout
             print("  layout (ngff-writer's defaults): " + "; ".join(
-                f"level {lv['path']} {lv['metadata']['shape']} chunks "
+                f"level {lv['path']} {lv['metadata']['shape']} blocks "
                 f"{lv['metadata']['chunk_grid']['configuration']['chunk_shape']}"
+                + (" (shards)" if any(c.get("name") == "sharding_indexed"
+                                      for c in lv["metadata"].get("codecs", [])) else "")
                 for lv in layout["levels"]), flush=True)
             base = {"worker": "synthetic", **common, "layout": layout, "seconds": 0.0, "iterations": 0}
             kinds = sorted({"samples" if s in ("gpu", "cpu") else "tiles" for s in synthetic},
@@ -1104,10 +1131,11 @@ def main(argv: list[str] | None = None) -> int:
                      "input": prep["input"], "records": prep["records"]}
             cbytes = 4 * math.prod(cshape)
             print("writer alone (CAREamics' predictions replayed):", flush=True)
-            results += run_tasks([{**cbase, "engine": e, "phase": "alone"} for e in engines],
+            cengines = [e for e in engines if e in CAREAMICS_ENGINES]
+            results += run_tasks([{**cbase, "engine": e, "phase": "alone"} for e in cengines],
                                  args, root, cbytes)
             print("model alone and the loop:", flush=True)
-            results += run_tasks([{**cbase, "engine": e, "phase": "loop"} for e in (MODEL, *engines)],
+            results += run_tasks([{**cbase, "engine": e, "phase": "loop"} for e in (MODEL, *cengines)],
                                  args, root, cbytes)
     finally:
         shutil.rmtree(root, ignore_errors=True)

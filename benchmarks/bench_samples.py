@@ -8,6 +8,7 @@ Engines (each run in its own fresh subprocess, writing to a fresh directory on l
 
 ``ngff-writer``      ``open_output`` / ``create_image`` / ``write_sample(i, x)`` / ``close``
 ``ngff-direct``      the same on ``DirectLocalStore(path)``: chunk files written with O_DIRECT
+``ngff-sharded``     ``ngff-writer`` with one shard per sample (the default of images >= 1 GiB)
 ``zarr``             ``zarr.create_array(...)`` then ``arr[i] = x`` per sample (default pipeline)
 ``tensorstore``      zarr3 driver, file kvstore, ``arr[i].write(x).result()`` per sample
 ``careamics-cache``  keep every sample in a list, then ``np.stack`` and one zarr write at the end
@@ -60,8 +61,10 @@ from _common import (
 )
 from _common import median as _median
 
-ENGINES = ("ngff-writer", "ngff-direct", "zarr", "tensorstore", "careamics-cache")
-DOUBLE_ENGINES = ("ngff-writer", "careamics-cache")
+ENGINES = ("ngff-writer", "ngff-direct", "ngff-sharded", "zarr", "tensorstore", "careamics-cache")
+DOUBLE_ENGINES = ("ngff-writer", "ngff-sharded", "careamics-cache")
+#: The shards issue's bar: the sharded default within 10% of the unsharded layout, paired.
+SHARDED_TARGET = 0.9
 RSS_LIMIT_MB = 300.0
 #: The Performance issue's bars: paired ratio to tensorstore, and the writer's peak RSS over
 #: its baseline (interpreter, libraries, the generator's sample buffer).
@@ -74,13 +77,15 @@ def _shape(n: int) -> tuple[int, ...]:
 
 
 def run_ngff_writer(path: Path, n: int, codec: str, source: Any, timer: Timer,
-                    direct: bool = False) -> None:
+                    direct: bool = False, sharded: bool = False) -> None:
     import ngff_writer as nw
 
     out = nw.open_output(nw.DirectLocalStore(path) if direct else str(path), mode="w")
     # No pyramid: the other engines write level 0 only (bench_pyramid.py measures levels).
+    # Shards named, not left to the default: below 1 GiB (S < 32) it would not shard.
     img = out.create_image("pred", shape=_shape(n), axes="sczyx", dtype="float32",
-                           chunks=CHUNKS, compressor=codec, pyramid=None)
+                           chunks=CHUNKS, shards=(1, *SAMPLE_SHAPE) if sharded else None,
+                           compressor=codec, pyramid=None)
     for i in range(n):
         sample = source.sample(i)
         with timer:
@@ -131,6 +136,7 @@ def run_careamics_cache(path: Path, n: int, codec: str, source: Any, timer: Time
 RUNNERS = {
     "ngff-writer": run_ngff_writer,
     "ngff-direct": partial(run_ngff_writer, direct=True),
+    "ngff-sharded": partial(run_ngff_writer, sharded=True),
     "zarr": run_zarr,
     "tensorstore": run_tensorstore,
     "careamics-cache": run_careamics_cache,
@@ -233,6 +239,15 @@ def verdict(table: list[dict], results: list[dict], n: int) -> list[str]:
             lines.append(f"throughput {mine} / tensorstore, per pair: "
                          f"{', '.join(f'{p:.2f}' for p in ratios)}; median {med:.2f} -> "
                          f"{'PASS' if med >= TS_TARGET else 'FAIL'} (>= {TS_TARGET})")
+    if ngff and by.get(("ngff-sharded", n)):
+        ratios = paired(results, "ngff-sharded", "ngff-writer", samples=n)
+        med = statistics.median(ratios)
+        lines.append(f"throughput ngff-sharded / ngff-writer (unsharded), per pair: "
+                     f"{', '.join(f'{p:.2f}' for p in ratios)}; median {med:.2f} -> "
+                     f"{'PASS' if med >= SHARDED_TARGET else 'FAIL'} (>= {SHARDED_TARGET})")
+        extra = by[("ngff-sharded", n)]["peak_over_baseline_mb_max"]
+        lines.append(f"ngff-sharded extra peak RSS at S={n}: {extra:.0f} MB -> "
+                     f"{'PASS' if extra <= EXTRA_RSS_MB else 'FAIL'} (<= {EXTRA_RSS_MB} MB)")
     if ngff:
         extra = ngff["peak_over_baseline_mb_max"]
         lines.append(f"ngff-writer extra peak RSS (over its baseline) at S={n}: {extra:.0f} MB -> "

@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from ._declare.shards import auto_shards
+from ._declare.spec import parse_sample_axes
 from ._output.handle import Output, Progress, open_output
 from ._storage.stores import StoreLike
 
@@ -122,6 +124,26 @@ def aligned_chunks(array: da.Array, axes: str) -> tuple[int, ...]:
         largest = max(even, key=lambda a: chunks[a])
         chunks[largest] //= 2
     return tuple(chunks[a] for a in axes.lower())
+
+
+def _block_shards(array: da.Array, axes: str, out: Output, name: str,
+                  declaration: dict[str, Any]) -> tuple[int, ...] | None:
+    """The default shards of ``to_image``: the array's blocks (1 along ``s``), whole.
+
+    Each block is then whole shards (``auto_shards`` only halves it where it splits
+    evenly), so each task stores its own files and none goes through fragments. An image
+    stored with other shards (an older version's default) is continued as it is.
+    """
+    if name in out.images():
+        return out.image(name).spec.shards
+    chunks = declaration.get("chunks") or aligned_chunks(array, axes)
+    block: list[int] | None = [1 if a == "s" else int(n)
+                               for a, n in zip(axes.lower(), array.chunksize, strict=True)]
+    if any(b % c for b, c in zip(block or (), chunks, strict=True)):
+        block = None  # chunks the user chose that do not divide the blocks: one per sample
+    sample_axes = parse_sample_axes(declaration.get("sample_axes"), axes.lower())
+    return auto_shards(axes.lower(), array.shape, sample_axes, chunks, array.dtype.itemsize,
+                       out.ngff_version, start=block)
 
 
 def _blocks(array: da.Array) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
@@ -207,11 +229,14 @@ def to_image(array: da.Array, root: StoreLike, name: str, axes: str, *,
     SpecMismatchError
         The image exists with other settings.
     """
-    if declaration.get("chunks") is None and declaration.get("shards") is None:
+    auto = isinstance(declaration.get("shards", "auto"), str)
+    if declaration.get("chunks") is None and (auto or declaration.get("shards") is None):
         declaration["chunks"] = aligned_chunks(array, axes)
     if fingerprint is None:
         fingerprint = f"dask:{dask.base.tokenize(array)}"
     with open_output(root, mode="a", storage_options=storage_options, ngff_version=ngff_version) as out:
+        if auto:
+            declaration["shards"] = _block_shards(array, axes, out, name, declaration)
         out.create_image(name, array.shape, axes, array.dtype, exist_ok=True, fingerprint=fingerprint,
                          overwrite=overwrite, **declaration)
     export = store_blocks(array, root, name, storage_options=storage_options)

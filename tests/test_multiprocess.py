@@ -18,15 +18,17 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+from layouts import large_default
 from procs import TIMEOUT, run_children  # noqa: F401
 
 import ngff_writer as nw
 from ngff_writer.testing import abandon
 
-VERSIONS = ("0.4", "0.5")
 AXES = "sczyx"
 SHAPE = (8, 2, 4, 24, 20)
 CHUNKS = (1, 1, 2, 16, 16)
+#: NGFF version, and "-sharded" for the large images' default layout (tests/layouts.py).
+VERSIONS = ("0.4", "0.5", "0.5-sharded")
 N = SHAPE[0]
 CRASH_EXIT = 17
 CRASH_POINT_MISSED = 3
@@ -39,11 +41,12 @@ def sample(i: int) -> np.ndarray:
     return data
 
 
-def create(out: nw.Output) -> nw.Image:
-    return out.create_image(
-        "pred", SHAPE, AXES, dtype="float32", chunks=CHUNKS,
-        scale={"z": 2.0, "y": 0.5, "x": 0.5}, units="micrometer",
-    )
+def create(out: nw.Output, version: str) -> nw.Image:
+    with large_default(version.endswith("sharded")):
+        return out.create_image(
+            "pred", SHAPE, AXES, dtype="float32", chunks=CHUNKS,
+            scale={"z": 2.0, "y": 0.5, "x": 0.5}, units="micrometer",
+        )
 
 
 @pytest.fixture
@@ -55,16 +58,22 @@ def launcher() -> Iterator[contextlib.ExitStack]:
 
 def declare(root: Path, version: str, launcher: contextlib.ExitStack) -> nw.Image:
     """Declare the image in a fresh output (left open, as a launcher would, until the test ends)."""
-    return create(launcher.enter_context(nw.open_output(root, mode="w", ngff_version=version)))
+    return create(launcher.enter_context(nw.open_output(root, mode="w", ngff_version=version[:3])),
+                  version)
 
 
 def reference(root: Path, version: str) -> None:
     """A single-process write of every sample, in order."""
-    with nw.open_output(root, mode="w", ngff_version=version) as out:
-        img = create(out)
+    with nw.open_output(root, mode="w", ngff_version=version[:3]) as out:
+        img = create(out, version)
         for i in range(N):
             img.write_sample(i, sample(i))
         assert img.progress().complete
+    if version.endswith("sharded"):  # one shard per sample; level 1 gathers all 8
+        assert zarr.open_array(root / "pred" / "0", mode="r").shards == (1, 2, 4, 32, 32)
+        assert zarr.open_array(root / "pred" / "1", mode="r").shards == (8, 2, 4, 12, 10)
+    else:
+        assert zarr.open_array(root / "pred" / "0", mode="r").shards is None
 
 
 def attrs_of(root: Path) -> dict[str, Any]:
@@ -73,7 +82,7 @@ def attrs_of(root: Path) -> dict[str, Any]:
 
 def omero_of(root: Path, version: str) -> dict[str, Any]:
     attrs = attrs_of(root)
-    return (attrs["ome"] if version == "0.5" else attrs)["omero"]
+    return (attrs["ome"] if version.startswith("0.5") else attrs)["omero"]
 
 
 def status_of(root: Path) -> str:
@@ -212,8 +221,8 @@ def test_progress_survives_reopening(tmp_path: Path, version: str) -> None:
     ref_root = tmp_path / "ref.zarr"
     reference(ref_root, version)
     root = tmp_path / "out.zarr"
-    launcher = nw.open_output(root, mode="w", ngff_version=version)
-    img = create(launcher)
+    launcher = nw.open_output(root, mode="w", ngff_version=version[:3])
+    img = create(launcher, version)
     first = [5, 0, 3]
     for i in first:
         img.write_sample(i, sample(i))

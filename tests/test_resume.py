@@ -20,6 +20,7 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layouts import large_default
 from stores import FaultyStore
 from tiling import tile_specs
 from zarr.storage import LocalStore
@@ -54,9 +55,11 @@ def send(img: nw.Image, jobs) -> None:
                        stitch_start=t.stitch_coords)
 
 
-def declare(root, mode: str, **kw) -> None:
-    with nw.open_output(root, mode="w", **kw) as out:
-        out.create_image("p", SHAPE, "scyx", chunks=CHUNKS, blend=BLEND if mode == "blend" else None)
+def declare(root, mode: str, layout: str = "chunks", **kw) -> None:
+    """``layout="shards"``: the default layout of large images (tests/layouts.py)."""
+    with nw.open_output(root, mode="w", **kw) as out, large_default(layout == "shards"):
+        img = out.create_image("p", SHAPE, "scyx", chunks=CHUNKS, blend=BLEND if mode == "blend" else None)
+        assert (img.spec.shards is not None) == (layout == "shards")
 
 
 def reference(tmp_path_factory, mode: str) -> list[np.ndarray]:
@@ -90,11 +93,12 @@ def crash(out: nw.Output, commit: bool = True) -> None:
 
 
 # ---- crash, then resume in another order ----------------------------------------------------
+@pytest.mark.parametrize("layout", ["chunks", "shards"])
 @pytest.mark.parametrize("mode", ["crop", "blend"])
 @pytest.mark.parametrize("seed", range(4))
-def test_crash_then_resume_in_another_order_with_spilled_fragments(tmp_path, refs, mode, seed):
+def test_crash_then_resume_in_another_order_with_spilled_fragments(tmp_path, refs, mode, seed, layout):
     root = tmp_path / "o.zarr"
-    declare(root, mode)
+    declare(root, mode, layout)
     small = {"max_buffer_bytes": 16 * 1024, "commit_interval": 3600}  # partial chunks spill
     out = nw.open_output(root, mode="a", **small)
     order = np.random.default_rng(seed).permutation(len(JOBS))
@@ -114,7 +118,7 @@ def test_any_life_of_crashes_retries_and_spills_ends_in_the_stitch(tmp_path_fact
     single-process result, bit for bit, at every level."""
     mode = data.draw(st.sampled_from(["crop", "blend"]), label="mode")
     root = tmp_path_factory.mktemp("life") / "o.zarr"
-    declare(root, mode)
+    declare(root, mode, data.draw(st.sampled_from(["chunks", "shards"]), label="layout"))
     for run in range(data.draw(st.integers(1, 3), label="runs")):
         out = nw.open_output(root, mode="a", commit_interval=3600,
                              max_buffer_bytes=data.draw(st.sampled_from([0, 8192, 1 << 30]), label="buf"))

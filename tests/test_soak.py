@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from layouts import large_default
 from targets import make_target, open_target, read_level
 from tiling import tile_specs
 
@@ -49,12 +50,16 @@ def jobs() -> list[tuple[str, int, int]]:
     return out
 
 
-def declare(target: tuple) -> None:
-    with open_target(target, mode="w") as out:
+def declare(target: tuple, layout: str = "chunks") -> None:
+    """The three images, unsharded or with the default layout of large images (tests/layouts.py)."""
+    with open_target(target, mode="w") as out, large_default(layout == "shards"):
         out.create_image("samples", SAMPLES, "syx", chunks=(1, 32, 32))
         out.create_image("crop", TILED, "scyx", chunks=CHUNKS)
         out.create_image("blend", TILED, "scyx", chunks=CHUNKS,
                          blend={"tile_size": PATCH, "overlap": OVERLAP, "ramp": "cosine"})
+        if layout == "shards":
+            assert all(out[name].array.shards for name in ("samples", "crop", "blend"))
+            assert out["samples"].spec.shard_samples  # lower levels gather samples
 
 
 def write(target: tuple, worker: int, seed: int, pause: float) -> None:
@@ -99,10 +104,11 @@ def serial(tmp_path_factory) -> dict[str, list[bytes]]:
     return {image: levels(target, image) for image in ("samples", "crop", "blend")}
 
 
-@pytest.mark.parametrize("kind", ["local", "fsspec"])
-def test_twenty_kills_and_resumes_end_in_the_serial_result(tmp_path, request, kind, serial):
+@pytest.mark.parametrize(("kind", "layout"), [("local", "chunks"), ("fsspec", "chunks"), ("local", "shards")])
+def test_twenty_kills_and_resumes_end_in_the_serial_result(tmp_path, request, kind, layout, serial):
+    """``layout="shards"``: one shard per sample, tiles of three writers assembled into them."""
     target = make_target(kind, tmp_path, request.getfixturevalue("s3") if kind != "local" else None)
-    declare(target)
+    declare(target, layout)
     ctx = mp.get_context("spawn")
     rng = random.Random(7)
     runs = {w: 0 for w in range(WRITERS)}

@@ -59,8 +59,13 @@ def served(tmp_path):
     with nw.open_output(root) as out:
         img = out.create_image("cells", (2, 256, 256), "syx", chunks=(1, 128, 128),
                                scale={"y": 0.5, "x": 0.5}, units="micrometer")
+        # The layout the default gives large images: a shard per sample (here of 4 chunks).
+        sharded = out.create_image("sharded", (2, 256, 256), "syx", chunks=(1, 128, 128),
+                                   shards=(1, 256, 256))
         for i in range(2):
-            img.write_sample(i, rng.random((256, 256), dtype=np.float32))
+            data = rng.random((256, 256), dtype=np.float32)
+            img.write_sample(i, data)
+            sharded.write_sample(i, data)
         out.create_image("empty", (2, 256, 256), "syx", chunks=(1, 128, 128))
     procs = []
 
@@ -81,6 +86,7 @@ def served(tmp_path):
 def test_view_draws_the_image_in_a_browser(served):
     shot = screenshot(served("cells"))
     assert drawn_levels(shot) > 100  # random data through a contrast window: many greys
+    assert drawn_levels(screenshot(served("sharded"))) > 100  # neuroglancer reads the shards
     control = screenshot(served("empty"))
     assert drawn_levels(control) < 10  # nothing stored: a flat square
 

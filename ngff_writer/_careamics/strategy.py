@@ -135,6 +135,10 @@ class OmeZarrWriteStrategy:
         ``"0.5"`` (default) or ``"0.4"``.
     chunks
         Chunk shape per output axis in ``(s)(t)(c)(z)yx`` order, or None for the default.
+    shards
+        Shard shape in the same order, None for one file per chunk, or ``"auto"``
+        (default): one shard per sample for images of 1 GiB or more, as in
+        :meth:`ngff_writer.Output.create_image`.
     compressor
         As in :meth:`ngff_writer.Output.create_image`.
     tile_mode
@@ -194,6 +198,7 @@ class OmeZarrWriteStrategy:
         fingerprint: str | None = None,
         ngff_version: str = "0.5",
         chunks: Sequence[int] | None = None,
+        shards: Sequence[int] | str | None = "auto",
         compressor: Any = "default",
         tile_mode: str = "crop",
         tile_overlap: Sequence[int] | None = None,
@@ -216,6 +221,7 @@ class OmeZarrWriteStrategy:
         self.fingerprint = fingerprint
         self.ngff_version = ngff_version
         self.chunks = None if chunks is None else tuple(chunks)
+        self.shards = shards if shards is None or isinstance(shards, str) else tuple(shards)
         self.compressor = compressor
         self.tile_mode = tile_mode
         self.tile_overlap = None if tile_overlap is None else tuple(int(v) for v in tile_overlap)
@@ -306,7 +312,8 @@ class OmeZarrWriteStrategy:
                 "dtype": None if self.dtype is None else np.dtype(self.dtype).str,
                 "scale": self.scale, "units": self.units, "pyramid": self.pyramid,
                 # Named only when given: the fingerprints of jobs from before it stay the same.
-                **({"translation": self.translation} if self.translation else {})}
+                **({"translation": self.translation} if self.translation else {}),
+                **({"shards": self.shards} if self.shards != "auto" else {})}
 
     def _image_fingerprint(self, source: str, data_idx: int) -> str | None:
         """The fingerprint stored with one source's image: the job's, naming the source."""
@@ -444,7 +451,8 @@ class OmeZarrWriteStrategy:
         # complete), refuse another job's, or replace it with overwrite=True (only what
         # ngff-writer wrote, and no live writer's).
         options = {"sample_axes": "".join(a for a in "st" if a in declared) or None,
-                   "chunks": self.chunks, "compressor": self.compressor, "scale": self.scale,
+                   "chunks": self.chunks, "shards": self.shards, "compressor": self.compressor,
+                   "scale": self.scale,
                    "translation": self.translation, "units": self.units, "cast": "same_kind",
                    "blend": blend, "pyramid": self.pyramid,
                    "exist_ok": True, "fingerprint": self._image_fingerprint(str(pred.source), data_idx),

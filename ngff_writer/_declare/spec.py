@@ -50,6 +50,7 @@ from ..errors import (
 )
 from .bookkeeping import GROUP
 from .pyramid import METHODS, aligned, auto_levels, level_blocks, level_shape
+from .shards import auto_shards, gathered
 
 __all__ = [
     "AXIS_TYPES",
@@ -288,6 +289,10 @@ class ImageSpec:
     label: Label | None = None
     title: str | None = None
     translation: tuple[float, ...] | None = None
+    #: Samples per shard of each level below 0 (level 1 first), None for one: the default
+    #: layout gathers the small lower levels of several samples into one shard
+    #: (:func:`ngff_writer._declare.shards.gathered`).
+    shard_samples: tuple[int, ...] | None = None
 
     # ---- derived --------------------------------------------------------------------
     @cached_property
@@ -390,7 +395,7 @@ class ImageSpec:
         return cls(**kw)
 
 
-_OPTIONAL_SINCE_0_2 = ("label", "title", "translation")
+_OPTIONAL_SINCE_0_2 = ("label", "title", "translation", "shard_samples")
 
 
 # ---- parsing ---------------------------------------------------------------------------
@@ -544,7 +549,7 @@ def parse_image_spec(
     *,
     sample_axes: str | None = None,
     chunks: Sequence[int] | None = None,
-    shards: Sequence[int] | None = None,
+    shards: Sequence[int] | str | None = "auto",
     compressor: Any = "default",
     fill_value: float | int | bool = 0,
     scale: Mapping[str, float] | Sequence[float] | None = None,
@@ -600,7 +605,16 @@ def parse_image_spec(
     else:
         chunks_t = _parse_blocks("chunks", chunks, axes, shape_t, layout)
     shards_t = None
-    if shards is not None:
+    if isinstance(shards, str):
+        if shards != "auto":
+            raise InvalidChunksError(f"shards must be 'auto', None or a shape, got {shards!r}")
+        shards_t = auto_shards(axes, shape_t, sample_axes_t, chunks_t, dt.itemsize, version)
+        if shards_t is not None:
+            try:  # the rules of explicit shards hold for the default (a merged 's' has its own)
+                _parse_blocks("shards", shards_t, axes, shape_t, layout)
+            except InvalidChunksError:
+                shards_t = None
+    elif shards is not None:
         if version != "0.5":
             raise InvalidChunksError("shards need zarr format 3: use ngff_version='0.5'")
         shards_t = _parse_blocks("shards", shards, axes, shape_t, layout)
@@ -642,7 +656,12 @@ def parse_image_spec(
         translation=_parse_translation(translation, axes),
     )
     resolved = _resolve_pyramid(spec, levels_wanted, factors, method)
-    return dataclasses.replace(spec, pyramid=resolved) if resolved is not None else spec
+    if resolved is not None:
+        spec = dataclasses.replace(spec, pyramid=resolved)
+    if isinstance(shards, str) and spec.shards is not None and spec.sample_axes and not spec.layout.merged:
+        spec = dataclasses.replace(spec, shard_samples=gathered(
+            [level.shards or level.chunks for level in spec.levels], spec.np_dtype.itemsize))
+    return spec
 
 
 def parse_title(title: Any) -> str | None:
@@ -773,6 +792,10 @@ def _levels(spec: ImageSpec) -> tuple[Level, ...]:
         shape = level_shape(shape, factors)
         level_chunks = level_blocks(chunks, shape)
         level_shards = None if shards is None else level_blocks(shards, shape, level_chunks)
+        if level_shards is not None and spec.shard_samples:
+            s = spec.layout.axes.index(spec.sample_axes[-1])  # consecutive samples along it
+            level_shards = tuple(min(spec.shard_samples[k - 1], shape[s]) if i == s else n
+                                 for i, n in enumerate(level_shards))
         translation = tuple(t + shift * (f - 1) * s
                             for t, f, s in zip(translation, factors, scale, strict=True))
         scale = tuple(s * f for s, f in zip(scale, factors, strict=True))

@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
+from .._declare.shards import layout_reason
 from .._storage.stores import node_attributes, run, store_errors
 from ..errors import CorruptError
 
@@ -77,7 +78,8 @@ class ImageInfo:
     """An OME-Zarr image: where it is, who wrote it, its axes, levels and channels.
 
     ``status`` is ngff-writer's (``"in_progress"``, ``"complete"``), None for other tools';
-    ``fingerprint`` what produced the data, when the writer said.
+    ``fingerprint`` what produced the data, when the writer said; ``layout`` one line on
+    whether level 0 is sharded, and why (:func:`ngff_writer._declare.shards.layout_reason`).
     """
 
     path: str
@@ -89,6 +91,7 @@ class ImageInfo:
     channels: tuple[ChannelInfo, ...]
     status: str | None = None
     fingerprint: str | None = None
+    layout: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``ngff-writer info --json``)."""
@@ -177,4 +180,12 @@ def describe_image(store: Store, path: str) -> ImageInfo:
     return ImageInfo(path=path, ngff_version=version,
                      written_by="ngff-writer" if isinstance(writer, dict) else "another tool",
                      axes=axes, units=units, levels=levels, channels=channels, status=status,
-                     fingerprint=fingerprint if isinstance(fingerprint, str) else None)
+                     fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+                     layout=_layout(levels, version))
+
+
+def _layout(levels: tuple[LevelInfo, ...], version: str) -> str:
+    if not levels:
+        return ""
+    first = levels[0]
+    return layout_reason(first.shards, first.shape, np.dtype(first.dtype).itemsize, version)

@@ -19,6 +19,7 @@ The handle (:class:`ngff_writer.Output`) parses what the user passes into an
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .._declare.bookkeeping import GROUP, Identity, ImageKeys, check_format
@@ -141,10 +142,18 @@ class Images:
         return image
 
     def declare(self, spec: ImageSpec, exist_ok: bool, fingerprint: str | None = None,
-                overwrite: bool = False) -> Image:
-        """Declare ``spec``, or continue or replace the image there (see ``Output.create_image``)."""
+                overwrite: bool = False, auto_shards: bool = False) -> Image:
+        """Declare ``spec``, or continue or replace the image there (see ``Output.create_image``).
+
+        ``auto_shards``: the shards were ngff-writer's choice, not the user's. An image
+        stored with other shards (by a version with another default) is then continued
+        as it is stored: the layout is not the job, and resuming must not fail on it.
+        """
         check_fingerprint(fingerprint)
         existing = self.find(spec.name)
+        if existing is not None and auto_shards:
+            spec = dataclasses.replace(spec, shards=existing.spec.shards,
+                                       shard_samples=existing.spec.shard_samples)
         if existing is not None:
             this_job = (fingerprint is not None and existing.fingerprint == fingerprint
                         and not _differences(existing.spec, spec))

@@ -161,7 +161,7 @@ class Output:
         *,
         sample_axes: str | None = None,
         chunks: Sequence[int] | None = None,
-        shards: Sequence[int] | None = None,
+        shards: Sequence[int] | str | None = "auto",
         compressor: Any = "default",
         fill_value: float | int | bool = 0,
         scale: Mapping[str, float] | Sequence[float] | None = None,
@@ -214,7 +214,11 @@ class Output:
             Chunk shape in ``axes`` order; must be 1 along ``s``. Default: 1 along
             ``t s c``, spatial axes halved until a chunk is at most 4 MiB.
         shards
-            Shard shape in ``axes`` order (NGFF 0.5 only), a multiple of ``chunks``.
+            Shard shape in ``axes`` order (NGFF 0.5 only), a multiple of ``chunks`` and 1
+            along ``s``; None for one file per chunk. Default ``"auto"``: images of 1 GiB or
+            more in NGFF 0.5 get one shard of at most 256 MiB per sample (fewer, larger
+            files on clusters and object stores); smaller ones and NGFF 0.4 keep chunks.
+            The guide's "Axes, chunks, shards and codecs" has the rule and its measurements.
         compressor
             ``"default"`` (Blosc zstd-3 + shuffle), ``"blosc-lz4"``, ``"zstd"``, ``"gzip"``,
             None, or a zarr / numcodecs codec.
@@ -283,7 +287,8 @@ class Output:
             ngff_version=ngff_version or self.ngff_version, cast=cast,
             window_percentiles=window_percentiles, blend=blend, pyramid=pyramid, title=title,
         )
-        return self._images.declare(spec, exist_ok, fingerprint, overwrite)
+        return self._images.declare(spec, exist_ok, fingerprint, overwrite,
+                                    auto_shards=isinstance(shards, str))
 
     def create_labels(
         self,

@@ -438,6 +438,8 @@ def info(path: str, options: dict[str, Any] | None, as_json: bool) -> None:
                           ", ".join(lv.codecs) or "none", _size(lv.stored_bytes),
                           f"{lv.ratio:.2f}" if lv.ratio else "-")
         node.add(table)
+        if i.layout:
+            node.add(f"layout: {i.layout}")
         node.add(_placement(i))
         for c in i.channels:
             w = c.window or {}
