@@ -14,10 +14,10 @@ image is final) and extrapolated per byte of level 0:
 ``files per TB = data files * 1e12 / level-0 bytes`` (TB = 10^12 bytes of predictions,
 the pyramid's files included; the few metadata files do not grow with the image).
 
-Part 2, moto's S3 server on 127.0.0.1 (``--s3-samples`` samples of the first shape, the
-shards the default picks for a large image given explicitly, since the image is small):
-requests the server receives during the writes and ``close()``, by kind, per GB of
-level 0; and the mean size of a stored data object.
+Part 2, moto's S3 server on 127.0.0.1 (``--s3-samples`` samples of the first shape; 16 of
+128 MiB make 2 GiB, so the default shards): requests the server receives from
+``open_output`` to ``close()``, by kind, per GB of level 0; and the mean size of a stored
+data object.
 
 Usage::
 
@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ngff_writer as nw
-from ngff_writer._declare.shards import SHARD_MIN_IMAGE_BYTES, auto_shards
+from ngff_writer._declare.shards import SHARD_MIN_IMAGE_BYTES
 from ngff_writer._declare.spec import parse_image_spec
 
 TB = 1e12
@@ -63,24 +63,14 @@ def _source(shape: tuple[int, ...]) -> Any:
     return source
 
 
-def _shards(layout: str, shape: tuple[int, ...], chunks: tuple[int, ...]) -> Any:
-    if layout == "chunks":
-        return None
-    if layout == "default":
-        return "auto"
-    # "large": what the default gives a large image, named for a small one (S3 part).
-    return auto_shards("sczyx", shape, "s", chunks, 4, "0.5", min_image_bytes=0)
-
-
 def write(root: Any, shape: tuple[int, ...], n: int, layout: str,
           storage_options: dict[str, Any] | None = None, source: Any = None) -> dict[str, Any]:
     """Write ``n`` samples of ``shape`` with ``layout``; return the image's layout and timing."""
     full = (n, *shape)
     source = source or _source(shape)
     t0 = time.perf_counter()
-    chunks = parse_image_spec("pred", full, "sczyx").chunks  # the default chunks
     with nw.open_output(root, mode="w", storage_options=storage_options) as out:
-        img = out.create_image("pred", full, "sczyx", shards=_shards(layout, full, chunks))
+        img = out.create_image("pred", full, "sczyx", shards="auto" if layout == "default" else None)
         for i in range(n):
             img.write_sample(i, source.sample(i))
     seconds = time.perf_counter() - t0
@@ -140,7 +130,7 @@ def s3(shape: tuple[int, ...], n: int) -> list[dict[str, Any]]:
 
     rows = []
     with LocalS3() as server:
-        for layout in ("large", "chunks"):
+        for layout in LAYOUTS:
             url = server.url(f"{layout}.zarr")
             with server.requests() as counts:
                 info = write(url, shape, n, layout, server.fsspec_options)
@@ -174,8 +164,14 @@ def verdict(rows: list[dict[str, Any]], s3_rows: list[dict[str, Any]]) -> list[s
                      f"(<= {TARGET_FILES_PER_TB:,})")
     if s3_rows:
         by = {r["layout"]: r for r in s3_rows}
-        big, small = by["large"], by["chunks"]
-        lines.append(f"S3: {big['requests_per_gb']:,.0f} requests per GB with shards vs "
+        big, small = by["default"], by["chunks"]
+        def uploads(r: dict[str, Any]) -> float:  # PUT, and POST: multipart uploads' start and end
+            return (r["requests"].get("PUT", 0) + r["requests"].get("POST", 0)) * GB / r["level0_bytes"]
+
+        lines.append(f"S3 uploads (PUT + POST): {uploads(big):,.0f} per GB with the default layout vs "
+                     f"{uploads(small):,.0f} with one object per chunk: {uploads(small) / uploads(big):.1f}x "
+                     "fewer (objects over s3fs's part size go up in several parts)")
+        lines.append(f"S3: {big['requests_per_gb']:,.0f} requests per GB with the default layout vs "
                      f"{small['requests_per_gb']:,.0f} with one object per chunk: "
                      f"{small['requests_per_gb'] / big['requests_per_gb']:.1f}x fewer; mean data object "
                      f"{big['mean_object_mib']:.1f} vs {small['mean_object_mib']:.1f} MiB "
@@ -188,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", default="1x32x1024x1024,1x32x512x512",
                    help="sample shapes CxZxYxX, comma-separated")
     p.add_argument("--samples", type=int, default=None, help="samples per image (default: 1 GiB)")
-    p.add_argument("--s3-samples", type=int, default=4, help="samples of the S3 part")
+    p.add_argument("--s3-samples", type=int, default=16, help="samples of the S3 part")
     p.add_argument("--no-s3", action="store_true", help="skip the S3 part")
     p.add_argument("--tmpdir", default=None)
     p.add_argument("--json", default=None)

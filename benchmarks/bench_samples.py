@@ -10,6 +10,7 @@ Engines (each run in its own fresh subprocess, writing to a fresh directory on l
 ``ngff-direct``      the same on ``DirectLocalStore(path)``: chunk files written with O_DIRECT
 ``ngff-sharded``     ``ngff-writer`` with one shard per sample (the default of images >= 1 GiB)
 ``zarr``             ``zarr.create_array(...)`` then ``arr[i] = x`` per sample (default pipeline)
+``zarr-sharded``     the same with ``shards=`` one sample (zarr assembles each shard in memory)
 ``tensorstore``      zarr3 driver, file kvstore, ``arr[i].write(x).result()`` per sample
 ``careamics-cache``  keep every sample in a list, then ``np.stack`` and one zarr write at the end
 
@@ -61,7 +62,8 @@ from _common import (
 )
 from _common import median as _median
 
-ENGINES = ("ngff-writer", "ngff-direct", "ngff-sharded", "zarr", "tensorstore", "careamics-cache")
+ENGINES = ("ngff-writer", "ngff-direct", "ngff-sharded", "zarr", "zarr-sharded", "tensorstore",
+           "careamics-cache")
 DOUBLE_ENGINES = ("ngff-writer", "ngff-sharded", "careamics-cache")
 #: The shards issue's bar: the sharded default within 10% of the unsharded layout, paired.
 SHARDED_TARGET = 0.9
@@ -94,10 +96,11 @@ def run_ngff_writer(path: Path, n: int, codec: str, source: Any, timer: Timer,
         out.close()
 
 
-def run_zarr(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
+def run_zarr(path: Path, n: int, codec: str, source: Any, timer: Timer, sharded: bool = False) -> None:
     import zarr
 
     arr = zarr.create_array(str(path), shape=_shape(n), dtype="float32", chunks=CHUNKS,
+                            shards=(1, *SAMPLE_SHAPE) if sharded else None,
                             compressors=zarr_codec(codec), fill_value=0, zarr_format=3)
     for i in range(n):
         sample = source.sample(i)
@@ -138,6 +141,7 @@ RUNNERS = {
     "ngff-direct": partial(run_ngff_writer, direct=True),
     "ngff-sharded": partial(run_ngff_writer, sharded=True),
     "zarr": run_zarr,
+    "zarr-sharded": partial(run_zarr, sharded=True),
     "tensorstore": run_tensorstore,
     "careamics-cache": run_careamics_cache,
 }

@@ -182,3 +182,15 @@ def test_crop_of_a_volume(tmp_path):
     files = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert run_example("crop_of_a_volume.py", str(out)) == 0  # again: nothing changes
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == files
+
+
+def test_large_export_is_sharded(tmp_path, capsys):
+    out = tmp_path / "large.zarr"
+    assert run_example("large_export.py", str(out), "--samples", "8") == 0  # 1 GiB: sharded
+    printed = capsys.readouterr().out
+    assert "files per level: [8, 2, 1, 1]" in printed  # a shard per sample, then 4, 16, 64 samples
+    with nw.open_output(out, mode="r") as o:
+        assert o["pred"].complete and o["pred"].spec.shard_samples == (4, 16, 64)
+        np.testing.assert_array_equal(o["pred"].level(0)[5], runpy.run_path(
+            str(EXAMPLES / "large_export.py"))["predict"](5))
+    assert run_example("large_export.py", str(out), "--samples", "8") == 0  # re-run: nothing to do

@@ -32,8 +32,8 @@ SCRIPT = str(Path(sys.executable).with_name("ngff-writer"))
     [
         # 16 samples of 64 MiB: one shard per sample (level 0 is 1 GiB).
         ((16, 1, 16, 1024, 1024), "sczyx", (1, 1, 16, 1024, 1024)),
-        # A 1 GiB sample: halved along its axis of most chunks until 256 MiB.
-        ((2, 1, 64, 2048, 2048), "sczyx", (1, 1, 64, 1024, 1024)),
+        # A 1 GiB sample: halved along its axis of most chunks until 128 MiB.
+        ((2, 1, 64, 2048, 2048), "sczyx", (1, 1, 64, 512, 1024)),
         # A sample of one chunk: nothing to gather, one file per chunk.
         ((4096, 512, 512), "syx", None),
         # Below 1 GiB: chunks only.

@@ -35,9 +35,10 @@ __all__ = ["SHARD_MAX_BYTES", "SHARD_MIN_IMAGE_BYTES", "auto_shards", "gathered"
 #: Images whose level 0 holds fewer bytes keep one file per chunk: 1 GiB of 4 MiB chunks
 #: is 256 files, which no quota feels.
 SHARD_MIN_IMAGE_BYTES = 1 << 30
-#: Largest default shard: stored objects of 64-256 MiB keep files per TB in the thousands,
-#: while a writer holds at most one shard of a tiled sample (see the guide).
-SHARD_MAX_BYTES = 256 << 20
+#: Largest default shard: objects of 64-128 MiB keep files per TB under 10,000 (for samples
+#: of 128 MiB or more), while a writer holds at most one shard per level being assembled
+#: (tiles' parts, the levels below 0): 256 MiB would double that for no fewer files there.
+SHARD_MAX_BYTES = 128 << 20
 
 
 def auto_shards(axes: str, shape: Sequence[int], sample_axes: str, chunks: Sequence[int],

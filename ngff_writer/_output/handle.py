@@ -216,7 +216,7 @@ class Output:
         shards
             Shard shape in ``axes`` order (NGFF 0.5 only), a multiple of ``chunks`` and 1
             along ``s``; None for one file per chunk. Default ``"auto"``: images of 1 GiB or
-            more in NGFF 0.5 get one shard of at most 256 MiB per sample (fewer, larger
+            more in NGFF 0.5 get one shard of at most 128 MiB per sample (fewer, larger
             files on clusters and object stores); smaller ones and NGFF 0.4 keep chunks.
             The guide's "Axes, chunks, shards and codecs" has the rule and its measurements.
         compressor

@@ -21,9 +21,9 @@ left out of it, and a shard of nothing but fill is deleted), as zarr does when
 with zarr's for every case taken.
 
 Shards are written by hand because zarr builds a whole shard in memory, from a copy of
-its data, before storing it: 460 MiB over the baseline for a stream of 32 MiB samples,
-one shard each, against 81 MiB unsharded (``benchmarks/README.md``). Here the inner chunks
-are encoded a few at a time, on every encoding thread, and written in zarr's order
+its data, before storing it: on the 2 GiB stream of 32 MiB samples, one shard each, it
+writes 1.6x slower than this path (``benchmarks/README.md``, "Shards"). Here the inner
+chunks are encoded a few at a time, on every encoding thread, and written in zarr's order
 (Morton, or C order where the codec says so) as they come; on local disk straight into
 the shard's temporary file, renamed into place once its index is written after them, so
 a shard costs a few encoded chunks of memory. Other stores take one value per key: the
