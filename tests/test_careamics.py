@@ -30,6 +30,7 @@ from careamics_standin import (
     stored_axes,
     zarr_uri,
 )
+from layouts import large_default
 from procs import run_children
 
 import ngff_writer as nw
@@ -205,17 +206,24 @@ def test_standin_tiles_stitch_to_the_whole_prediction(tmp_path, axes):
 CASES = [pytest.param(a, t, v, id=f"{a}-{'tiled' if t else 'untiled'}-{v}")
          for a in AXES for t in (False, True) for v in ("0.4", "0.5")]
 CASES += [pytest.param(a, True, "0.5", id=f"{a}-tiled-0.5") for a in EXTRA_AXES]
+# The default layout of large images (tests/layouts.py): tiles assembled into a shard per
+# sample, lower levels gathering samples.
+CASES += [pytest.param(a, True, "0.5-sharded", id=f"{a}-tiled-0.5-sharded") for a in AXES]
 
 
 @pytest.mark.parametrize(("axes", "tiled", "version"), CASES)
 def test_stream_equals_in_memory_stitch(tmp_path, axes, tiled, version):
+    version, _, layout = version.partition("-")
     chunks = strategy_chunks(axes) if tiled else None
-    out, images = run(tmp_path, axes, tiled, seed=len(axes), ngff_version=version, chunks=chunks)
+    with large_default(layout == "sharded"):
+        out, images = run(tmp_path, axes, tiled, seed=len(axes), ngff_version=version, chunks=chunks)
     assert outputs(out) == EXPECTED_NAMES
     for src, stream in images:
         path = output_path(out, src.source, src.data_idx, tmp_path / "raw")
         expected = expected_output(stitch(stream), axes, src.array.shape)
         check_image(path, expected, axes, src.c_out, version)
+        if layout == "sharded":
+            assert zarr.open_array(path / "0", mode="r").shards is not None
 
 
 def test_sample_count_is_data_shape0_for_tyx_and_yxs(tmp_path):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import dask
 import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from layouts import large_default
 from targets import make_target, read_level, store_of
 
 import ngff_writer as nw
@@ -124,36 +126,57 @@ def cluster():
         yield c
 
 
-@pytest.mark.parametrize("kind", ["local", "fsspec", "obstore"])
+def _assert_sharded(target: tuple) -> None:
+    """``to_image``'s default for large images where the blocks cut the chunks: a shard per
+    sample, at every level (tasks do not gather samples: each would leave its part of a
+    shared shard as a fragment)."""
+    assert target[0] == "local"
+    root = Path(target[1])
+    assert zarr.open_array(root / "img" / "0").shards == (1, 2, 8, 128, 96)
+    assert zarr.open_array(root / "img" / "1").shards == (1, 2, 8, 64, 64)
+
+
+@pytest.mark.parametrize("kind", ["local", "fsspec", "obstore", "local-sharded"])
 def test_local_cluster(tmp_path, request, kind, cluster, reference):
+    kind, _, layout = kind.partition("-")
     target = make_target(kind, tmp_path, request.getfixturevalue("s3") if kind != "local" else None)
-    # On S3, chunks that follow the blocks (no fragment); locally, blocks that cut chunks.
+    # On S3, chunks that follow the blocks (no fragment); locally, blocks that cut chunks
+    # (and, sharded, blocks that cut shards: workers meet in fragments at every level).
     chunks = None if kind != "local" else (1, 1, 4, 32, 32)
-    with distributed.Client(cluster):
+    with distributed.Client(cluster), large_default(layout == "sharded"):
         progress = _export(target, predictions(), chunks=chunks)
     assert progress.complete
     assert levels(target) == reference
+    if layout == "sharded":
+        _assert_sharded(target)
 
 
-@pytest.mark.parametrize("kind", ["local", "fsspec"])
+@pytest.mark.parametrize("kind", ["local", "fsspec", "local-sharded"])
 def test_killed_worker_and_restarted_cluster_then_resubmit(tmp_path, request, kind, reference):
+    kind, _, layout = kind.partition("-")
     target = make_target(kind, tmp_path, request.getfixturevalue("s3") if kind != "local" else None)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as c, distributed.Client(c) as client:
         # 1. SIGKILL one worker process in the middle: dask runs its tasks again elsewhere.
-        future = client.compute(_export(target, predictions(slow_model, FEWER), compute=False))
+        with large_default(layout == "sharded"):
+            export = _export(target, predictions(slow_model, FEWER), compute=False)
+        future = client.compute(export)
         _wait_for_blocks(target, 4)
         pids = client.run(os.getpid)
         os.kill(next(iter(pids.values())), signal.SIGKILL)
         assert future.result(timeout=300).complete
         assert levels(target) == reference
+        if layout == "sharded":
+            _assert_sharded(target)
 
     target = make_target(kind, tmp_path / "again", request.getfixturevalue("s3") if kind != "local" else None)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as c, distributed.Client(c) as client:
         # 2. Restart the whole cluster in the middle: the job fails; submitted again, it
         # computes only what is missing and completes with the same bytes.
-        future = client.compute(_export(target, predictions(slow_model, FEWER), compute=False))
+        with large_default(layout == "sharded"):
+            export = _export(target, predictions(slow_model, FEWER), compute=False)
+        future = client.compute(export)
         _wait_for_blocks(target, 4)
         client.restart()
         with pytest.raises(Exception):  # noqa: B017 - cancelled or killed, as distributed reports it
@@ -163,6 +186,8 @@ def test_killed_worker_and_restarted_cluster_then_resubmit(tmp_path, request, ki
         assert 0 < done_before
         assert _export(target, predictions(slow_model, FEWER), compute=False).compute().complete
         assert levels(target) == reference
+        if layout == "sharded":
+            _assert_sharded(target)
 
 
 def _wait_for_blocks(target: tuple, blocks: int, timeout: float = 120) -> None:
