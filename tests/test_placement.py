@@ -8,6 +8,8 @@ the level above further on. Readers nobody here wrote must agree.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,79 @@ def test_validators_and_readers_agree(placed):
         assert info.levels[1].translation == pytest.approx(
             [0.0] + [centre_of_first_pixel(1, a) for a in "zyx"])
         assert validate_image(out.store, "roi", out["roi"]).ok
+
+
+# ---- other readers: ngff-zarr, iohub, bioio ----------------------------------------------------
+@pytest.fixture
+def placed_tczyx(tmp_path):
+    """The same placement on a t c z y x image (one sample per time point), the axes iohub reads."""
+    path = tmp_path / "t.zarr"
+    data = np.random.default_rng(1).random((2, 1, 4, 32, 32)).astype(np.float32)
+    with nw.open_output(path) as out:
+        image = out.create_image("roi", data.shape, "tczyx", sample_axes="t", chunks=(1, 1, 4, 8, 8),
+                                 scale=SCALE, translation=PLACE, pyramid=2, units="micrometer")
+        for t, sample in enumerate(data):
+            image.write_sample(t, sample)
+    return path / "roi", data
+
+
+def _placement(level: int) -> tuple[list[float], list[float]]:
+    """Scale and translation of ``level`` of ``placed_tczyx``'s image, t c z y x."""
+    scale = [1.0, 1.0, SCALE["z"], SCALE["y"] * 2**level, SCALE["x"] * 2**level]
+    return scale, [0.0, 0.0, *(centre_of_first_pixel(level, a) for a in "zyx")]
+
+
+def test_ngff_zarr_reads_the_placement(placed):
+    ngff_zarr = pytest.importorskip("ngff_zarr")
+    path, data = placed
+    multiscales = ngff_zarr.from_ngff_zarr(str(path / "roi"))
+    assert len(multiscales.images) == 3
+    for k, image in enumerate(multiscales.images):
+        assert image.translation == pytest.approx({"z": PLACE["z"], **{a: centre_of_first_pixel(k, a)
+                                                                        for a in "yx"}, "s": 0.0})
+        assert {a: image.scale[a] for a in "zyx"} == pytest.approx(
+            {"z": SCALE["z"], "y": SCALE["y"] * 2**k, "x": SCALE["x"] * 2**k})
+    np.testing.assert_array_equal(np.asarray(multiscales.images[0].data), data)
+
+
+IOHUB = """
+import json, sys
+from iohub.ngff import open_ome_zarr
+with open_ome_zarr(sys.argv[1], layout="fov", mode="r") as pos:
+    print(json.dumps([[pos.get_effective_scale(str(k)), pos.get_effective_translation(str(k))]
+                      for k in range(3)]))
+"""
+
+
+def test_iohub_reads_the_placement(placed_tczyx):
+    pytest.importorskip("iohub")
+    path, _ = placed_tczyx
+    # In a process of its own: iohub may set zarr's codec pipeline for the whole process.
+    done = subprocess.run([sys.executable, "-c", IOHUB, str(path)], capture_output=True, text=True,
+                          check=True, timeout=300)
+    for k, (scale, translation) in enumerate(json.loads(done.stdout)):
+        want_scale, want_translation = _placement(k)
+        assert scale == pytest.approx(want_scale)
+        assert translation == pytest.approx(want_translation)
+
+
+def test_bioio_reads_the_placement(placed_tczyx):
+    """bioio has no coordinates for a translation: its per-level scale, and the translation in
+    the metadata it hands over."""
+    bioio = pytest.importorskip("bioio")
+    reader = pytest.importorskip("bioio_ome_zarr")
+    path, data = placed_tczyx
+    image = bioio.BioImage(str(path), reader=reader.Reader)
+    assert len(image.resolution_levels) == 3
+    multiscales = image.metadata.attributes["ome"]["multiscales"][0]
+    for k in range(3):
+        image.set_resolution_level(k)
+        want_scale, want_translation = _placement(k)
+        assert (image.scale.Z, image.scale.Y, image.scale.X) == pytest.approx(tuple(want_scale[2:]))
+        found = {t["type"]: t[t["type"]] for t in multiscales["datasets"][k]["coordinateTransformations"]}
+        assert found["translation"] == pytest.approx(want_translation)
+    image.set_resolution_level(0)
+    np.testing.assert_array_equal(image.get_image_data("TCZYX"), data)
 
 
 def _napari_layers(path: Path) -> list:

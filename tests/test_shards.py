@@ -227,3 +227,12 @@ def test_iohub_reads_the_sharded_default(sharded, tmp_path):
                    timeout=300)
     for k, want in enumerate(levels):
         np.testing.assert_array_equal(np.load(tmp_path / f"{k}.npy"), want)
+
+
+def test_ngff_zarr_reads_the_sharded_default(sharded):
+    ngff_zarr = pytest.importorskip("ngff_zarr")
+    path, levels = sharded
+    multiscales = ngff_zarr.from_ngff_zarr(str(path))
+    assert len(multiscales.images) == len(levels)
+    for image, want in zip(multiscales.images, levels, strict=True):
+        np.testing.assert_array_equal(np.asarray(image.data), want)
