@@ -843,6 +843,15 @@ def parse_name(name: str) -> str:
             raise SpecError(
                 f"image name {name!r}: segment {seg!r} must use letters, digits, '_', '-', '.'"
             )
+        # One rule for every name (images, labels, series, plates, wells, fields): what a
+        # reader, or our own discovery, skips or takes for something else is refused
+        # before anything is written: hidden names (zarr v2's .zattrs, .zgroup...), zarr v3's
+        # document, and the suffix of the temporary files a repair sweeps.
+        if seg.startswith(".") or seg == "zarr.json" or seg.endswith(".partial"):
+            raise SpecError(
+                f"image name {name!r}: segment {seg!r} is hidden from readers or reserved by zarr "
+                "(a leading '.', 'zarr.json', a '.partial' suffix)"
+            )
     if GROUP in segments:
         raise SpecError(f"image name {name!r}: {GROUP!r} is reserved for ngff-writer's bookkeeping")
     return "/".join(segments)

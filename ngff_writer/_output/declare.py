@@ -245,4 +245,11 @@ class Images:
         if not children <= ours:
             raise DuplicateImageError(f"{spec.name!r} is already a group that is not an image "
                                       f"(it holds {sorted(children - ours)})")
+        # A writer declaring it now makes arrays there; a group (an image declared as
+        # "<name>/0", say) is someone's, and its level arrays cannot go there.
+        groups = sorted(c for c in children - {GROUP}
+                        if node_attributes(self.store, f"{spec.name}/{c}" if spec.name else c) is not None)
+        if groups:
+            raise DuplicateImageError(f"{spec.name!r} holds groups {groups} where its level arrays "
+                                      "would go: it is not an image")
         return True
