@@ -61,6 +61,7 @@ from .._storage.stores import (
     open_array,
     open_store,
     put_bytes,
+    refuse_links,
     store_errors,
     sweep_temporary,
     write_group,
@@ -196,6 +197,8 @@ def repair_image(store: Store, name: str) -> list[str]:
                            f"nor its declaration ({declared_error}) can be read; nothing tells what it is",
                            key=name)
     keys = ImageKeys(name, spec.zarr_format)  # where it is in this store, whatever it was declared as
+    # Repair reads, rewrites and deletes bookkeeping: never through a link out of the output.
+    refuse_links(store, keys.group, f"repairing image {name or '/'!r}")
     # The declaration's identity wins: writers check the id it holds.
     identity = Identity.of(declared) if declared is not None and _spec(declared) is not None \
         else Identity.of(block or {})

@@ -46,7 +46,7 @@ from .s3 import obstore_for
 __all__ = [
     "Mode", "StoreLike", "atomic_create", "base_store", "create_if_absent", "delete_keys", "delete_tree",
     "describe", "get_bytes", "get_json", "get_many", "is_temporary", "join", "key_exists", "list_dir",
-    "list_prefix", "open_store",
+    "links_under", "list_prefix", "open_store", "refuse_links",
     "put_bytes", "put_json", "read_only_array", "repair_hint", "store_errors", "sweep_temporary",
     "without_new_threads",
 ]
@@ -310,6 +310,40 @@ def is_temporary(key: str) -> bool:
     return key.endswith(".partial")
 
 
+def links_under(store: Store, prefix: str) -> list[str]:
+    """Symbolic links at or under ``prefix`` of a local store (keys), on the way from the
+    root included; none for other stores.
+
+    ngff-writer never goes through one: a linked folder where it keeps bookkeeping could
+    take its deletes, its listings and its writes to a user's files outside the output. A
+    link is damage, reported (:func:`refuse_links`), never followed.
+    """
+    base = base_store(store)
+    if not isinstance(base, LocalStore):
+        return []
+    root = Path(base.root)
+    at = root
+    for part in [p for p in prefix.split("/") if p]:
+        at = at / part
+        if at.is_symlink():
+            return [at.relative_to(root).as_posix()]
+    found = []
+    for folder, dirs, files in os.walk(at, followlinks=False):
+        found += [Path(folder, name).relative_to(root).as_posix()
+                  for name in (*dirs, *files) if Path(folder, name).is_symlink()]
+    return sorted(found)
+
+
+def refuse_links(store: Store, prefix: str, what: str) -> None:
+    """CorruptError naming the first symbolic link at or under ``prefix`` (see :func:`links_under`)."""
+    links = links_under(store, prefix)
+    if links:
+        raise CorruptError(
+            f"{what}: {links[0]!r} in {describe(store)} is a symbolic link; ngff-writer never follows "
+            "links in an output (they may lead out of it). Replace it by what it links to, or remove "
+            "it, and run again", key=links[0])
+
+
 def sweep_temporary(store: Store, prefix: str) -> int:
     """Delete the temporary files (see :func:`is_temporary`) under ``prefix``; return how many.
 
@@ -320,6 +354,7 @@ def sweep_temporary(store: Store, prefix: str) -> int:
     if not isinstance(base, LocalStore):
         return 0
     gone = 0
+    refuse_links(store, prefix, f"sweeping temporary files under {prefix or '/'}")
     with store_errors(f"sweeping temporary files under {prefix or '/'}", store):
         for folder, _, files in os.walk(Path(base.root) / prefix):
             for name in files:
@@ -382,6 +417,7 @@ def delete_tree(store: Store, prefix: str, attempts: int = 8) -> None:
     a no-op), so the recursive delete that follows only removes emptied directories; a
     race there is retried, over what is left.
     """
+    refuse_links(store, prefix, f"deleting {prefix or '/'}")
     for attempt in range(attempts):
         try:
             delete_keys(store, list_prefix(store, f"{prefix}/"))

@@ -66,6 +66,7 @@ from .._storage.stores import (
     list_prefix,
     node_attributes,
     put_json,
+    refuse_links,
     repair_hint,
 )
 from ..errors import CorruptError, ImageReplacedError, StoreError
@@ -386,6 +387,9 @@ class Ledger:
         """Write this writer's first heartbeat (after checking the image is still the one declared)."""
         if self._beat_at is None and not self._sealed:
             self.check_identity()
+            # Its records, fragments and heartbeats go under the bookkeeping group: never
+            # through a link to somewhere else.
+            refuse_links(self.store, self.keys.group, f"writing image {self.keys.image or '/'!r}")
             self._beat()
 
     def beat_due(self) -> bool:
@@ -443,6 +447,7 @@ class Ledger:
 
     # ---- reading -----------------------------------------------------------------------
     def _list(self) -> set[str]:
+        refuse_links(self.store, self.keys.log, f"reading the log of image {self.keys.image or '/'!r}")
         start = len(self.keys.log) + 1
         names = set()
         for key in list_prefix(self.store, self.keys.log + "/"):

@@ -47,6 +47,7 @@ from .._storage.stores import (
     key_exists,
     list_dir,
     node_attributes,
+    refuse_links,
 )
 from ..errors import CorruptError, NotOursError, OutputInUseError
 from .log import live_writers
@@ -202,6 +203,9 @@ def delete_contents(store: Store, found: Survey, path: str = "") -> None:
     A folder at ``path`` itself stays. The images' declarations go first, so a writer
     still writing to one sees at once that its image was replaced.
     """
+    # Before anything goes: a link anywhere (in an image's bookkeeping, say, which the
+    # survey does not walk) stops the whole delete, rather than half of it.
+    refuse_links(store, path, f"deleting the contents of {path or '/'}")
     delete_keys(store, [ImageKeys(name, fmt).declaration for name, fmt, _ in found.images])
     for child in list_dir(store, path):
         sub = join(path, child)
