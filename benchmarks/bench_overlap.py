@@ -32,6 +32,9 @@ Engines, each in its own fresh subprocess, every run writing to a fresh director
 ``ngff-chunks``  the same with ``shards=None`` (one file per chunk), so that the sharded
                  default is compared with the unsharded layout in the same run (gpu, cpu and
                  tiles scenarios)
+``ngff-volatile``  the same in ``Context(durable=False)``: no sync to disk before each
+                 commit, the cost of the default's durability in the same run (not run
+                 unless named in ``--engines``)
 ``tensorstore``  zarr3 arrays with the metadata ngff-writer's arrays get (copied from its
                  ``zarr.json`` files: shape, chunks, codecs, fill value) at every level;
                  per sample, level 0 is written from the array and each level below from a
@@ -102,6 +105,7 @@ from _common import (
 
 SCENARIOS = ("gpu", "cpu", "tiles", "careamics")
 ENGINES = ("ngff-writer", "ngff-chunks", "tensorstore")
+ALL_ENGINES = (*ENGINES, "ngff-volatile")
 #: Engines of the careamics scenario (the layout comparison is the synthetic scenarios').
 CAREAMICS_ENGINES = ("ngff-writer", "tensorstore")
 #: The shards issue's bar: the sharded default's loop within 10% of the unsharded one's.
@@ -308,16 +312,21 @@ class NgffWriter:
     Engine ``ngff-chunks``: ``OmeZarrWriteStrategy(shards=None)``."""
 
     def __init__(self, out: Path, n: int, shape: tuple[int, ...], engine: str = "ngff-writer") -> None:
+        import ngff_writer as nw
         from ngff_writer.careamics import OmeZarrWriteStrategy
 
         self.out, self.n, self.shape = out, n, shape
-        self.strategy = OmeZarrWriteStrategy(shards=None if engine == "ngff-chunks" else "auto")
+        self.context = nw.Context(durable=False) if engine == "ngff-volatile" else None
+        self.strategy = OmeZarrWriteStrategy(shards=None if engine == "ngff-chunks" else "auto",
+                                             context=self.context)
 
     def write(self, i: int, parts: list[tuple[Any, Tile | None]]) -> None:
         self.strategy.write_batch(self.out, _records(self.n, self.shape, i, parts))
 
     def close(self) -> None:
         incomplete = self.strategy.finalize()
+        if self.context is not None:
+            self.context.close()
         if incomplete:
             raise AssertionError(f"incomplete after the loop: {incomplete}")
 
@@ -933,6 +942,9 @@ def summarize(results: list[dict], scenarios: list[str], engines: list[str],
                 vs_chunks = per_pair(results, scenario, "ngff-chunks")
                 row["per_pair_chunks"] = vs_chunks
                 row["vs_chunks"] = statistics.median(vs_chunks) if vs_chunks else None
+                vs_volatile = per_pair(results, scenario, "ngff-volatile")
+                row["per_pair_volatile"] = vs_volatile
+                row["vs_volatile"] = statistics.median(vs_volatile) if vs_volatile else None
             if engine.startswith("ngff"):
                 row["files"] = _median(loop_rows, "files")
             if loop_rows or alone_rows:
@@ -981,6 +993,10 @@ def verdict(table: list[dict]) -> list[str]:
                          f"{r['vs_chunks']:.2f} (per repeat: "
                          f"{', '.join(f'{v:.2f}' for v in r['per_pair_chunks'])}) -> "
                          f"{'met' if met else 'NOT met'} (>= {TARGET_SHARDED})")
+        if r.get("vs_volatile") is not None:
+            lines.append(f"{r['scenario']}: loop(durable=False) / loop(default, durable) "
+                         f"{r['vs_volatile']:.2f} (per repeat: "
+                         f"{', '.join(f'{v:.2f}' for v in r['per_pair_volatile'])})")
         if r["scenario"] == "gpu" and r["peak_over_baseline_mb"] is not None:
             lines.append(f"gpu: ngff-writer peak RSS over its baseline in the loop "
                          f"{r['peak_over_baseline_mb']:.0f} MB (median)")
@@ -1040,8 +1056,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error("--careamics-shape is Sx(Z)xYxX, --careamics-tile and --careamics-overlap (Z)xYxX")
     args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.engine_list = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if set(args.scenario_list) - set(SCENARIOS) or set(args.engine_list) - set(ENGINES):
-        p.error(f"choose scenarios from {SCENARIOS} and engines from {ENGINES}")
+    if set(args.scenario_list) - set(SCENARIOS) or set(args.engine_list) - set(ALL_ENGINES):
+        p.error(f"choose scenarios from {SCENARIOS} and engines from {ALL_ENGINES}")
     return args
 
 

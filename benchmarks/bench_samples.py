@@ -9,6 +9,7 @@ Engines (each run in its own fresh subprocess, writing to a fresh directory on l
 ``ngff-writer``      ``open_output`` / ``create_image`` / ``write_sample(i, x)`` / ``close``
 ``ngff-direct``      the same on ``DirectLocalStore(path)``: chunk files written with O_DIRECT
 ``ngff-sharded``     ``ngff-writer`` with one shard per sample (the default of images >= 1 GiB)
+``ngff-volatile``    ``ngff-writer`` in ``Context(durable=False)``: no sync to disk before commits
 ``zarr``             ``zarr.create_array(...)`` then ``arr[i] = x`` per sample (default pipeline)
 ``zarr-sharded``     the same with ``shards=`` one sample (zarr assembles each shard in memory)
 ``tensorstore``      zarr3 driver, file kvstore, ``arr[i].write(x).result()`` per sample
@@ -62,8 +63,8 @@ from _common import (
 )
 from _common import median as _median
 
-ENGINES = ("ngff-writer", "ngff-direct", "ngff-sharded", "zarr", "zarr-sharded", "tensorstore",
-           "careamics-cache")
+ENGINES = ("ngff-writer", "ngff-direct", "ngff-sharded", "ngff-volatile", "zarr", "zarr-sharded",
+           "tensorstore", "careamics-cache")
 DOUBLE_ENGINES = ("ngff-writer", "ngff-sharded", "careamics-cache")
 #: The shards issue's bar: the sharded default within 10% of the unsharded layout, paired.
 SHARDED_TARGET = 0.9
@@ -79,10 +80,11 @@ def _shape(n: int) -> tuple[int, ...]:
 
 
 def run_ngff_writer(path: Path, n: int, codec: str, source: Any, timer: Timer,
-                    direct: bool = False, sharded: bool = False) -> None:
+                    direct: bool = False, sharded: bool = False, durable: bool = True) -> None:
     import ngff_writer as nw
 
-    out = nw.open_output(nw.DirectLocalStore(path) if direct else str(path), mode="w")
+    context = None if durable else nw.Context(durable=False)
+    out = nw.open_output(nw.DirectLocalStore(path) if direct else str(path), mode="w", context=context)
     # No pyramid: the other engines write level 0 only (bench_pyramid.py measures levels).
     # Shards named, not left to the default: below 1 GiB (S < 32) it would not shard.
     img = out.create_image("pred", shape=_shape(n), axes="sczyx", dtype="float32",
@@ -140,6 +142,7 @@ RUNNERS = {
     "ngff-writer": run_ngff_writer,
     "ngff-direct": partial(run_ngff_writer, direct=True),
     "ngff-sharded": partial(run_ngff_writer, sharded=True),
+    "ngff-volatile": partial(run_ngff_writer, durable=False),
     "zarr": run_zarr,
     "zarr-sharded": partial(run_zarr, sharded=True),
     "tensorstore": run_tensorstore,
@@ -252,6 +255,10 @@ def verdict(table: list[dict], results: list[dict], n: int) -> list[str]:
         extra = by[("ngff-sharded", n)]["peak_over_baseline_mb_max"]
         lines.append(f"ngff-sharded extra peak RSS at S={n}: {extra:.0f} MB -> "
                      f"{'PASS' if extra <= EXTRA_RSS_MB else 'FAIL'} (<= {EXTRA_RSS_MB} MB)")
+    if ngff and by.get(("ngff-volatile", n)):
+        ratios = paired(results, "ngff-writer", "ngff-volatile", samples=n)
+        lines.append(f"throughput ngff-writer (durable) / ngff-volatile, per pair: "
+                     f"{', '.join(f'{p:.2f}' for p in ratios)}; median {statistics.median(ratios):.2f}")
     if ngff:
         extra = ngff["peak_over_baseline_mb_max"]
         lines.append(f"ngff-writer extra peak RSS (over its baseline) at S={n}: {extra:.0f} MB -> "

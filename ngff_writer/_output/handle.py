@@ -749,7 +749,7 @@ def open_output(
         own = True
         base = Context(store_threads=workers, encode_threads=base.encode_threads,
                        inflight_bytes=base.inflight_bytes, commit_interval=base.commit_interval,
-                       timeout=base.timeout, retries=base.retries, nice=base.nice)
+                       timeout=base.timeout, retries=base.retries, nice=base.nice, durable=base.durable)
     caller = sys._getframe(1)
     return Output(store, mode, str(ngff_version), int(max_buffer_bytes), buffer_policy, base,
                   opened_at=(caller.f_code.co_filename, caller.f_lineno),

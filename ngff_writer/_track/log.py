@@ -68,6 +68,7 @@ from .._storage.stores import (
     put_json,
     refuse_links,
     repair_hint,
+    sync_to_disk,
 )
 from ..errors import CorruptError, ImageReplacedError, StoreError
 
@@ -242,6 +243,8 @@ class Ledger:
         self._lock = threading.Lock()  # coverage and pending records
         self._commit_lock = threading.Lock()  # one commit (and compaction) at a time
         self._pending: dict[int, list[list[int]]] = {}
+        #: Sync the store's data to disk before each commit (the context's ``durable``).
+        self.durable = True
         self._pending_stats: list[list[Summary]] = []
         self._then: list[Callable[[], None]] = []  # to run once the pending records are committed
         self._n_pending = 0
@@ -341,6 +344,8 @@ class Ledger:
                               image=self.identity.id)
             try:
                 self.check_identity()
+                if self.durable:  # the data these records claim reaches the disk before they do
+                    sync_to_disk(self.store)
                 put_json(self.store, self.keys.segment(segment.name), segment.to_json())
             except ImageReplacedError:
                 with self._lock:  # its records describe data the image no longer holds

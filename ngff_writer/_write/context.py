@@ -183,6 +183,12 @@ class Context:
         Default 10: the threads that compute a model, load data or feed a GPU get the
         cores first, and writing takes what they leave; a writer that falls behind
         slows the loop only through the budget's wait, as it would anyway. 0: equal.
+    durable
+        Local directories: before each commit of records, sync what was written to disk
+        (one ``syncfs`` per commit), so that after a power cut no record claims a chunk
+        the disk does not hold (default True). False leaves write-back to the system: a
+        power cut may then leave an image that reads complete with chunks missing; a
+        killed process loses nothing either way.
 
     Notes
     -----
@@ -193,7 +199,7 @@ class Context:
 
     def __init__(self, *, store_threads: int = 2, encode_threads: int | None = None,
                  inflight_bytes: int = 96 << 20, commit_interval: float = 1.0,
-                 timeout: float = 60.0, retries: int = 3, nice: int = 10) -> None:
+                 timeout: float = 60.0, retries: int = 3, nice: int = 10, durable: bool = True) -> None:
         for name, value in (("store_threads", store_threads), ("encode_threads", encode_threads),
                             ("inflight_bytes", inflight_bytes), ("commit_interval", commit_interval),
                             ("timeout", timeout), ("retries", retries), ("nice", nice)):
@@ -205,6 +211,9 @@ class Context:
         self.timeout = float(timeout)
         self.retries = retries
         self.nice = nice
+        if not isinstance(durable, bool):
+            raise SpecError(f"durable must be True or False, got {durable!r}")
+        self.durable = durable
         self.budget = Budget(inflight_bytes)
         #: Memory for the copies write calls make, kept for the next ones (up to the budget).
         self.recycler = Recycler(inflight_bytes)
@@ -299,6 +308,7 @@ class Context:
         self._check_open()
         with self._lock:
             self._ledgers[ledger] = self.commit_interval if interval is None else float(interval)
+            ledger.durable = self.durable
             if self._committer is None:
                 self._committer = threading.Thread(target=_commit_loop, args=(weakref.ref(self),),
                                                    name=f"{self.name}-commit", daemon=True)
