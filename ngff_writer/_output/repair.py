@@ -28,7 +28,6 @@ outputs only: on anything else (another tool's zarr, a plain folder) it raises
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -57,6 +56,7 @@ from .._storage.stores import (
     key_exists,
     list_dir,
     list_prefix,
+    loads,
     node_attributes,
     open_array,
     open_store,
@@ -283,7 +283,7 @@ def _drop_unreadable_segments(store: Store, keys: ImageKeys, spec: ImageSpec) ->
         if raw is None:
             continue
         try:
-            Segment.from_json(key.rsplit("/", 1)[-1][:-5], json.loads(raw), ndim)
+            Segment.from_json(key.rsplit("/", 1)[-1][:-5], loads(raw), ndim)
         except ValueError:
             bad.append(key)
     delete_keys(store, bad)

@@ -47,7 +47,7 @@ from .s3 import obstore_for
 __all__ = [
     "Mode", "StoreLike", "atomic_create", "base_store", "create_if_absent", "delete_keys", "delete_tree",
     "describe", "get_bytes", "get_json", "get_many", "is_temporary", "join", "key_exists", "list_dir",
-    "links_under", "list_prefix", "open_store", "refuse_links", "sync_to_disk",
+    "links_under", "list_prefix", "loads", "open_store", "refuse_links", "sync_to_disk",
     "put_bytes", "put_json", "read_only_array", "repair_hint", "store_errors", "sweep_temporary",
     "without_new_threads",
 ]
@@ -201,9 +201,34 @@ def repair_hint(store: Store) -> str:
             "reports missing")
 
 
-def _decode(store: Store, key: str, raw: bytes) -> Any:
+def _max_document_bytes() -> int:
+    try:
+        return int(os.environ.get("NGFF_WRITER_MAX_DOCUMENT_BYTES", 16 << 20))
+    except ValueError:
+        return 16 << 20
+
+
+#: Largest JSON document ngff-writer reads, in bytes (``NGFF_WRITER_MAX_DOCUMENT_BYTES``).
+#: Its own are far smaller (a log segment of 10^5 units is about 3 MB); a larger one is
+#: damage or an attack, refused before it takes seconds and gigabytes to parse.
+MAX_DOCUMENT_BYTES = _max_document_bytes()
+
+
+def loads(raw: bytes | str) -> Any:
+    """``json.loads`` for a document read from a store: ValueError (as json's own errors)
+    for one larger than :data:`MAX_DOCUMENT_BYTES` or nested too deep to parse."""
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ValueError(f"{len(raw)} bytes, more than the {MAX_DOCUMENT_BYTES} a document may hold "
+                         "(NGFF_WRITER_MAX_DOCUMENT_BYTES)")
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+
+
+def _decode(store: Store, key: str, raw: bytes) -> Any:
+    try:
+        return loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptError(
             f"{key} in {describe(store)} is not readable JSON ({len(raw)} bytes: {exc}); "
@@ -226,7 +251,21 @@ def put_bytes(store: Store, key: str, data: bytes) -> None:
 
 
 def get_json(store: Store, key: str) -> Any | None:
-    """The JSON at ``key``, or None when there is none; :class:`CorruptError` if unreadable."""
+    """The JSON at ``key``, or None when there is none; :class:`CorruptError` if unreadable.
+
+    A document larger than :data:`MAX_DOCUMENT_BYTES` is refused; in a local directory
+    before it is read. (Object stores answer a ranged read of an empty object with an
+    error, so there it is read, then refused.)
+    """
+    base = base_store(store)
+    size = 0
+    if isinstance(base, LocalStore):
+        with contextlib.suppress(OSError):
+            size = (Path(base.root) / key).stat().st_size
+    if size > MAX_DOCUMENT_BYTES:
+        raise CorruptError(f"{key} in {describe(store)} is not readable JSON ({size} bytes, more than the "
+                           f"{MAX_DOCUMENT_BYTES} a document may hold: NGFF_WRITER_MAX_DOCUMENT_BYTES); "
+                           f"{repair_hint(store)}", key=key)
     raw = get_bytes(store, key)
     return None if raw is None else _decode(store, key, raw)
 

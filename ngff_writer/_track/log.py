@@ -41,7 +41,6 @@ Why this shape:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 import threading
@@ -64,6 +63,7 @@ from .._storage.stores import (
     describe,
     get_many,
     list_prefix,
+    loads,
     node_attributes,
     put_json,
     refuse_links,
@@ -494,7 +494,7 @@ class Ledger:
     def _parse(self, name: str, data: bytes) -> Segment:
         key = self.keys.segment(name)
         try:
-            return Segment.from_json(name, json.loads(data), self._ndim)
+            return Segment.from_json(name, loads(data), self._ndim)
         except ValueError as exc:  # json's errors are ValueErrors too
             raise CorruptError(f"log segment {key} in {describe(self.store)} is unreadable "
                                f"({len(data)} bytes: {exc}); {repair_hint(self.store)}",
@@ -548,7 +548,7 @@ def live_writers(store: Store, keys: ImageKeys, exclude: Iterable[str] = ()) -> 
         if raw is None:
             continue  # gone since the listing
         try:
-            beat = json.loads(raw)
+            beat = loads(raw)
             age, pid = now - float(beat["time"]), int(beat["pid"])
             where = str(beat["host"])
         except (ValueError, TypeError, KeyError):

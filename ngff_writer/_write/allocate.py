@@ -17,7 +17,6 @@ half-way leaves a declaration that the next one completes.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ from .._storage.stores import (
     group_document,
     join,
     list_prefix,
+    loads,
     node_attributes,
     put_json,
     repair_hint,
@@ -112,7 +112,7 @@ def declare(store: Store, spec: ImageSpec, fingerprint: str | None = None) -> De
     if stored == data:
         return mine
     try:
-        doc = json.loads(stored)
+        doc = loads(stored)
         attributes = doc["attributes"] if spec.zarr_format == 3 else doc
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptError(f"the declaration {keys.declaration} in {describe(store)} is unreadable "

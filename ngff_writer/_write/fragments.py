@@ -27,7 +27,7 @@ import numpy as np
 from zarr.abc.store import Store
 
 from .._declare.bookkeeping import ImageKeys
-from .._storage.stores import delete_tree, describe, get_many, list_prefix, put_bytes, repair_hint
+from .._storage.stores import delete_tree, describe, get_many, list_prefix, loads, put_bytes, repair_hint
 from ..errors import CorruptError, StoreError
 from .assemble import Part, PartId
 
@@ -86,7 +86,7 @@ class Fragments:
                 continue  # completed and deleted by another writer
             try:
                 with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-                    meta = json.loads(npz["meta"].tobytes())
+                    meta = loads(npz["meta"].tobytes())
                     for i, m in enumerate(meta):
                         pid = tuple(m["id"])
                         local = tuple(slice(a, b) for a, b in m["local"])

@@ -412,10 +412,13 @@ def info(path: str, options: dict[str, Any] | None, as_json: bool) -> None:
                 infos.append((f, describe_image(target.store, f.path), None))
             except NgffWriterError as exc:
                 infos.append((f, None, str(exc)))
+    unreadable = any(i is None for _, i, _ in infos)
     if as_json:
         click.echo(json.dumps({"images": [
             dict(i.to_json(), path=target.shown(f)) if i else {"path": target.shown(f), "error": err}
             for f, i, err in infos]}, indent=2))
+        if unreadable:
+            sys.exit(EXIT_PROBLEM)  # an image described as unreadable (the table in cli.md)
         return
     from rich.markup import escape
     from rich.table import Table
@@ -448,6 +451,8 @@ def info(path: str, options: dict[str, Any] | None, as_json: bool) -> None:
             node.add(f"channel {c.label!r}: window {shown[0]} to {shown[1]}"
                      + (f", color {c.color}" if c.color else ""))
     _console().print(tree)
+    if unreadable:
+        sys.exit(EXIT_PROBLEM)
 
 
 def _placement(info: ImageInfo) -> str:

@@ -1,0 +1,84 @@
+"""Hostile documents: every command answers with a typed error, never a traceback.
+
+An image's group document is replaced by one a bad disk or an attacker could leave: too
+large to read, or nested too deep for any parser. Each command, run as a user runs it,
+exits with a documented code (docs/guide/cli.md) and names the document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ngff_writer as nw
+
+SCRIPT = str(Path(sys.executable).with_name("ngff-writer"))
+#: Small for the tests: a document over it is refused as one over the default 16 MiB is.
+CAP = 64 * 1024
+
+
+def too_large(doc: dict) -> bytes:
+    doc = dict(doc)
+    doc["attributes"] = {**doc["attributes"], "padding": "x" * (2 * CAP)}
+    return json.dumps(doc).encode()
+
+
+def too_deep(doc: dict) -> bytes:
+    return b'{"zarr_format": 3, "node_type": "group", "attributes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.fixture
+def output(tmp_path) -> Path:
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        img = out.create_image("p", (2, 16, 16), "syx")
+        img.write_sample(0, np.ones((16, 16), np.float32))
+    return root
+
+
+@pytest.mark.parametrize("damage", [too_large, too_deep])
+@pytest.mark.parametrize("where", ["p/zarr.json", "p/ngff_writer/zarr.json"])
+@pytest.mark.parametrize("command", ["status", "info", "validate", "repair", "finalize"])
+def test_every_command_refuses_a_hostile_document_with_its_exit_code(output, damage, where, command):
+    doc = output / where
+    doc.write_bytes(damage(json.loads(doc.read_bytes())))
+    env = {**os.environ, "NGFF_WRITER_MAX_DOCUMENT_BYTES": str(CAP)}
+    done = subprocess.run([SCRIPT, command, str(output)], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    said = done.stdout + done.stderr
+    if command == "repair":
+        # Its job: the document is rebuilt from the other one (declaration or attributes).
+        assert done.returncode == 0, said[-500:]
+        json.loads(doc.read_bytes())
+        assert len(doc.read_bytes()) < CAP
+    elif where.endswith("ngff_writer/zarr.json") and command != "finalize":
+        # The declaration is the writers' (they raise CorruptError, below), finalize's and
+        # repair's: status, info and validate read the image's attributes and its log, and
+        # report the image as it is: in progress (validate: 1, incomplete).
+        assert done.returncode == (1 if command == "validate" else 0), said[-500:]
+        assert "in progress" in said or "incomplete" in said, said[-500:]
+    else:
+        # Unreadable (1: info and validate report it; 4: the store cannot be read as it is),
+        # and the damaged document is named.
+        assert done.returncode in (1, 4), (done.returncode, said[-500:])
+        assert "zarr.json" in said or "repair" in said, said[-500:]
+
+
+def test_the_library_raises_corrupt_error_for_both(output, monkeypatch):
+    import ngff_writer._storage.stores as stores
+
+    monkeypatch.setattr(stores, "MAX_DOCUMENT_BYTES", CAP)
+    doc = output / "p" / "ngff_writer" / "zarr.json"
+    original = doc.read_bytes()
+    for damage in (too_large, too_deep):
+        doc.write_bytes(damage(json.loads(original)))
+        with pytest.raises(nw.CorruptError, match=r"zarr\.json"):
+            with nw.open_output(output, mode="a") as out:
+                out["p"].write_sample(1, np.ones((16, 16), np.float32))
