@@ -82,3 +82,40 @@ def test_the_library_raises_corrupt_error_for_both(output, monkeypatch):
         with pytest.raises(nw.CorruptError, match=r"zarr\.json"):
             with nw.open_output(output, mode="a") as out:
                 out["p"].write_sample(1, np.ones((16, 16), np.float32))
+
+
+def _spec_field(field: str, value):
+    def damage(doc: dict) -> bytes:
+        doc = json.loads(json.dumps(doc))
+        block = doc["attributes"].get("ngff_writer", doc["attributes"])
+        block["spec"][field] = value
+        return json.dumps(doc).encode()
+    damage.__name__ = f"{field}={value!r}"
+    return damage
+
+
+FIELDS = [_spec_field("shape", [10**18, 16, 16]), _spec_field("shape", [-2, 16, 16]),
+          _spec_field("chunks", [1, 0, 16]), _spec_field("dtype", "not-a-dtype"),
+          _spec_field("axes", 7), _spec_field("pyramid", {"levels": "many"})]
+
+
+@pytest.mark.parametrize("damage", FIELDS, ids=lambda d: d.__name__)
+@pytest.mark.parametrize("where", ["p/zarr.json", "p/ngff_writer/zarr.json"])
+def test_a_stored_spec_with_a_hostile_field_is_corrupt_everywhere(output, damage, where):
+    doc = output / where
+    doc.write_bytes(damage(json.loads(doc.read_bytes())))
+    for command in ("status", "info", "validate", "finalize"):
+        done = subprocess.run([SCRIPT, command, str(output)], capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in done.stderr, (command, done.stderr[-2000:])
+        assert done.returncode in (0, 1, 4), (command, done.returncode, done.stderr[-500:])
+    if where == "p/zarr.json":
+        with pytest.raises(nw.NgffWriterError):  # a writer never uses it
+            with nw.open_output(output, mode="a") as out:
+                out["p"].write_sample(1, np.ones((16, 16), np.float32))
+    # (A damaged declaration's spec is not what writers use: the image's attributes hold it.)
+    # repair rebuilds the damaged document from the other one, and the export resumes.
+    done = subprocess.run([SCRIPT, "repair", str(output)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-500:]
+    with nw.open_output(output, mode="a") as out:
+        out["p"].write_sample(1, np.ones((16, 16), np.float32))
+        assert out["p"].is_final

@@ -79,6 +79,9 @@ MAX_AXES = 5
 DEFAULT_COMPRESSOR = "blosc-zstd"
 COMPRESSOR_PRESETS = ("blosc-zstd", "blosc-lz4", "zstd", "gzip")
 
+#: Most write units (chunks, or shards) an image may have at level 0 (see parse_image_spec).
+MAX_UNITS = 1 << 32
+
 #: Default chunks stop halving below this many bytes (the "1-4 MiB" guidance of zarr and NGFF).
 CHUNK_TARGET_BYTES = 4 * 2**20
 
@@ -655,12 +658,46 @@ def parse_image_spec(
         title=parse_title(title),
         translation=_parse_translation(translation, axes),
     )
+    # Every writer keeps one flag per write unit of every level (which are stored): past
+    # 2^32 units (4 GiB of flags) the job could not be tracked; a shape from a damaged
+    # document (1e18) is refused here rather than by numpy's allocator.
+    n_units = math.prod(-(-n // u) for n, u in zip(spec.layout.shape, spec.write_unit, strict=True))
+    if n_units > MAX_UNITS:
+        raise SpecError(f"shape {shape_t} in blocks of {spec.write_unit} makes {n_units} write units, more "
+                        f"than the {MAX_UNITS} ngff-writer tracks: use larger chunks or shards")
     resolved = _resolve_pyramid(spec, levels_wanted, factors, method)
     if resolved is not None:
         spec = dataclasses.replace(spec, pyramid=resolved)
     if isinstance(shards, str) and spec.shards is not None and spec.sample_axes and not spec.layout.merged:
         spec = dataclasses.replace(spec, shard_samples=gathered(
             [level.shards or level.chunks for level in spec.levels], spec.np_dtype.itemsize))
+    return spec
+
+
+def recheck(spec: ImageSpec) -> ImageSpec:
+    """``spec``, read from a document, checked as a declaration is: SpecError if not one.
+
+    The same parser as what a user passes: a stored spec an attacker or a bad disk changed
+    (a shape of 1e18, chunks of 0, a dtype that is none) is refused the same way, before use.
+    The name is left out (an image found under a name an older version accepted stays
+    readable); gathered lower levels are checked here.
+    """
+    try:
+        parse_image_spec(
+            "p", spec.shape, spec.axes, spec.dtype, sample_axes=spec.sample_axes, chunks=spec.chunks,
+            shards=spec.shards, compressor=spec.compressor, fill_value=spec.fill_value,
+            scale=spec.scale, translation=spec.translation,
+            units={a: u for a, u in zip(spec.axes, spec.units, strict=True) if u},
+            channel_names=spec.channel_names, channel_colors=spec.channel_colors,
+            ngff_version=spec.ngff_version, cast=spec.cast, window_percentiles=spec.window_percentiles,
+            blend=spec.blend, pyramid=spec.pyramid, label=spec.label, title=spec.title)
+    except (TypeError, ValueError, OverflowError) as exc:  # fields of the wrong type
+        raise SpecError(f"a field of the wrong type ({exc})") from exc
+    gather = spec.shard_samples
+    if gather is not None and (spec.pyramid is None or len(gather) != spec.pyramid.levels
+                               or any(isinstance(g, bool) or not isinstance(g, int) or g < 1
+                                      for g in gather)):
+        raise SpecError(f"shard_samples {gather!r}: one int >= 1 per level below 0")
     return spec
 
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from .._declare.bookkeeping import FORMAT, Identity, check_format
-from .._declare.spec import AXIS_TYPES, ImageSpec, Level
+from .._declare.spec import AXIS_TYPES, ImageSpec, Level, recheck
 from .._version import __version__
-from ..errors import CorruptError, MetadataError
+from ..errors import CorruptError, MetadataError, SpecError
 from .edits import Edits, apply_edits
 from .stats import Window, default_window
 
@@ -256,8 +256,8 @@ def spec_of(attributes: dict[str, Any], where: str, store_name: str) -> ImageSpe
     """The spec a declaration (or an image's ``ngff_writer`` block) holds, checked for its format."""
     check_format(attributes, where)
     try:
-        return ImageSpec.from_json(attributes["spec"])
-    except (KeyError, TypeError) as exc:
+        return recheck(ImageSpec.from_json(attributes["spec"]))
+    except (KeyError, TypeError, ValueError, SpecError) as exc:
         raise CorruptError(f"{where} in {store_name} holds no readable spec ({exc}); run "
                            f"`ngff-writer repair {store_name}`, then write again what it reports "
                            "missing", key=where) from exc

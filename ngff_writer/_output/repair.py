@@ -36,7 +36,7 @@ import zarr
 from zarr.abc.store import Store
 
 from .._declare.bookkeeping import GROUP, Identity, ImageKeys
-from .._declare.spec import ImageSpec
+from .._declare.spec import ImageSpec, recheck
 from .._ngff.discover import find_images
 from .._ngff.edits import Edits
 from .._ngff.metadata import (
@@ -173,9 +173,9 @@ def _spec(block: dict[str, Any] | None) -> ImageSpec | None:
     if not isinstance(block, dict) or not isinstance(block.get("spec"), dict):
         return None
     try:
-        return ImageSpec.from_json(block["spec"])
+        return recheck(ImageSpec.from_json(block["spec"]))
     except (NgffWriterError, KeyError, TypeError, ValueError):
-        return None
+        return None  # damaged: the other document (declaration or attributes) is used
 
 
 def repair_image(store: Store, name: str) -> list[str]:
