@@ -136,7 +136,7 @@ def _block_shards(array: da.Array, axes: str, out: Output, name: str,
     """
     if name in out.images():
         return out.image(name).spec.shards
-    chunks = declaration.get("chunks") or aligned_chunks(array, axes)
+    chunks = declaration["chunks"]  # to_image set it when the user did not
     block: list[int] | None = [1 if a == "s" else int(n)
                                for a, n in zip(axes.lower(), array.chunksize, strict=True)]
     if any(b % c for b, c in zip(block or (), chunks, strict=True)):

@@ -42,8 +42,8 @@ SHARD_MAX_BYTES = 128 << 20
 
 
 def auto_shards(axes: str, shape: Sequence[int], sample_axes: str, chunks: Sequence[int],
-                itemsize: int, ngff_version: str, start: Sequence[int] | None = None,
-                min_image_bytes: int | None = None) -> tuple[int, ...] | None:
+                itemsize: int, ngff_version: str, start: Sequence[int] | None = None
+                ) -> tuple[int, ...] | None:
     """Shards ``"auto"`` picks, in declared axis order, or None to store chunks only.
 
     Parameters
@@ -54,13 +54,9 @@ def auto_shards(axes: str, shape: Sequence[int], sample_axes: str, chunks: Seque
         The block to start from instead of one sample (``to_image`` passes a dask
         block, 1 along ``s``). It is then only halved where it splits evenly, so every
         block stays whole shards.
-    min_image_bytes
-        Default :data:`SHARD_MIN_IMAGE_BYTES` (read at call time); the tests pass 0 to
-        get a large image's layout on a small one.
     """
-    if min_image_bytes is None:
-        min_image_bytes = SHARD_MIN_IMAGE_BYTES
-    if ngff_version != "0.5" or math.prod(shape) * itemsize < min_image_bytes:
+    # SHARD_MIN_IMAGE_BYTES is read at call time: tests/layouts.py lowers it.
+    if ngff_version != "0.5" or math.prod(shape) * itemsize < SHARD_MIN_IMAGE_BYTES:
         return None
     if start is None:
         start = [1 if a in sample_axes else n for a, n in zip(axes, shape, strict=True)]

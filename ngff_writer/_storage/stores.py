@@ -47,7 +47,7 @@ from .s3 import obstore_for
 __all__ = [
     "Mode", "StoreLike", "atomic_create", "base_store", "create_if_absent", "delete_keys", "delete_tree",
     "describe", "get_bytes", "get_json", "get_many", "is_temporary", "join", "key_exists", "list_dir",
-    "links_under", "list_prefix", "loads", "open_store", "refuse_links", "sync_to_disk",
+    "is_link", "links_under", "list_prefix", "loads", "open_store", "refuse_links", "sync_to_disk",
     "put_bytes", "put_json", "read_only_array", "repair_hint", "store_errors", "sweep_temporary",
     "without_new_threads",
 ]
@@ -385,6 +385,12 @@ def sync_to_disk(store: Store) -> None:
                 raise OSError(err, os.strerror(err))
         finally:
             os.close(fd)
+
+
+def is_link(store: Store, key: str) -> bool:
+    """True when ``key`` of a local store is a symbolic link (never for other stores)."""
+    base = base_store(store)
+    return isinstance(base, LocalStore) and bool(key) and (Path(base.root) / key).is_symlink()
 
 
 def links_under(store: Store, prefix: str) -> list[str]:

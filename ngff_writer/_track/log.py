@@ -452,6 +452,8 @@ class Ledger:
 
     # ---- reading -----------------------------------------------------------------------
     def _list(self) -> set[str]:
+        # The log folder holds a few segments (each writer merges its own): walking it for
+        # links costs as much as the listing below.
         refuse_links(self.store, self.keys.log, f"reading the log of image {self.keys.image or '/'!r}")
         start = len(self.keys.log) + 1
         names = set()

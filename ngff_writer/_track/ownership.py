@@ -28,20 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 from zarr.abc.store import Store
-from zarr.storage import LocalStore
 
 from .._declare.bookkeeping import GROUP, ImageKeys
 from .._ngff.collection import OME_GROUP
 from .._ngff.discover import node_kind
 from .._ngff.metadata import STATUS_COMPLETE, read_writer_attrs
 from .._storage.stores import (
-    base_store,
     delete_keys,
     delete_tree,
     describe,
+    is_link,
     is_temporary,
     join,
     key_exists,
@@ -85,11 +83,6 @@ def _is_object(store: Store, path: str) -> bool:
     return bool(path) and not list_dir(store, path) and key_exists(store, path)
 
 
-def _is_link(store: Store, path: str) -> bool:
-    base = base_store(store)
-    return isinstance(base, LocalStore) and bool(path) and (Path(base.root) / path).is_symlink()
-
-
 def survey(store: Store, path: str = "", limit: int = 5) -> Survey:
     """Walk ``path`` (see the module docstring): what is not ours, and the images that are."""
     found = Survey()
@@ -104,7 +97,7 @@ def survey(store: Store, path: str = "", limit: int = 5) -> Survey:
             if len(found.foreign) >= limit:
                 return
             sub = join(where, child)
-            if _is_link(store, sub):
+            if is_link(store, sub):
                 foreign(sub)
             else:
                 yield child, sub
@@ -144,7 +137,7 @@ def survey(store: Store, path: str = "", limit: int = 5) -> Survey:
         else:  # an array, another tool's image, a group that cannot be read, a non-image label
             foreign(where)
 
-    if _is_link(store, path) or _is_object(store, path):
+    if is_link(store, path) or _is_object(store, path):
         foreign(path)
     else:
         walk(path)

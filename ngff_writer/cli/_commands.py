@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -643,6 +644,13 @@ def view(path: Path, names: tuple[str, ...], port: int, no_browser: bool) -> Non
         pass
     finally:
         viewing.stop()
+        # neuroglancer's server runs requests on a ThreadPoolExecutor, whose workers the
+        # interpreter joins at exit: one still serving a connected page kept the process
+        # alive long after Ctrl-C. The command holds nothing to save (it only reads), so it
+        # leaves at once, output flushed, with exit code 0.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
