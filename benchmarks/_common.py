@@ -178,7 +178,7 @@ def tensorstore_spec(path: Path, shape: Sequence[int], codec: str) -> dict[str, 
 
 
 def tensorstore_levels(path: Path, n: int, levels: int, codec: str) -> Callable[[int, Any], None]:
-    """Open tensorstore arrays for level 0 and ``levels`` 2x2-mean levels of ``n`` samples.
+    """Open tensorstore arrays for ``levels`` levels (level 0 and 2x2 means below) of ``n`` samples.
 
     Returns ``write(i, sample)``: stores the sample at level 0 and, computed with
     ``ts.downsample`` while level 0 is written, its reductions at every level below; it
@@ -188,7 +188,7 @@ def tensorstore_levels(path: Path, n: int, levels: int, codec: str) -> Callable[
 
     shape = (n, *SAMPLE_SHAPE)
     arrays = []
-    for k in range(levels + 1):
+    for k in range(levels):
         level_shape = (*shape[:-2], shape[-2] >> k, shape[-1] >> k)
         spec = tensorstore_spec(path / str(k), level_shape, codec)
         spec["metadata"]["chunk_grid"]["configuration"]["chunk_shape"] = [
@@ -198,7 +198,7 @@ def tensorstore_levels(path: Path, n: int, levels: int, codec: str) -> Callable[
     def write(i: int, sample: Any) -> None:
         pending = [arrays[0][i].write(sample)]
         level = sample
-        for k in range(1, levels + 1):
+        for k in range(1, levels):
             level = ts.downsample(ts.array(level), [1, 1, 2, 2], "mean").read().result()
             pending.append(arrays[k][i].write(level))
         for future in pending:

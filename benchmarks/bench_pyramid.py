@@ -6,7 +6,7 @@ build the levels after level 0 is written (reading it back) or from an in-memory
 
 Engines (each run in its own fresh subprocess, writing to a fresh directory on local disk):
 
-``ngff-writer``       ``create_image(..., pyramid={"levels": 2})``, ``write_sample`` per sample
+``ngff-writer``       ``create_image(..., pyramid={"levels": 3})``, ``write_sample`` per sample
 ``ngff-writer-flat``  the same with ``pyramid=None``: what the levels add
 ``zarr+dask``         zarr ``arr[i] = x`` per sample, then per level ``da.coarsen(np.mean)``
                       of the level above (read back from the store) and ``da.to_zarr``
@@ -60,7 +60,7 @@ from _common import (
 from _common import median as _median
 
 ENGINES = ("ngff-writer", "ngff-writer-flat", "zarr+dask", "tensorstore", "ome-zarr-py")
-LEVELS = 2  # below level 0, each halving y and x
+LEVELS = 3  # level 0 and two below, each halving y and x
 
 
 def _shape(n: int, level: int = 0) -> tuple[int, ...]:
@@ -88,7 +88,7 @@ def run_ngff_writer(path: Path, n: int, codec: str, source: Any, timer: Timer,
     out = nw.open_output(str(path), mode="w")
     img = out.create_image("pred", shape=_shape(n), axes="sczyx", dtype="float32",
                            chunks=CHUNKS, compressor=codec,
-                           pyramid={"levels": levels} if levels else None)
+                           pyramid={"levels": levels} if levels > 1 else None)
     for i in range(n):
         sample = source.sample(i)
         with timer:
@@ -98,7 +98,7 @@ def run_ngff_writer(path: Path, n: int, codec: str, source: Any, timer: Timer,
 
 
 def run_ngff_writer_flat(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
-    run_ngff_writer(path, n, codec, source, timer, levels=0)
+    run_ngff_writer(path, n, codec, source, timer, levels=1)
 
 
 def _zarr_levels(path: Path, n: int, codec: str) -> list[Any]:
@@ -106,7 +106,7 @@ def _zarr_levels(path: Path, n: int, codec: str) -> list[Any]:
 
     return [zarr.create_array(str(path / str(k)), shape=_shape(n, k), dtype="float32",
                               chunks=_chunks(k), compressors=zarr_codec(codec), fill_value=0,
-                              zarr_format=3) for k in range(LEVELS + 1)]
+                              zarr_format=3) for k in range(LEVELS)]
 
 
 def run_zarr_dask(path: Path, n: int, codec: str, source: Any, timer: Timer) -> None:
@@ -119,7 +119,7 @@ def run_zarr_dask(path: Path, n: int, codec: str, source: Any, timer: Timer) -> 
         with timer:
             arrays[0][i] = sample
     with timer:
-        for k in range(1, LEVELS + 1):
+        for k in range(1, LEVELS):
             above = da.from_zarr(arrays[k - 1])
             level = da.coarsen(np.mean, above, {3: 2, 4: 2}).astype(np.float32)
             da.to_zarr(level.rechunk(_chunks(k)), arrays[k])
@@ -170,7 +170,7 @@ def _verify(engine: str, path: Path, n: int, source: Any) -> dict:
     import zarr
 
     info: dict[str, Any] = {}
-    levels = 0 if engine == "ngff-writer-flat" else LEVELS
+    levels = 1 if engine == "ngff-writer-flat" else LEVELS
     if engine.startswith("ngff-writer"):
         import ngff_writer as nw
 
@@ -180,11 +180,11 @@ def _verify(engine: str, path: Path, n: int, source: Any) -> dict:
     source.rng = np.random.default_rng(1)  # replay the noise offsets
     for i in range(n):
         want = source.sample(i).copy()
-    paths = [str(k) for k in range(levels + 1)]
+    paths = [str(k) for k in range(levels)]
     if engine == "ome-zarr-py":  # its dataset paths are its own choice: read them
         attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
         paths = [d["path"] for d in attrs["ome"]["multiscales"][0]["datasets"]]
-    ok, worst = len(paths) == levels + 1, 0.0
+    ok, worst = len(paths) == levels, 0.0
     for k, name in enumerate(paths):
         arr = zarr.open_array(str(path / name), mode="r")
         # Chunks as stored, clipped to the level (ome-zarr-py keeps level 0's chunk shape).
@@ -251,7 +251,7 @@ def print_table(table: list[dict], args: argparse.Namespace) -> None:
     head = (f"{'engine':<18}{'MB/s med':>10}{'(min-max)':>14}{'x flat':>8}{'x dask':>8}"
             f"{'peak RSS':>10}{'peak-base':>10}{'disk MB':>9}{'max err':>10}{'ok':>4}")
     print(f"\ncodec={args.codec}  S={args.samples} x {SAMPLE_SHAPE} float32  chunks={CHUNKS}  "
-          f"levels 0-{LEVELS} (2x2 mean)  repeats={args.repeats}  (MB = 1e6 bytes; medians)")
+          f"levels 0-{LEVELS - 1} (2x2 mean)  repeats={args.repeats}  (MB = 1e6 bytes; medians)")
     print(head)
     print("-" * len(head))
     for r in table:

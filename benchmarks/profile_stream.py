@@ -11,7 +11,7 @@ Usage::
 
     python benchmarks/profile_stream.py --engine ngff-writer
     python benchmarks/profile_stream.py --engine tensorstore --chunks 32x128x256 --top 30
-    python benchmarks/profile_stream.py --engine tensorstore --levels 2   # as bench_pyramid.py
+    python benchmarks/profile_stream.py --engine tensorstore --levels 3   # as bench_pyramid.py
 
 The sample is generated once and written ``--samples`` times (the stream of
 ``bench_samples.py``, without regenerating), from warm memory (see ``_common.warm_page_cache``).
@@ -57,7 +57,7 @@ def child(engine: str, n: int, path: Path, levels: int) -> None:
 
         out = nw.open_output(nw.DirectLocalStore(path) if engine == "ngff-direct" else path, mode="w")
         img = out.create_image("pred", shape=shape, axes="sczyx", dtype="float32", chunks=CHUNKS,
-                               pyramid={"levels": levels} if levels else None)
+                               pyramid={"levels": levels} if levels > 1 else None)
 
         def write(i: int) -> None:
             img.write_sample(i, sample)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", choices=("ngff-writer", "ngff-direct", "tensorstore"), default="ngff-writer")
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--chunks", choices=sorted(CHUNK_CHOICES), default="16x256x256")
-    p.add_argument("--levels", type=int, default=0, help="2x2-mean pyramid levels below level 0")
+    p.add_argument("--levels", type=int, default=1, help="2x2-mean pyramid levels, level 0 included")
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--tmpdir", default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -64,7 +64,7 @@ def export(args: argparse.Namespace) -> int:
                 channel_names=["signal", "confidence"], channel_colors=["00FF00", "FF00FF"],
                 # One level below full resolution (64 x 64), built as samples arrive; a
                 # 128 x 128 plane fits in one chunk, so "auto" would build none.
-                pyramid=1,
+                pyramid=2,
                 exist_ok=True,  # same settings as last time: resume instead of refusing
                 # What makes the data (in a real job: a hash of the weights and settings).
                 # The same one: this job again. Another: refused, or replaced if asked.

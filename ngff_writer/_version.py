@@ -1,3 +1,3 @@
 """The package version (its own module, so submodules can import it in any order)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -495,8 +495,8 @@ def test_foreign_data_at_the_output_path_is_left_alone(tmp_path):
 @pytest.mark.parametrize("tiled", [False, True])
 @pytest.mark.parametrize(("axes", "pyramid", "levels"), [
     ("SYX", None, 1),
-    ("SYX", 1, 2),
-    ("SCZYX", {"levels": 1, "factors": {"z": 2, "y": 2, "x": 2}}, 2),
+    ("SYX", 2, 2),
+    ("SCZYX", {"levels": 2, "factors": {"z": 2, "y": 2, "x": 2}}, 2),
 ])
 def test_pyramid_option(tmp_path, axes, pyramid, levels, tiled):
     out, written = run(tmp_path, axes, tiled, chunks=strategy_chunks(axes), pyramid=pyramid)

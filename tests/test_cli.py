@@ -192,7 +192,7 @@ def test_every_command_gives_the_documented_exit_codes(tmp_path, command):
 # ---- validate ----------------------------------------------------------------------------------
 def test_validate_passes_whole_outputs_and_names_what_is_wrong(tmp_path):
     root = tmp_path / "o.zarr"
-    write(root, "a", 2, 2, pyramid=1)
+    write(root, "a", 2, 2, pyramid=2)
     write(root, "v04", 2, 2, version="0.4")
     ok = cli("validate", str(root))
     assert ok.returncode == 0, ok.stdout
@@ -240,7 +240,7 @@ def test_validate_passes_whole_outputs_and_names_what_is_wrong(tmp_path):
 # ---- info --------------------------------------------------------------------------------------
 def test_info_describes_levels_codecs_sizes_and_channels(tmp_path):
     root = tmp_path / "o.zarr"
-    write(root, "p", 4, 4, pyramid=1)
+    write(root, "p", 4, 4, pyramid=2)
     with nw.open_output(root, mode="a") as out:
         out.create_image("big", (2, 64, 64), "syx", chunks=(1, 16, 16), shards=(1, 32, 32),
                          pyramid=None).write_sample(0, np.ones((64, 64), np.float32))
@@ -267,7 +267,7 @@ def test_info_shows_pixel_sizes_units_and_placement(tmp_path):
     root = tmp_path / "o.zarr"
     with nw.open_output(root) as out:
         out.create_image("roi", (2, 32, 32), "syx", scale={"y": 0.65, "x": 0.5}, units="micrometer",
-                         translation={"y": 100.0}, pyramid=1)
+                         translation={"y": 100.0}, pyramid=2)
         out.create_image("plain", (2, 32, 32), "syx", pyramid=None)
     table = cli("info", str(root)).stdout
     assert "pixel size: s 1, y 0.65 micrometer, x 0.5 micrometer; first pixel at y 100" in table
@@ -280,7 +280,7 @@ def test_info_shows_pixel_sizes_units_and_placement(tmp_path):
 # ---- finalize ----------------------------------------------------------------------------------
 def test_finalize_finishes_what_a_failed_writer_left_and_lists_the_incomplete(tmp_path):
     root = tmp_path / "o.zarr"
-    data = write(root, "p", 4, 0, pyramid=1)
+    data = write(root, "p", 4, 0, pyramid=2)
     write(root, "half", 4, 2)
     # The writer stores level 0 whole, then its level-1 stores fail and it gives up:
     # level 0 is recorded, level 1 and the final metadata are missing.

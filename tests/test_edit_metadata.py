@@ -37,7 +37,7 @@ def ome(root: Path, version: str = "0.5") -> dict:
 def final(request, tmp_path):
     root = tmp_path / "o.zarr"
     with nw.open_output(root, ngff_version=request.param) as out:
-        image = out.create_image("i", DATA.shape, "scyx", channel_names=["a", "b"], pyramid=1)
+        image = out.create_image("i", DATA.shape, "scyx", channel_names=["a", "b"], pyramid=2)
         for k, sample in enumerate(DATA):
             image.write_sample(k, sample)
     return root, request.param
@@ -79,7 +79,7 @@ def test_edits_survive_finalize_repair_and_a_rerun_of_the_job(final):
     assert nw.repair_output(root)
     # The job that made it, run again: it matches the declaration, which the edit left alone.
     with nw.open_output(root, mode="a") as out:
-        image = out.create_image("i", DATA.shape, "scyx", channel_names=["a", "b"], pyramid=1, exist_ok=True)
+        image = out.create_image("i", DATA.shape, "scyx", channel_names=["a", "b"], pyramid=2, exist_ok=True)
         image.write_sample(0, DATA[0])
     assert ome(root, version) == edited
 

@@ -252,7 +252,7 @@ def test_an_export_stores_its_levels_through_it(tmp_path: Path) -> None:
     # reads back as written (every other test of the suite writes through it too).
     out = nw.open_output(tmp_path / "out.zarr", mode="w")
     img = out.create_image("pred", shape=(3, 1, 8, 64, 64), axes="sczyx", dtype="float32",
-                           chunks=(1, 1, 8, 32, 32), pyramid={"levels": 2})
+                           chunks=(1, 1, 8, 32, 32), pyramid={"levels": 3})
     data = np.random.default_rng(2).random((3, 1, 8, 64, 64), dtype=np.float32)
     for i in range(3):
         img.write_sample(i, data[i])

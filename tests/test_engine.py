@@ -201,7 +201,7 @@ def test_reads_never_write(tmp_path, monkeypatch):
     # wrote is flushed: no chunk, no fragment, no log record, no heartbeat.
     monkeypatch.setattr(track, "HEARTBEAT", 3600.0)  # no heartbeat falls due while reading
     with nw.open_output(root, mode="a", commit_interval=3600) as out:
-        img = out.create_image("w", (4, 32, 32), "syx", chunks=(1, 16, 16), pyramid=1)
+        img = out.create_image("w", (4, 32, 32), "syx", chunks=(1, 16, 16), pyramid=2)
         for i in range(3):  # sample 3 is never written: the image stays open
             img.write_sample(i, np.full((32, 32), i + 1, np.float32))
         img.write_region(3, np.full((8, 32), 4, np.float32), (0, 0))  # half a row of chunks

@@ -32,7 +32,7 @@ def test_written_format_is_recorded(tmp_path):
     root = _image(tmp_path, complete=False)
     image = json.loads((root / "p" / "zarr.json").read_text())["attributes"]["ngff_writer"]
     declaration = json.loads((root / "p" / "ngff_writer" / "zarr.json").read_text())["attributes"]
-    assert image["format"] == declaration["format"] == FORMAT == 2
+    assert image["format"] == declaration["format"] == FORMAT == 3
 
 
 @pytest.mark.parametrize("complete", [False, True])
@@ -93,3 +93,37 @@ def test_a_complete_format_1_image_is_read(tmp_path):
     with nw.open_output(root, mode="r") as out:
         (progress,) = out.status()
     assert progress.complete and progress.done == progress.total == 2
+
+
+def _as_format_2(root: Path, name: str) -> None:
+    """What ngff-writer 0.2 left: format 2, whose spec counted the pyramid's levels below 0."""
+    def older(block: dict) -> None:
+        block.update(format=2, version="0.2.0")
+        block["spec"]["pyramid"]["levels"] -= 1
+    _edit(root / name / "zarr.json", lambda a: older(a["ngff_writer"]))
+    _edit(root / name / "ngff_writer" / "zarr.json", older)
+
+
+def test_an_image_0_2_left_unfinished_is_read_with_its_levels_and_continued(tmp_path):
+    root = tmp_path / "o.zarr"
+    data = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    with nw.open_output(root) as out:
+        img = out.create_image("p", data.shape, "syx", chunks=(1, 8, 8), pyramid=3)
+        img.write_sample(0, data[0])
+    _as_format_2(root, "p")  # 0.2's call was pyramid=2: level 0 and two below
+    with nw.open_output(root, mode="a") as out:
+        assert out["p"].n_levels == 3 and out["p"].spec.pyramid.levels == 3
+        # The same script, run again by this version, asks for one level fewer: told how to go on.
+        with pytest.raises(nw.SpecMismatchError, match=r"it has 3 levels .* pass pyramid=3"):
+            out.create_image("p", data.shape, "syx", chunks=(1, 8, 8), pyramid=2, exist_ok=True)
+        img = out.create_image("p", data.shape, "syx", chunks=(1, 8, 8), pyramid=3, exist_ok=True)
+        for s in (1, 2):
+            img.write_sample(s, data[s])
+    with nw.open_output(root, mode="r") as out:
+        (progress,) = out.status()
+        assert progress.complete and progress.levels == 3
+        assert np.array_equal(out["p"].level(0)[:], data)
+        assert out["p"].level(2).shape == (3, 8, 8)
+    # Its documents are now this version's: finalizing rewrote the image's own block.
+    block = json.loads((root / "p" / "zarr.json").read_text())["attributes"]["ngff_writer"]
+    assert block["format"] == FORMAT and block["spec"]["pyramid"]["levels"] == 3

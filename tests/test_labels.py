@@ -48,7 +48,7 @@ def write_image_with_labels(root: Path, version: str) -> tuple[np.ndarray, np.nd
     raw = rng.random(SHAPE, dtype=np.float32)
     seg = np.stack([segment(raw[s]) for s in range(SHAPE[0])])
     with nw.open_output(root, mode="w", ngff_version=version) as out:
-        image = out.create_image("raw", SHAPE, "scyx", chunks=(1, 1, 32, 32), pyramid=2,
+        image = out.create_image("raw", SHAPE, "scyx", chunks=(1, 1, 32, 32), pyramid=3,
                                  scale={"y": 0.5, "x": 0.5}, units="micrometer")
         labels = out.create_labels("raw", "cells", colors={1: "FF000080", 2: (0, 255, 0)},
                                    properties={1: {"class": "cell"}, 2: {"class": "membrane"}})
@@ -169,7 +169,7 @@ def test_labels_declared_by_several_writers_at_once_are_all_listed(tmp_path):
 def test_a_standalone_label_image(tmp_path):
     with nw.open_output(tmp_path / "out.zarr") as out:
         seg = out.create_labels(None, "masks", "uint8", shape=(1, 64, 64), axes="zyx",
-                                chunks=(1, 32, 32), pyramid=1, pyramid_method="nearest")
+                                chunks=(1, 32, 32), pyramid=2, pyramid_method="nearest")
         data = np.zeros((1, 64, 64), np.uint8)
         data[0, 5:40, 5:9] = 3
         seg.write_sample(0, data)

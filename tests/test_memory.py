@@ -87,7 +87,7 @@ def test_a_sample_handed_over_is_stored_without_a_copy(tmp_path):
     samples = [np.full((1, 16, 256, 256), i, dtype=np.float32) for i in range(6)]
     with nw.Context(inflight_bytes=12 << 20) as context:
         with nw.open_output(tmp_path / "o.zarr", context=context) as out:
-            image = out.create_image("i", (6, 1, 16, 256, 256), "sczyx", pyramid=1)
+            image = out.create_image("i", (6, 1, 16, 256, 256), "sczyx", pyramid=2)
             for i, sample in enumerate(samples):
                 image.write_sample(i, sample, copy=False)
             image.flush()

@@ -47,7 +47,7 @@ def placed(tmp_path):
     data = np.random.default_rng(0).random((2, 4, 32, 32)).astype(np.float32)
     with nw.open_output(path) as out:
         image = out.create_image("roi", data.shape, "szyx", chunks=(1, 4, 8, 8), scale=SCALE,
-                                 translation=PLACE, pyramid=2, units="micrometer")
+                                 translation=PLACE, pyramid=3, units="micrometer")
         for i, sample in enumerate(data):
             image.write_sample(i, sample)
         labels = out.create_labels(image, "cells", dtype="uint8")
@@ -102,7 +102,7 @@ def placed_tczyx(tmp_path):
     data = np.random.default_rng(1).random((2, 1, 4, 32, 32)).astype(np.float32)
     with nw.open_output(path) as out:
         image = out.create_image("roi", data.shape, "tczyx", sample_axes="t", chunks=(1, 1, 4, 8, 8),
-                                 scale=SCALE, translation=PLACE, pyramid=2, units="micrometer")
+                                 scale=SCALE, translation=PLACE, pyramid=3, units="micrometer")
         for t, sample in enumerate(data):
             image.write_sample(t, sample)
     return path / "roi", data
@@ -195,8 +195,8 @@ def test_napari_places_the_layers(placed):
 def test_nearest_keeps_the_first_pixel_in_place_and_no_translation_writes_none_on_level_0(tmp_path):
     with nw.open_output(tmp_path / "o.zarr") as out:
         out.create_image("near", (16, 16), "yx", chunks=(8, 8), translation={"y": 3.0}, pyramid={
-            "levels": 1, "method": "nearest"})
-        out.create_image("plain", (16, 16), "yx", chunks=(8, 8), pyramid=1)
+            "levels": 2, "method": "nearest"})
+        out.create_image("plain", (16, 16), "yx", chunks=(8, 8), pyramid=2)
     near = [transforms(d) for d in datasets(tmp_path / "o.zarr" / "near")]
     assert [t["translation"] for t in near] == [[3.0, 0.0], [3.0, 0.0]]
     plain = [transforms(d) for d in datasets(tmp_path / "o.zarr" / "plain")]

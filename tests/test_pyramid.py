@@ -48,7 +48,7 @@ def test_counting_store_counts_chunk_reads_through_every_pipeline(tmp_path, shar
     # The zero-read checks below rely on it: a read by any codec pipeline is counted.
     ref = np.random.default_rng(0).random((1, 64, 64), dtype=np.float32)
     with nw.open_output(tmp_path / "o.zarr") as out:
-        img = out.create_image("p", ref.shape, "cyx", chunks=(1, 16, 16), pyramid=1,
+        img = out.create_image("p", ref.shape, "cyx", chunks=(1, 16, 16), pyramid=2,
                                shards=(1, 32, 32) if sharded else None)
         img.write_sample(0, ref)
     for pipeline in ("BatchedCodecPipeline", "FusedCodecPipeline"):
@@ -162,9 +162,9 @@ def test_nearest_keeps_the_first_pixel_of_each_block():
     ((1000, 1000), "yx", {}, []),                                     # one chunk already
     ((30, 30), "yx", {"chunks": (15, 15)}, []),                       # odd chunks: auto stops
     ((90, 90), "yx", {"chunks": (30, 30)}, [(45, 45), (23, 23)]),     # odd sizes are fine
-    ((8, 512, 512), "syx", {"pyramid": 3}, [(256, 256), (128, 128), (64, 64)]),
+    ((8, 512, 512), "syx", {"pyramid": 4}, [(256, 256), (128, 128), (64, 64)]),
     ((8, 512, 512), "syx", {"pyramid": None}, []),
-    ((8, 512, 512), "syx", {"pyramid": {"levels": 2, "factors": {"y": 1, "x": 4}}}, [(512, 128), (512, 32)]),
+    ((8, 512, 512), "syx", {"pyramid": {"levels": 3, "factors": {"y": 1, "x": 4}}}, [(512, 128), (512, 32)]),
 ])
 def test_levels_of_a_declaration(tmp_path, shape, axes, kw, levels):
     with nw.open_output(tmp_path / "o.zarr") as out:
@@ -180,14 +180,14 @@ def test_default_chunks_are_multiples_of_the_pyramid_factors():
     # Halving 500 gives 250, then 125: rounded up to 126 so levels are built from whole chunks.
     s = parse_image_spec("p", (3, 100, 500, 500), "czyx")
     assert s.chunks[2] % 2 == 0 and s.chunks[3] % 2 == 0
-    assert s.pyramid is not None and s.pyramid.levels == 3
+    assert s.pyramid is not None and s.pyramid.levels == 4
 
 
 def test_z_is_reduced_when_asked(tmp_path):
     ref = np.random.default_rng(0).random((2, 12, 40, 40), dtype=np.float32)
     with nw.open_output(tmp_path / "o.zarr") as out:
         img = out.create_image("p", ref.shape, "czyx", chunks=(1, 4, 16, 16),
-                               pyramid={"levels": 2, "factors": {"z": 2, "y": 2, "x": 2}})
+                               pyramid={"levels": 3, "factors": {"z": 2, "y": 2, "x": 2}})
         img.write_sample(0, ref)
         assert img.progress().complete
     levels = stored_levels(tmp_path / "o.zarr" / "p")
@@ -198,15 +198,16 @@ def test_z_is_reduced_when_asked(tmp_path):
 
 
 @pytest.mark.parametrize(("kw", "error", "match"), [
-    ({"chunks": (1, 15, 15), "pyramid": 1}, InvalidChunksError, "multiples of the factors"),
-    ({"chunks": (1, 32, 32), "pyramid": {"levels": 1, "factors": {"c": 2}}}, SpecError, "space axes"),
-    ({"pyramid": {"levels": 1, "factors": (1, 1)}}, SpecError, "at least one axis"),
-    ({"pyramid": {"levels": 1, "factors": (2,)}}, SpecError, "one int per space axis"),
-    ({"pyramid": {"levels": 1, "method": "median"}}, SpecError, "method"),
-    ({"pyramid": {"levels": 1, "step": 2}}, SpecError, "unknown keys"),
+    ({"chunks": (1, 15, 15), "pyramid": 2}, InvalidChunksError, "multiples of the factors"),
+    ({"chunks": (1, 32, 32), "pyramid": {"levels": 2, "factors": {"c": 2}}}, SpecError, "space axes"),
+    ({"pyramid": {"levels": 2, "factors": (1, 1)}}, SpecError, "at least one axis"),
+    ({"pyramid": {"levels": 2, "factors": (2,)}}, SpecError, "one int per space axis"),
+    ({"pyramid": {"levels": 2, "method": "median"}}, SpecError, "method"),
+    ({"pyramid": {"levels": 2, "step": 2}}, SpecError, "unknown keys"),
     ({"pyramid": -1}, SpecError, "levels"),
+    ({"pyramid": 0}, SpecError, "level 0 included"),
     ({"pyramid": 1.5}, SpecError, "pyramid must be"),
-    ({"chunks": (1, 8, 8), "pyramid": 9}, SpecError, "at most 7 levels"),
+    ({"chunks": (1, 8, 8), "pyramid": 9}, SpecError, "at most 8 levels"),
 ])
 def test_bad_pyramids_are_refused_before_anything_is_written(tmp_path, kw, error, match):
     with nw.open_output(tmp_path / "o.zarr") as out:
@@ -217,17 +218,17 @@ def test_bad_pyramids_are_refused_before_anything_is_written(tmp_path, kw, error
 
 def test_pyramid_settings_are_part_of_the_declaration(tmp_path):
     with nw.open_output(tmp_path / "o.zarr") as out:
-        out.create_image("p", (2, 64, 64), "syx", chunks=(1, 16, 16), pyramid=2)
+        out.create_image("p", (2, 64, 64), "syx", chunks=(1, 16, 16), pyramid=3)
     with nw.open_output(tmp_path / "o.zarr", mode="a") as out:
         with pytest.raises(SpecMismatchError, match="pyramid"):
             out.create_image("p", (2, 64, 64), "syx", chunks=(1, 16, 16), pyramid=None, exist_ok=True)
-        assert out.create_image("p", (2, 64, 64), "syx", chunks=(1, 16, 16), pyramid=2,
+        assert out.create_image("p", (2, 64, 64), "syx", chunks=(1, 16, 16), pyramid=3,
                                 exist_ok=True).n_levels == 3
 
 
 def test_level_index_is_checked(tmp_path):
     with nw.open_output(tmp_path / "o.zarr") as out:
-        img = out.create_image("p", (64, 64), "yx", chunks=(16, 16), pyramid=1)
+        img = out.create_image("p", (64, 64), "yx", chunks=(16, 16), pyramid=2)
         with pytest.raises(IndexError, match="levels 0 to 1"):
             img.level(2)
 
@@ -239,7 +240,7 @@ def test_tiles_build_every_level_with_zero_reads(tmp_path, mode):
     root = tmp_path / "o.zarr"
     ref = np.random.default_rng(5).random((2, 1, 300, 260), dtype=np.float32)  # s c y x
     patch, overlap = (96, 80), (16, 10)
-    kw = {"chunks": (1, 1, 32, 32), "pyramid": 3}
+    kw = {"chunks": (1, 1, 32, 32), "pyramid": 4}
     if mode == "blend":
         kw["blend"] = {"tile_size": patch, "overlap": overlap}
     if mode == "sharded":
@@ -266,7 +267,7 @@ def test_integer_and_nearest_pyramids(tmp_path, dtype, method):
     ref = rng.integers(0, 200, (3, 50, 70)).astype(dtype)
     with nw.open_output(tmp_path / "o.zarr") as out:
         img = out.create_image("p", ref.shape, "syx", dtype, chunks=(1, 16, 16),
-                               pyramid={"levels": 2, "method": method})
+                               pyramid={"levels": 3, "method": method})
         for i in (1, 2, 0):
             img.write_sample(i, ref[i])
         assert img.progress().complete
@@ -303,7 +304,7 @@ def test_units_a_lost_writer_left_unbuilt_are_made_from_the_level_above(tmp_path
     patch, overlap = (48, 48), (8, 8)
     tiles = list(tile_specs(ref.shape[2:], patch, overlap))
     with nw.open_output(root) as out:
-        out.create_image("p", ref.shape, "scyx", chunks=(1, 1, 64, 64), pyramid=2)
+        out.create_image("p", ref.shape, "scyx", chunks=(1, 1, 64, 64), pyramid=3)
 
     def write(img, specs):
         for t in specs:
@@ -342,7 +343,7 @@ def test_close_hands_pyramid_parts_to_the_next_writer(tmp_path):
     root = tmp_path / "o.zarr"
     ref = np.random.default_rng(4).random((1, 1, 128, 128), dtype=np.float32)
     with nw.open_output(root) as out:
-        out.create_image("p", ref.shape, "scyx", chunks=(1, 1, 32, 32), pyramid=2)
+        out.create_image("p", ref.shape, "scyx", chunks=(1, 1, 32, 32), pyramid=3)
     # Split at row 48, inside a chunk (32 rows): the writers share level-0 chunk row 1
     # and level-1 chunk row 0.
     halves = (slice(0, 48), slice(48, 128))

@@ -442,7 +442,7 @@ def test_a_garbage_level_array_document_is_rebuilt_from_the_declaration(tmp_path
 def test_repair_finalizes_an_image_whose_every_unit_it_recorded(tmp_path):
     root = tmp_path / "o.zarr"
     with nw.open_output(root) as out:
-        out.create_image("s", (6, 64, 64), "syx", chunks=(1, 32, 32), pyramid=2)
+        out.create_image("s", (6, 64, 64), "syx", chunks=(1, 32, 32), pyramid=3)
     # Two writers store half each and are killed before committing a record: every unit
     # is stored, none recorded, nobody finalized.
     for half in (range(3), range(3, 6)):

@@ -80,7 +80,7 @@ def test_a_second_call_resumes_and_other_data_is_refused(tmp_path, monkeypatch):
 
 def test_a_dask_array_goes_through_its_scheduler(tmp_path):
     data = da.from_array(np.random.default_rng(1).random((2, 64, 64)).astype(np.float32), chunks=(1, 32, 64))
-    progress = nw.write_image(tmp_path / "o.zarr", data * 2, "syx", name="pred", pyramid=1)
+    progress = nw.write_image(tmp_path / "o.zarr", data * 2, "syx", name="pred", pyramid=2)
     assert progress.complete
     with nw.open_output(tmp_path / "o.zarr", mode="r") as out:
         np.testing.assert_allclose(out["pred"].array[:], (data * 2).compute())

@@ -167,8 +167,8 @@ class OmeZarrWriteStrategy:
         Cap on memory for partial chunks of tiles, per image.
     pyramid
         Lower-resolution levels, built while predictions stream in: ``"auto"`` (default:
-        halve Y and X until a plane fits in one chunk), a number of levels, a mapping
-        ``{"levels", "factors", "method"}``, or None. As in ``create_image``.
+        halve Y and X until a plane fits in one chunk), a number of levels counting level
+        0, a mapping ``{"levels", "factors", "method"}``, or None. As in ``create_image``.
     collection
         Write every image of a run into one store, ``dirpath/<collection>`` (e.g.
         ``"predictions.ome.zarr"``), as series numbered by ``data_idx`` and titled by their

@@ -20,7 +20,9 @@ as "not recognized as a component of a Zarr hierarchy"; viewers never walk that 
 ``FORMAT`` is the version of this layout and of the documents in it. Version 1
 (ngff-writer 0.1) kept one zarr group per record under ``ngff_writer/done/``. The
 declaration's ``fingerprint`` and ``id`` (:class:`Identity`) came later within format 2:
-an image declared without them reads as having neither.
+an image declared without them reads as having neither. Version 3 (ngff-writer 0.3)
+counts level 0 in the spec's pyramid ``levels``, as every other count of levels does;
+a format-2 spec is read by adding one, and a format-2 image can be continued.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from typing import Any
 from .._version import __version__
 from ..errors import CorruptError, FormatVersionError
 
-__all__ = ["FORMAT", "GROUP", "Identity", "ImageKeys", "check_format"]
+__all__ = ["CONTINUES_FROM", "FORMAT", "GROUP", "Identity", "ImageKeys", "check_format"]
 
 #: Version of the bookkeeping layout and documents written by this ngff-writer.
-FORMAT = 2
+FORMAT = 3
+#: The oldest format of an unfinished image this ngff-writer continues (format 1 had
+#: another layout of records).
+CONTINUES_FROM = 2
 #: Name of the bookkeeping group inside every image (reserved: no image may be called so).
 GROUP = "ngff_writer"
 

@@ -59,14 +59,14 @@ def aligned(unit: Sequence[int], shape: Sequence[int], factors: Sequence[int]) -
 
 def auto_levels(shape: Sequence[int], unit: Sequence[int], chunks: Sequence[int],
                 factors: Sequence[int], max_levels: int = 16) -> int:
-    """How many levels ``"auto"`` builds below level 0.
+    """How many levels ``"auto"`` builds, level 0 included.
 
     Levels are added until every reduced axis fits in one chunk (a viewer's most
     zoomed-out view is then one chunk per plane), stopping early where the units of a
     level are not aligned to the factors (see :func:`aligned`).
     """
-    levels, shape = 0, tuple(shape)
-    while levels < max_levels:
+    levels, shape = 1, tuple(shape)
+    while levels <= max_levels:
         if all(f == 1 or n <= c for n, c, f in zip(shape, chunks, factors, strict=True)):
             break
         level_unit = level_blocks(unit, shape)

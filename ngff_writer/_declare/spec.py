@@ -48,7 +48,7 @@ from ..errors import (
     SpecError,
     UnsupportedDtypeError,
 )
-from .bookkeeping import GROUP
+from .bookkeeping import FORMAT, GROUP
 from .pyramid import METHODS, aligned, auto_levels, level_blocks, level_shape
 from .shards import auto_shards, gathered
 
@@ -181,12 +181,15 @@ class Blend:
 
 @dataclasses.dataclass(frozen=True)
 class Pyramid:
-    """Resolution levels below full resolution, built while the image is written.
+    """Resolution levels, built while the image is written.
 
     Attributes
     ----------
     levels
-        Number of levels below level 0.
+        Number of levels, level 0 (full resolution) included: 2 or more, since a single
+        level is no pyramid (``pyramid=None``). "Levels" counts the pyramid's arrays
+        everywhere: here, in ``Image.n_levels``, in ``ngff-writer status`` and in the
+        stored spec.
     factors
         Reduction between consecutive levels, per space axis in declared order
         (default 2 along ``y`` and ``x``, 1 along ``z``).
@@ -358,16 +361,16 @@ class ImageSpec:
         fill = out["fill_value"]
         if isinstance(fill, float) and not math.isfinite(fill):
             out["fill_value"] = repr(fill)  # JSON has no NaN/inf
-        # Fields added after 0.2.0 are left out when unset, so that ngff-writer 0.2.0 (which
-        # refuses fields it does not know) still reads the images that do not use them.
+        # Fields added after 0.2.0 are left out when unset: a spec that does not use them is
+        # stored as 0.2.0 stored it.
         for key in _OPTIONAL_SINCE_0_2:
             if out[key] is None:
                 del out[key]
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ImageSpec:
-        """Rebuild a spec written by :meth:`to_json`."""
+    def from_json(cls, data: Mapping[str, Any], fmt: int = FORMAT) -> ImageSpec:
+        """Rebuild a spec written by :meth:`to_json` in bookkeeping format ``fmt``."""
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields)
         if unknown:
@@ -383,7 +386,9 @@ class ImageSpec:
             kw["blend"] = Blend(tuple(b["tile_size"]), tuple(b["overlap"]), b["ramp"])
         if kw.get("pyramid") is not None:
             p = kw["pyramid"]
-            kw["pyramid"] = Pyramid(int(p["levels"]), tuple(p["factors"]), p["method"])
+            # Up to format 2 (ngff-writer 0.2) the stored levels did not count level 0.
+            levels = int(p["levels"]) + (1 if fmt < 3 else 0)
+            kw["pyramid"] = Pyramid(levels, tuple(p["factors"]), p["method"])
         if kw.get("shards") is not None:
             kw["shards"] = tuple(kw["shards"])
         if kw.get("label") is not None:
@@ -694,7 +699,7 @@ def recheck(spec: ImageSpec) -> ImageSpec:
     except (TypeError, ValueError, OverflowError) as exc:  # fields of the wrong type
         raise SpecError(f"a field of the wrong type ({exc})") from exc
     gather = spec.shard_samples
-    if gather is not None and (spec.pyramid is None or len(gather) != spec.pyramid.levels
+    if gather is not None and (spec.pyramid is None or len(gather) != spec.pyramid.levels - 1
                                or any(isinstance(g, bool) or not isinstance(g, int) or g < 1
                                       for g in gather)):
         raise SpecError(f"shard_samples {gather!r}: one int >= 1 per level below 0")
@@ -739,8 +744,9 @@ def _pyramid_request(pyramid: Any, axes: str, labels: bool = False
         raise SpecError(f"pyramid takes levels, factors and method; got unknown keys {extra}")
     levels = pyramid.get("levels", "auto")
     if levels != "auto":
-        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 0:
-            raise SpecError(f"pyramid levels must be 'auto' or an int >= 0, got {levels!r}")
+        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+            raise SpecError(f"pyramid levels must be 'auto' or an int >= 1 (the number of levels, "
+                            f"level 0 included), got {levels!r}")
         levels = int(levels)
     factors_in = pyramid.get("factors")
     if isinstance(factors_in, Mapping):
@@ -771,37 +777,38 @@ def _pyramid_request(pyramid: Any, axes: str, labels: bool = False
 
 def _resolve_pyramid(spec: ImageSpec, levels: int | str | None, factors: tuple[int, ...],
                      method: str) -> Pyramid | None:
-    """Turn a request into the levels to build, checked against the image's chunks."""
+    """Turn a request into the levels to build (level 0 counted), checked against the chunks."""
     if levels is None:
         return None
     # method: a str _pyramid_request checked to be one of Pyramid.method's Literal values.
-    trial = dataclasses.replace(spec, pyramid=Pyramid(0, factors, method))  # type: ignore[arg-type]
+    trial = dataclasses.replace(spec, pyramid=Pyramid(1, factors, method))  # type: ignore[arg-type]
     stored_factors = _stored_factors(trial)
     shape, unit = spec.layout.shape, spec.write_unit
     if levels == "auto":
         levels = auto_levels(shape, unit, spec.stored_chunks, stored_factors)
-        return Pyramid(levels, factors, method) if levels else None  # type: ignore[arg-type]  # as above
-    assert isinstance(levels, int)
-    if levels == 0:
-        return None
-    for k in range(levels):
-        if all(f == 1 or n == 1 for n, f in zip(shape, stored_factors, strict=True)):
-            raise SpecError(
-                f"pyramid levels={levels}: level {k} is already 1 pixel along every reduced axis; "
-                f"ask for at most {k} levels"
-            )
-        level_unit = level_blocks(unit, shape)
-        if not aligned(level_unit, shape, stored_factors):
-            bad = [a for a, u, n, f in zip(spec.layout.axes, level_unit, shape, stored_factors,
-                                           strict=True) if f > 1 and u < n and u % f]
-            what = "shards" if spec.shards else "chunks"
-            raise InvalidChunksError(
-                f"pyramid: {what} {level_unit} of level {k} are not multiples of the factors along "
-                f"{bad}; each level is built from whole {what}, so use {what} that are multiples of "
-                f"the factors, pyramid='auto' (stops where they are not) or pyramid=None"
-            )
-        shape = level_shape(shape, stored_factors)
-    return Pyramid(levels, factors, method)  # type: ignore[arg-type]  # method: as above
+    elif not isinstance(levels, int):
+        raise AssertionError(levels)  # _pyramid_request gives an int, "auto" or None
+    else:
+        for k in range(1, levels):
+            if all(f == 1 or n == 1 for n, f in zip(shape, stored_factors, strict=True)):
+                raise SpecError(
+                    f"pyramid levels={levels}: level {k - 1} is already 1 pixel along every reduced "
+                    f"axis; ask for at most {k} levels"
+                )
+            level_unit = level_blocks(unit, shape)
+            if not aligned(level_unit, shape, stored_factors):
+                bad = [a for a, u, n, f in zip(spec.layout.axes, level_unit, shape, stored_factors,
+                                               strict=True) if f > 1 and u < n and u % f]
+                what = "shards" if spec.shards else "chunks"
+                raise InvalidChunksError(
+                    f"pyramid: {what} {level_unit} of level {k - 1} are not multiples of the factors "
+                    f"along {bad}; each level is built from whole {what}, so use {what} that are "
+                    f"multiples of the factors, pyramid='auto' (stops where they are not) or "
+                    f"pyramid=None"
+                )
+            shape = level_shape(shape, stored_factors)
+    # A single level is no pyramid.
+    return Pyramid(levels, factors, method) if levels > 1 else None  # type: ignore[arg-type]  # as above
 
 
 def _stored_factors(spec: ImageSpec) -> tuple[int, ...]:
@@ -825,7 +832,7 @@ def _levels(spec: ImageSpec) -> tuple[Level, ...]:
     # "nearest" keeps each block's first pixel where it was; the other methods stand for
     # the whole block, whose centre is (f - 1) / 2 pixels of the level above further on.
     shift = 0.0 if spec.pyramid.method == "nearest" else 0.5
-    for k in range(1, spec.pyramid.levels + 1):
+    for k in range(1, spec.pyramid.levels):
         shape = level_shape(shape, factors)
         level_chunks = level_blocks(chunks, shape)
         level_shards = None if shards is None else level_blocks(shards, shape, level_chunks)

@@ -254,9 +254,9 @@ def read_writer_attrs(attributes: dict[str, Any]) -> dict[str, Any] | None:
 
 def spec_of(attributes: dict[str, Any], where: str, store_name: str) -> ImageSpec:
     """The spec a declaration (or an image's ``ngff_writer`` block) holds, checked for its format."""
-    check_format(attributes, where)
+    fmt = check_format(attributes, where)
     try:
-        return recheck(ImageSpec.from_json(attributes["spec"]))
+        return recheck(ImageSpec.from_json(attributes["spec"], fmt))
     except (KeyError, TypeError, ValueError, SpecError) as exc:
         raise CorruptError(f"{where} in {store_name} holds no readable spec ({exc}); run "
                            f"`ngff-writer repair {store_name}`, then write again what it reports "

@@ -52,8 +52,23 @@ def _same_spec(image: Image, spec: ImageSpec, how: str) -> Image:
     """
     diff = _differences(image.spec, spec)
     if diff:
-        raise SpecMismatchError(f"image {spec.name!r} {how} with other settings ({', '.join(diff)})")
+        raise SpecMismatchError(f"image {spec.name!r} {how} with other settings ({', '.join(diff)})"
+                                + _levels_hint(image.spec, spec))
     return image
+
+
+def _levels_hint(found: ImageSpec, spec: ImageSpec) -> str:
+    """Why a re-run of a script written for ngff-writer 0.2 may ask for one level fewer.
+
+    0.2 read ``pyramid=N`` as N levels below level 0; "levels" now counts level 0 too, so
+    the same call asks for one level fewer than the image it made has.
+    """
+    have, want = len(found.levels), len(spec.levels)
+    if have != want + 1 or set(_differences(found, spec)) - {"pyramid", "shard_samples"}:
+        return ""
+    return (f": it has {have} levels and this call asks for {want}. Since ngff-writer 0.3, "
+            f"pyramid=N counts level 0 (0.2 built N levels below it): pass pyramid={have} to "
+            "continue it")
 
 
 def _differences(found: ImageSpec, spec: ImageSpec) -> list[str]:

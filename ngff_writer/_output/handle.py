@@ -249,8 +249,9 @@ class Output:
         pyramid
             Lower-resolution levels, built while the image is written (no re-read):
             ``"auto"`` (default: halve ``y`` and ``x`` until a plane fits in one chunk),
-            a number of levels, ``{"levels": 3, "factors": {"z": 2, "y": 2, "x": 2},
-            "method": "mean" | "nearest"}``, a :class:`Pyramid`, or None for level 0 only.
+            a number of levels counting level 0 (``3``: level 0 and two below it), ``{"levels":
+            3, "factors": {"z": 2, "y": 2, "x": 2}, "method": "mean" | "nearest"}``, a
+            :class:`Pyramid`, or None (or 1) for level 0 only.
             Explicit levels need chunks that are multiples of the factors along reduced axes.
         title
             The image's name for viewers (NGFF multiscales ``name``; a layer's name in

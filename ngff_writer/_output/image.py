@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from .._declare.bookkeeping import FORMAT, Identity, check_format
+from .._declare.bookkeeping import CONTINUES_FROM, FORMAT, Identity, check_format
 from .._declare.spec import ImageSpec
 from .._ngff.edits import Edits, parse_edits
 from .._ngff.metadata import STATUS_COMPLETE, read_writer_attrs
@@ -92,7 +92,7 @@ class Progress:
     finalized_at
         When the image became final (ISO 8601, UTC), or None.
     levels
-        Resolution levels: 1 + the pyramid levels.
+        Resolution levels, level 0 included.
     title
         The image's title (a collection's source name), or None.
     """
@@ -156,7 +156,7 @@ class Image:
 
     @property
     def n_levels(self) -> int:
-        """Number of resolution levels: 1 + the pyramid levels."""
+        """Number of resolution levels, level 0 included (``pyramid=N`` gives N)."""
         return len(self.spec.levels)
 
     @property
@@ -314,7 +314,7 @@ class Image:
         self._check_format()
 
     def _check_format(self) -> None:
-        if self._format != FORMAT and not self._final:
+        if self._format < CONTINUES_FROM and not self._final:
             raise FormatVersionError(
                 f"image {self.name!r} was written by ngff-writer 0.1 (bookkeeping format "
                 f"{self._format}) and is not complete; finish it with that version "

@@ -35,7 +35,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 
-from .._declare.bookkeeping import GROUP, Identity, ImageKeys
+from .._declare.bookkeeping import GROUP, Identity, ImageKeys, check_format
 from .._declare.spec import ImageSpec, recheck
 from .._ngff.discover import find_images
 from .._ngff.edits import Edits
@@ -173,7 +173,7 @@ def _spec(block: dict[str, Any] | None) -> ImageSpec | None:
     if not isinstance(block, dict) or not isinstance(block.get("spec"), dict):
         return None
     try:
-        return recheck(ImageSpec.from_json(block["spec"]))
+        return recheck(ImageSpec.from_json(block["spec"], check_format(block, "a document")))
     except (NgffWriterError, KeyError, TypeError, ValueError):
         return None  # damaged: the other document (declaration or attributes) is used
 

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 from zarr.abc.store import Store
 
-from .._declare.bookkeeping import FORMAT, Identity, ImageKeys
+from .._declare.bookkeeping import Identity, ImageKeys
 from .._declare.grid import Box, box_slices, grid_shape
 from .._declare.spec import ImageSpec, Layout
 from .._ngff.stats import Summary, merge_channels
@@ -74,6 +74,8 @@ from ..errors import CorruptError, ImageReplacedError, StoreError
 
 __all__ = ["HEARTBEAT", "LIVE_FOR", "Coverage", "Ledger", "Segment", "live_writers", "samples_done"]
 
+#: A segment's document has not changed since bookkeeping format 2 (ngff-writer 0.2).
+SEGMENT_FORMAT = 2
 #: Records a writer holds before committing them (a segment of ~100-200 kB).
 BATCH = 4096
 #: Segments of one size a writer merges into one of the next.
@@ -169,7 +171,7 @@ class Segment:
     def to_json(self) -> dict[str, Any]:
         """The stored document."""
         doc = {
-            "format": FORMAT,
+            "format": SEGMENT_FORMAT,
             "records": {str(level): rows.tolist() for level, rows in self.records.items()},
             "stats": None if self.stats is None else [s.to_json() for s in self.stats],
             "replaces": list(self.replaces),
@@ -179,8 +181,8 @@ class Segment:
     @classmethod
     def from_json(cls, name: str, doc: Any, ndim: int) -> Segment:
         """Parse a stored segment; ``ValueError`` when it is not one this version can read."""
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError(f"not a format-{FORMAT} log segment")
+        if not isinstance(doc, dict) or doc.get("format") != SEGMENT_FORMAT:
+            raise ValueError(f"not a format-{SEGMENT_FORMAT} log segment")
         try:
             records = {}
             for level, rows in doc["records"].items():
