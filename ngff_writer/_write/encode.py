@@ -432,5 +432,14 @@ class ChunkWriter:
 
     # ---- a region ---------------------------------------------------------------------------
     async def write(self, region: Region, data: np.ndarray, executor: Executor) -> None:
-        """Store ``data`` (shaped like ``region``, which :meth:`covers`), its chunks concurrently."""
-        await asyncio.gather(*(self._put(key, view, executor) for key, view in self._pieces(region, data)))
+        """Store ``data`` (shaped like ``region``, which :meth:`covers`), its chunks concurrently.
+
+        A failure is raised once every other piece has settled, so that no piece is still
+        writing (or leaves a shard's temporary file) after the call has failed.
+        """
+        outcomes = await asyncio.gather(*(self._put(key, view, executor)
+                                          for key, view in self._pieces(region, data)),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
