@@ -16,7 +16,7 @@ import zarr
 from zarr.abc.store import Store
 
 from .._declare.shards import layout_reason
-from .._storage.stores import node_attributes, run, store_errors
+from .._storage.stores import field_of, metadata_keys, node_attributes, refuse_oversized, run, store_errors
 from ..errors import CorruptError
 
 __all__ = ["ChannelInfo", "ImageInfo", "LevelInfo", "describe_image", "ome_block"]
@@ -131,6 +131,7 @@ def _codecs(array: zarr.Array[Any]) -> tuple[str, ...]:
 
 def _level(store: Store, image: str, dataset: dict[str, Any]) -> LevelInfo:
     path = f"{image}/{dataset['path']}" if image else str(dataset["path"])
+    refuse_oversized(store, metadata_keys(path))
     with store_errors(f"reading array {path}", store):
         array = zarr.open_array(store=store, path=path, mode="r")
         stored = run(store.getsize_prefix(path))
@@ -163,17 +164,23 @@ def describe_image(store: Store, path: str) -> ImageInfo:
     node = node_attributes(store, path)
     if node is None:
         raise CorruptError(f"no group at {path or '/'}", key=f"{path}/zarr.json")
+    key = f"{path}/zarr.json" if path else "zarr.json"
     version, ome = ome_block(node[1])
     multiscales = ome.get("multiscales")
     if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
-        raise CorruptError(f"{path or '/'} has no OME multiscales", key=f"{path}/zarr.json")
+        raise CorruptError(f"{key} has no OME multiscales", key=key)
     ms = multiscales[0]
-    axes = tuple(a["name"] if isinstance(a, dict) else str(a) for a in ms.get("axes", []))
-    units = tuple(a.get("unit") if isinstance(a, dict) else None for a in ms.get("axes", []))
-    levels = tuple(_level(store, path, d) for d in ms.get("datasets", []))
-    channels = tuple(
-        ChannelInfo(label=str(c.get("label", "")), color=c.get("color"), window=c.get("window"))
-        for c in (ome.get("omero") or {}).get("channels", []) if isinstance(c, dict))
+    # Every field is another tool's (or a bad disk's): read each one defensively.
+    with field_of(key, "multiscales[0].axes"):
+        axes = tuple(str(a["name"]) if isinstance(a, dict) else str(a) for a in _list(ms, "axes"))
+        units = tuple(a.get("unit") if isinstance(a, dict) else None for a in _list(ms, "axes"))
+    with field_of(key, "multiscales[0].datasets"):
+        levels = tuple(_level(store, path, d) for d in _list(ms, "datasets"))
+    with field_of(key, "omero.channels"):
+        omero = ome.get("omero") or {}
+        channels = tuple(ChannelInfo(label=str(c.get("label", "")), color=_color(c.get("color")),
+                                     window=_window(c.get("window")))
+                         for c in _list(omero, "channels"))
     writer = node[1].get("ngff_writer")
     status = writer.get("status") if isinstance(writer, dict) else None
     fingerprint = writer.get("fingerprint") if isinstance(writer, dict) else None
@@ -182,6 +189,31 @@ def describe_image(store: Store, path: str) -> ImageInfo:
                      axes=axes, units=units, levels=levels, channels=channels, status=status,
                      fingerprint=fingerprint if isinstance(fingerprint, str) else None,
                      layout=_layout(levels, version))
+
+
+def _list(block: dict[str, Any], field: str) -> list[Any]:
+    """``block[field]``, a list (empty when absent): TypeError when it is something else."""
+    if not isinstance(block, dict):
+        raise TypeError(f"expected an object, got {type(block).__name__}")
+    value = block.get(field, [])
+    if not isinstance(value, list):
+        raise TypeError(f"{field} is a {type(value).__name__}, not a list")
+    return value
+
+
+def _color(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"a color is a hex string, not {type(value).__name__}")
+    return value
+
+
+def _window(value: Any) -> dict[str, float] | None:
+    """A channel's window with its numbers as floats (the keys present), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"a window is an object, not {type(value).__name__}")
+    return {k: float(value[k]) for k in ("start", "end", "min", "max") if value.get(k) is not None}
 
 
 def _layout(levels: tuple[LevelInfo, ...], version: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from zarr.abc.store import Store
 
-from .._storage.stores import join, node_attributes, write_group
+from .._storage.stores import field_of, join, node_attributes, write_group
 from ..errors import SpecError, SpecMismatchError, UnknownImageError
 from .metadata import plate_attributes, well_attributes
 
@@ -166,14 +166,48 @@ def read_plate(store: Store, name: str) -> PlateLayout | None:
     if node is None:
         return None
     attributes = node[1]
-    block = attributes.get("ome", attributes).get("plate")
+    ome = attributes.get("ome", attributes)
+    block = ome.get("plate") if isinstance(ome, dict) else None
     if not isinstance(block, dict):
         return None
-    rows = tuple(r["name"] for r in block["rows"])
-    columns = tuple(c["name"] for c in block["columns"])
-    wells = tuple((rows[w["rowIndex"]], columns[w["columnIndex"]]) for w in block["wells"])
-    return PlateLayout(name, rows, columns, wells, int(block.get("field_count", 1)),
-                       tuple(block.get("acquisitions", ())))
+    key = join(name, "zarr.json")
+    # Another tool's document, or a damaged one: every field is checked before use.
+    with field_of(key, "plate.rows"):
+        rows = tuple(_named(r) for r in _entries(block, "rows"))
+    with field_of(key, "plate.columns"):
+        columns = tuple(_named(c) for c in _entries(block, "columns"))
+    with field_of(key, "plate.wells"):
+        wells = tuple((rows[_index(w, "rowIndex", rows)], columns[_index(w, "columnIndex", columns)])
+                      for w in _entries(block, "wells"))
+    with field_of(key, "plate.field_count"):
+        fields = block.get("field_count", 1)
+        if isinstance(fields, bool) or not isinstance(fields, int) or fields < 1:
+            raise TypeError(f"{fields!r} is not a count of fields")
+    with field_of(key, "plate.acquisitions"):
+        acquisitions = tuple(_entries(block, "acquisitions", required=False))
+    return PlateLayout(name, rows, columns, wells, fields, acquisitions)
+
+
+def _entries(block: dict[str, Any], field: str, required: bool = True) -> list[dict[str, Any]]:
+    """``block[field]``: a list of objects (TypeError or KeyError when it is not one)."""
+    value = block[field] if required else block.get(field, [])
+    if not isinstance(value, list) or not all(isinstance(e, dict) for e in value):
+        raise TypeError(f"{field} is not a list of objects: {str(value)[:80]}")
+    return value
+
+
+def _named(entry: dict[str, Any]) -> str:
+    name = entry.get("name")
+    if not isinstance(name, str):
+        raise TypeError(f"{str(entry)[:80]} has no name")
+    return name
+
+
+def _index(well: dict[str, Any], field: str, names: tuple[str, ...]) -> int:
+    value = well.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(names):
+        raise IndexError(f"{field} {value!r} is not one of 0 to {len(names) - 1}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,11 +57,14 @@ from .._storage.stores import (
     list_dir,
     list_prefix,
     loads,
+    metadata_keys,
     node_attributes,
     open_array,
     open_store,
+    oversized,
     put_bytes,
     refuse_links,
+    refuse_oversized,
     store_errors,
     sweep_temporary,
     write_group,
@@ -129,7 +132,7 @@ def repair_output(root: StoreLike, *, storage_options: dict[str, Any] | None = N
             done[""] = [f"left the root's unreadable document as it is: the root also holds what "
                         f"ngff-writer did not write ({', '.join(foreign[:3])})"]
         else:
-            write_group(store, "", 3 if get_bytes(store, "zarr.json") is not None else 2,
+            write_group(store, "", 3 if key_exists(store, "zarr.json") else 2,
                         {WRITER_KEY: {"output": 1, "version": __version__}})
             done[""] = ["rebuilt the output's root attributes"]
     else:
@@ -247,6 +250,7 @@ def _rebuild_arrays(store: Store, spec: ImageSpec, keys: ImageKeys) -> list[str]
     for k, level in enumerate(spec.levels):
         path = join(keys.image, level.path)
         try:
+            refuse_oversized(store, metadata_keys(path))
             with store_errors(f"opening the array {path}", store):
                 array = zarr.open_array(store, path=path, mode="r")
             intact = (array.shape, array.dtype, array.chunks) == (level.shape, spec.np_dtype, level.chunks)
@@ -278,6 +282,9 @@ def _drop_unreadable_segments(store: Store, keys: ImageKeys, spec: ImageSpec) ->
     ndim = len(spec.layout.shape)
     for key in list_prefix(store, keys.log + "/"):
         if not key.endswith(".json"):
+            continue
+        if oversized(store, key):  # never read: refused as loads() would refuse it
+            bad.append(key)
             continue
         raw = get_bytes(store, key)
         if raw is None:
@@ -319,6 +326,7 @@ def _record_stored_units(store: Store, spec: ImageSpec, keys: ImageKeys, ledger:
     """Record every level-0 unit whose object exists but no record lists (reads it back)."""
     ledger.refresh()
     path = f"{keys.image}/0" if keys.image else "0"
+    refuse_oversized(store, metadata_keys(path))
     with store_errors(f"opening the level-0 array of {keys.image!r}", store):
         array = zarr.open_array(store, path=path, mode="r")
     prefix = path + "/"

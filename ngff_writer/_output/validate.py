@@ -22,7 +22,7 @@ from zarr.abc.store import Store
 
 from .._declare.bookkeeping import GROUP
 from .._ngff.describe import ImageInfo, describe_image
-from .._storage.stores import list_prefix
+from .._storage.stores import list_prefix, metadata_keys, refuse_oversized
 from ..errors import NgffWriterError
 from .image import Image, Progress
 
@@ -72,6 +72,7 @@ def _check_models(store: Store, path: str, version: str) -> list[str]:
     if model is None:
         return [f"declares NGFF {version}, which this validator does not know (0.4 and 0.5)"]
     try:
+        refuse_oversized(store, metadata_keys(path))
         model.from_zarr(zarr.open_group(store=store, path=path, mode="r"))
     except ValidationError as exc:
         errors = exc.errors()

@@ -45,10 +45,11 @@ from .guard import GuardedStore
 from .s3 import obstore_for
 
 __all__ = [
-    "Mode", "StoreLike", "atomic_create", "base_store", "create_if_absent", "delete_keys", "delete_tree",
-    "describe", "get_bytes", "get_json", "get_many", "is_temporary", "join", "key_exists", "list_dir",
-    "is_link", "links_under", "list_prefix", "loads", "open_store", "refuse_links", "sync_to_disk",
-    "put_bytes", "put_json", "read_only_array", "repair_hint", "store_errors", "sweep_temporary",
+    "Mode", "StoreLike", "atomic_create", "base_store", "create_if_absent", "delete_keys",
+    "delete_tree", "describe", "field_of", "get_bytes", "get_json", "get_many", "is_link",
+    "is_temporary", "join", "key_exists", "links_under", "list_dir", "list_prefix", "loads",
+    "metadata_keys", "open_store", "oversized", "put_bytes", "put_json", "read_only_array", "refuse_links",
+    "refuse_oversized", "repair_hint", "store_errors", "sweep_temporary", "sync_to_disk",
     "without_new_threads",
 ]
 
@@ -226,6 +227,19 @@ def loads(raw: bytes | str) -> Any:
         raise ValueError("nested too deeply to read") from None
 
 
+@contextlib.contextmanager
+def field_of(key: str, field: str) -> Iterator[None]:
+    """Read ``field`` of the document at ``key`` inside: a value of the wrong type or shape
+    (the TypeError, KeyError... that using it raises) is CorruptError naming both."""
+    try:
+        yield
+    except NgffWriterError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise CorruptError(f"{key}: its field {field} is malformed ({type(exc).__name__}: {exc})",
+                           key=key) from exc
+
+
 def _decode(store: Store, key: str, raw: bytes) -> Any:
     try:
         return loads(raw)
@@ -257,17 +271,41 @@ def get_json(store: Store, key: str) -> Any | None:
     before it is read. (Object stores answer a ranged read of an empty object with an
     error, so there it is read, then refused.)
     """
-    base = base_store(store)
-    size = 0
-    if isinstance(base, LocalStore):
-        with contextlib.suppress(OSError):
-            size = (Path(base.root) / key).stat().st_size
-    if size > MAX_DOCUMENT_BYTES:
-        raise CorruptError(f"{key} in {describe(store)} is not readable JSON ({size} bytes, more than the "
-                           f"{MAX_DOCUMENT_BYTES} a document may hold: NGFF_WRITER_MAX_DOCUMENT_BYTES); "
-                           f"{repair_hint(store)}", key=key)
+    refuse_oversized(store, [key])
     raw = get_bytes(store, key)
     return None if raw is None else _decode(store, key, raw)
+
+
+def refuse_oversized(store: Store, keys: Iterable[str]) -> None:
+    """CorruptError for a document at one of ``keys`` larger than :data:`MAX_DOCUMENT_BYTES`.
+
+    Known before reading only in a local directory (its size); elsewhere a document is
+    read, then refused by :func:`loads`. Called before zarr reads metadata too (zarr's
+    parser would take seconds and gigabytes over a document of hundreds of MB).
+    """
+    for key in keys:
+        size = oversized(store, key)
+        if size:
+            raise CorruptError(f"{key} in {describe(store)} is not readable JSON ({size} bytes, more than "
+                               f"the {MAX_DOCUMENT_BYTES} a document may hold: "
+                               f"NGFF_WRITER_MAX_DOCUMENT_BYTES); {repair_hint(store)}", key=key)
+
+
+def oversized(store: Store, key: str) -> int:
+    """The size of the document at ``key`` where it is known to be over the limit, else 0."""
+    base = base_store(store)
+    if not isinstance(base, LocalStore):
+        return 0
+    try:
+        size = (Path(base.root) / key).stat().st_size
+    except OSError:
+        return 0
+    return size if size > MAX_DOCUMENT_BYTES else 0
+
+
+def metadata_keys(path: str) -> list[str]:
+    """The documents zarr reads to open the node at ``path`` (either zarr format)."""
+    return [join(path, name) for name in ("zarr.json", ".zarray", ".zgroup", ".zattrs")]
 
 
 def put_json(store: Store, key: str, obj: Any) -> None:
@@ -275,9 +313,14 @@ def put_json(store: Store, key: str, obj: Any) -> None:
     put_bytes(store, key, _encode(obj))
 
 
-def get_many(store: Store, keys: Iterable[str]) -> dict[str, bytes | None]:
-    """Read several objects at once (concurrently); a missing key maps to None."""
+def get_many(store: Store, keys: Iterable[str], documents: bool = False) -> dict[str, bytes | None]:
+    """Read several objects at once (concurrently); a missing key maps to None.
+
+    ``documents``: they are JSON documents, refused (:func:`refuse_oversized`) when too large.
+    """
     keys = list(keys)
+    if documents:
+        refuse_oversized(store, keys)
 
     async def fetch() -> list[Any]:
         proto = default_buffer_prototype()
@@ -564,6 +607,7 @@ def open_array(store: Store, path: str, mode: Literal["r", "r+"]) -> zarr.Array[
     this array only: ``zarr.config`` is never written, and a pipeline the user chose there
     (zarrs, say) is kept.
     """
+    refuse_oversized(store, metadata_keys(path))
     with store_errors(f"opening the array {path}", store):
         array = zarr.open_array(store, path=path, mode=mode)
     use_fused_pipeline(array.async_array)
@@ -598,6 +642,7 @@ class ReadOnlyArray(zarr.Array):  # type: ignore[type-arg]
 
 def read_only_array(store: Store, path: str) -> ReadOnlyArray:
     """Open the array at ``path`` for reading only (see :class:`ReadOnlyArray`)."""
+    refuse_oversized(store, metadata_keys(path))
     with store_errors(f"opening the array {path}", store):
         array = zarr.open_array(store, path=path, mode="r")
     return ReadOnlyArray(array.async_array)

@@ -65,6 +65,7 @@ from .._storage.stores import (
     list_prefix,
     loads,
     node_attributes,
+    oversized,
     put_json,
     refuse_links,
     repair_hint,
@@ -478,7 +479,7 @@ class Ledger:
         for _ in range(4):
             listed = {n for n in self._list() if not n.startswith(mine)}
             new = sorted(listed - self._read.keys())
-            raw = get_many(self.store, [self.keys.segment(n) for n in new])
+            raw = get_many(self.store, [self.keys.segment(n) for n in new], documents=True)
             gone = False
             for name in new:
                 data = raw[self.keys.segment(name)]
@@ -545,7 +546,8 @@ def live_writers(store: Store, keys: ImageKeys, exclude: Iterable[str] = ()) -> 
     skip = set(exclude)
     prefix = keys.writers + "/"
     names = [k for k in list_prefix(store, prefix) if k.endswith(".json") and "/" not in k[len(prefix):]]
-    names = [k for k in names if k[len(prefix):-5] not in skip]
+    # One too large to be a heartbeat is not one (and is never read).
+    names = [k for k in names if k[len(prefix):-5] not in skip and not oversized(store, k)]
     found = []
     now, host = time.time(), socket.gethostname()
     for key, raw in get_many(store, names).items():

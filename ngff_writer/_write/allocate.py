@@ -38,8 +38,10 @@ from .._storage.stores import (
     join,
     list_prefix,
     loads,
+    metadata_keys,
     node_attributes,
     put_json,
+    refuse_oversized,
     repair_hint,
     store_errors,
     write_group,
@@ -163,6 +165,7 @@ def _create_level(store: Store, path: str, spec: ImageSpec, level: Level) -> Non
             zarr.create_array(store, name=name, overwrite=False, **_array_options(spec, level))
             return
         except ContainsArrayError:
+            refuse_oversized(store, metadata_keys(name))
             existing = zarr.open_array(store, path=name, mode="r")
     if (existing.shape, existing.dtype, existing.chunks) != (level.shape, spec.np_dtype, level.chunks):
         raise SpecMismatchError(

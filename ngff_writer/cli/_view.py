@@ -48,7 +48,7 @@ class Viewing:
 
 
 def _shader(info: ImageInfo) -> str | None:
-    windows = [c.window for c in info.channels if c.window]
+    windows = [c.window for c in info.channels if c.window and {"start", "end"} <= c.window.keys()]
     if not windows:
         return None
     start, end = float(windows[0]["start"]), float(windows[0]["end"])
