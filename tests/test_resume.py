@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from tiling import tile_specs
 from zarr.storage import LocalStore
 
 import ngff_writer as nw
+from ngff_writer._storage.stores import temporary_name
 from ngff_writer.testing import abandon
 from ngff_writer.tiling import tiles
 
@@ -320,15 +323,27 @@ def test_a_truncated_fragment_is_dropped_and_its_tiles_sent_again(tmp_path, refs
 
 def test_temporary_files_a_killed_writer_left_are_swept(tmp_path):
     root = _half_written(tmp_path)
-    stray = [root / "s" / "0" / "c" / "5" / "0" / "0.3f2a.partial",
-             root / "s" / "ngff_writer" / "log" / "x.partial"]
-    for path in stray:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = int(gone.stdout)  # a process of this machine that has ended
+    unit = root / "s" / "0" / "c" / "5" / "0"
+    killed = unit / temporary_name("0").replace(f"-{os.getpid()}-", f"-{dead}-")  # ours: its writer is gone
+    old = unit / "0.3f2a.partial"  # zarr's (no writer named), unchanged for a minute
+    live = root / "s" / "0" / "c" / "4" / "0" / temporary_name("0")  # a live writer's: kept
+    stray = [killed, old, root / "s" / "ngff_writer" / "log" / "x.partial"]
+    for path in [*stray, live]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half a chunk")
-    _resume_samples(root)  # the image completes (finalizing on the way walks no chunk)
-    with nw.open_output(root, mode="a") as out:
-        assert out["s"].finalize()  # the verb sweeps them
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    _resume_samples(root)  # the image completes, and sweeps what no writer still writes
     assert not any(p.exists() for p in stray)
+    assert live.exists()  # (this process may still be storing that unit again)
+    with nw.open_output(root, mode="a") as out:
+        assert out["s"].finalize()
+    assert live.exists()
+    os.utime(live, (time.time() - 60, time.time() - 60))
+    with nw.open_output(root, mode="a") as out:
+        assert out["s"].finalize()  # unchanged for a minute now: nobody writes it
     assert not list(root.rglob("*.partial"))
     _check_samples(root)
 

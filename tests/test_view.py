@@ -70,17 +70,27 @@ def served(tmp_path):
     procs = []
 
     def start(image: str) -> str:
+        # stderr to a file: a pipe nobody reads until the end would block the server's
+        # logging once full, and the command with it (a flaky teardown, once).
+        log = open(tmp_path / f"view-{len(procs)}.log", "w+")  # closed below
         proc = subprocess.Popen([SCRIPT, "view", str(root), "--image", image, "--no-browser"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs.append(proc)
+                                stdout=subprocess.PIPE, stderr=log, text=True)
+        procs.append((proc, log))
         line = proc.stdout.readline()
-        assert line.startswith("neuroglancer: http://127.0.0.1:"), (line, proc.stderr.read())
+        assert line.startswith("neuroglancer: http://127.0.0.1:"), (line, _said(log))
         return line.split(" ", 1)[1].strip()
 
     yield start
-    for proc in procs:
+    for proc, log in procs:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0, proc.stderr.read()
+        assert proc.wait(30) == 0, _said(log)
+        log.close()
+
+
+def _said(log) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()[-3000:]
 
 
 def test_view_draws_the_image_in_a_browser(served):

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import socket
+import subprocess
+import sys
 import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +26,7 @@ from ngff_writer.reading import describe_image
 
 pytest.importorskip("neuroglancer")
 CANARY = b"canary: a user's file outside the output"
+SCRIPT = str(Path(sys.executable).with_name("ngff-writer"))
 
 
 @pytest.fixture
@@ -130,3 +135,24 @@ def test_both_servers_listen_on_loopback_only(files):
     for port in ports:
         with pytest.raises(OSError):
             socket.create_connection((other, port), timeout=3).close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_kill_stops_the_command_however_it_was_started(tmp_path, stop):
+    """A job started with '&' in a script ignores Ctrl-C from birth; `view` stops all the same."""
+    root = tmp_path / "o.zarr"
+    with nw.open_output(root) as out:
+        out.create_image("p", (2, 16, 16), "syx").write_sample(0, np.ones((16, 16), np.float32))
+
+    def as_a_background_job() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen([SCRIPT, "view", str(root), "--no-browser"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, preexec_fn=as_a_background_job)
+    try:
+        assert proc.stdout.readline().startswith("neuroglancer: http://127.0.0.1:")
+        proc.send_signal(stop)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -26,7 +26,7 @@ from .._declare.spec import ImageSpec
 from .._ngff.edits import Edits, parse_edits
 from .._ngff.metadata import STATUS_COMPLETE, read_writer_attrs
 from .._storage.stores import describe, join, node_attributes, read_only_array, sweep_temporary
-from .._track.log import Ledger, samples_done
+from .._track.log import LIVE_FOR, Ledger, samples_done
 from .._write.allocate import declaration_of
 from .._write.checks import (
     block_regions,
@@ -533,7 +533,8 @@ class Image:
         Also completes every chunk that saved fragments cover, whoever saved them (a
         crashed writer may have left a chunk's last parts without storing it), and, once
         the image is final, deletes the temporary files writers killed mid-write left in
-        a local directory (the one step that walks every chunk file).
+        a local directory: those whose process is gone, or unchanged for 45 s (the image
+        does this itself when it becomes final; call it again later for the rest).
 
         Returns
         -------
@@ -548,5 +549,5 @@ class Image:
             writer.flush(sweep=True)
             writer.finish()
         if self._final:
-            sweep_temporary(self._output.store, self.name)
+            sweep_temporary(self._output.store, self.name, idle=LIVE_FOR)
         return self._final

@@ -29,6 +29,11 @@ import ctypes
 import json
 import math
 import os
+import re
+import socket
+import time
+import uuid
+import zlib
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -48,9 +53,9 @@ __all__ = [
     "Mode", "StoreLike", "atomic_create", "base_store", "create_if_absent", "delete_keys",
     "delete_tree", "describe", "field_of", "get_bytes", "get_json", "get_many", "is_link",
     "is_temporary", "join", "key_exists", "links_under", "list_dir", "list_prefix", "loads",
-    "metadata_keys", "open_store", "oversized", "put_bytes", "put_json", "read_only_array", "refuse_links",
-    "refuse_oversized", "repair_hint", "store_errors", "sweep_temporary", "sync_to_disk",
-    "without_new_threads",
+    "metadata_keys", "open_store", "oversized", "process_exists", "put_bytes", "put_json",
+    "read_only_array", "refuse_links", "refuse_oversized", "repair_hint", "store_errors",
+    "sweep_temporary", "sync_to_disk", "temporary_name", "without_new_threads",
 ]
 
 Mode = Literal["w-", "w", "a", "r"]
@@ -393,6 +398,43 @@ def is_temporary(key: str) -> bool:
     return key.endswith(".partial")
 
 
+#: This machine, in the names of our temporary files (a hostname may hold dots).
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+_OURS = re.compile(r"\.ngffw-(\d+)-([0-9a-f]{8})-[0-9a-f]{32}\.partial$")
+
+
+def temporary_name(name: str) -> str:
+    """The name of a temporary file for ``name`` that says which process writes it.
+
+    ``<name>.ngffw-<pid>-<host>-<uuid>.partial``: a temporary file like zarr's (readers
+    skip it), whose writer a sweep can tell is gone (see :func:`sweep_temporary`).
+    """
+    return f"{name}.ngffw-{os.getpid()}-{_HOST}-{uuid.uuid4().hex}.partial"
+
+
+def process_exists(pid: int) -> bool:
+    """True when a process ``pid`` runs on this machine (under any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, under another user
+    return True
+
+
+def _abandoned(path: Path, idle: float, now: float) -> bool:
+    """True for a temporary file no writer is writing: its process (of this machine) is
+    gone, or it has not changed for ``idle`` seconds (zarr's own, or another machine's)."""
+    ours = _OURS.search(path.name)
+    if ours and ours[2] == _HOST and not process_exists(int(ours[1])):
+        return True
+    try:
+        return now - path.stat().st_mtime > idle
+    except OSError:
+        return False  # gone meanwhile
+
+
 def _syncfs() -> Callable[[int], int] | None:
     """Linux's ``syncfs(fd)``, or None where the C library has none."""
     try:
@@ -470,22 +512,27 @@ def refuse_links(store: Store, prefix: str, what: str) -> None:
             "it, and run again", key=links[0])
 
 
-def sweep_temporary(store: Store, prefix: str) -> int:
+def sweep_temporary(store: Store, prefix: str, idle: float | None = None) -> int:
     """Delete the temporary files (see :func:`is_temporary`) under ``prefix``; return how many.
 
     Only local directories have them (object stores write whole objects), so this walks
     the directory itself: zarr's own listing of a large image takes seconds.
+
+    ``idle``: delete only those no writer may still be writing (its process is gone, or
+    the file has not changed for ``idle`` seconds): a writer that stores again a unit of
+    a complete image keeps its file. None: every one (no writer runs, as repair checks).
     """
     base = base_store(store)
     if not isinstance(base, LocalStore):
         return 0
-    gone = 0
+    gone, now = 0, time.time()
     refuse_links(store, prefix, f"sweeping temporary files under {prefix or '/'}")
     with store_errors(f"sweeping temporary files under {prefix or '/'}", store):
         for folder, _, files in os.walk(Path(base.root) / prefix):
             for name in files:
-                if is_temporary(name):
-                    Path(folder, name).unlink(missing_ok=True)
+                path = Path(folder, name)
+                if is_temporary(name) and (idle is None or _abandoned(path, idle, now)):
+                    path.unlink(missing_ok=True)
                     gone += 1
     return gone
 

@@ -66,6 +66,7 @@ from .._storage.stores import (
     loads,
     node_attributes,
     oversized,
+    process_exists,
     put_json,
     refuse_links,
     repair_hint,
@@ -559,20 +560,10 @@ def live_writers(store: Store, keys: ImageKeys, exclude: Iterable[str] = ()) -> 
             where = str(beat["host"])
         except (ValueError, TypeError, KeyError):
             continue  # half-written or foreign: not a heartbeat
-        if age > LIVE_FOR or (where == host and not _process_exists(pid)):
+        if age > LIVE_FOR or (where == host and not process_exists(pid)):
             continue
         found.append({"writer": key[len(prefix):-5], "host": where, "pid": pid, "age": max(age, 0.0)})
     return sorted(found, key=lambda b: -b["age"])
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # it exists, under another user
-    return True
 
 
 def samples_done(layout: Layout, covered: np.ndarray) -> np.ndarray:

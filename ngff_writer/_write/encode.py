@@ -39,7 +39,6 @@ import itertools
 import os
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
@@ -56,6 +55,7 @@ from zarr.storage import LocalStore
 
 from .._storage.compat import is_zarr_pipeline
 from .._storage.localstore import DirectLocalStore
+from .._storage.stores import temporary_name
 
 __all__ = ["ChunkWriter"]
 
@@ -183,7 +183,7 @@ class _ShardFile:
     def __init__(self, path: Path, reserve: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+        self.partial = path.with_name(temporary_name(path.name))
         self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.size = reserve
         if reserve:

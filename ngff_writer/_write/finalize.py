@@ -37,9 +37,10 @@ from .._storage.stores import (
     node_attributes,
     repair_hint,
     store_errors,
+    sweep_temporary,
     write_group,
 )
-from .._track.log import Ledger
+from .._track.log import LIVE_FOR, Ledger
 from ..errors import CorruptError
 from .assemble import unit_region
 
@@ -154,3 +155,7 @@ def finalize_image(store: Store, spec: ImageSpec, ledger: Ledger, array: Callabl
     delete_tree(store, keys.log)
     delete_tree(store, keys.fragments())
     delete_tree(store, keys.writers)
+    # A writer killed while storing a unit left its temporary file (up to a shard) beside
+    # the unit, which is stored now; one still being written belongs to a writer storing a
+    # unit again, and is kept (one walk of the image's files, once).
+    sweep_temporary(store, keys.image, idle=LIVE_FOR)

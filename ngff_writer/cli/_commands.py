@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -631,13 +632,18 @@ def view(path: Path, names: tuple[str, ...], port: int, no_browser: bool) -> Non
         viewing = serve(path.resolve(), infos, port=port)
     except ImportError as exc:
         raise Failure(str(exc), EXIT_USAGE) from None
-    click.echo(f"neuroglancer: {viewing.url}", color=False)
-    click.echo(f"showing {len(infos)} image(s) of {path}; Ctrl-C stops", err=True)
-    if not no_browser:
-        import webbrowser
-
-        webbrowser.open(viewing.url)
+    # Ctrl-C stops, as the line below says, even where the shell that started us made us
+    # ignore it (a command started with '&' in a script does: the view never ended then),
+    # and a plain `kill` stops as cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        click.echo(f"neuroglancer: {viewing.url}", color=False)
+        click.echo(f"showing {len(infos)} image(s) of {path}; Ctrl-C stops", err=True)
+        if not no_browser:
+            import webbrowser
+
+            webbrowser.open(viewing.url)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -651,6 +657,10 @@ def view(path: Path, names: tuple[str, ...], port: int, no_browser: bool) -> Non
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:

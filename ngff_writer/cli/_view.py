@@ -9,6 +9,7 @@ image, and a contrast range from each image's omero window.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,6 +96,10 @@ def serve(root: Path, images: Sequence[ImageInfo], *, port: int = 0) -> Viewing:
         from neuroglancer.static_file_server import StaticFileServer
     except ImportError as exc:
         raise ImportError("`ngff-writer view` needs neuroglancer: pip install 'ngff-writer[view]'") from exc
+    # zarr reads a chunk that is not stored as the fill value: the client asks for every
+    # chunk of a half-written (or empty) image, and tornado would log each 404 as a warning,
+    # a flood on the terminal (and, into a pipe nobody reads, a writer blocked on it).
+    logging.getLogger("tornado.access").setLevel(logging.ERROR)
     neuroglancer.set_server_bind_address("127.0.0.1", bind_port=port)
     files = StaticFileServer(static_dir=str(root), bind_address="127.0.0.1", daemon=True)
     viewer = neuroglancer.Viewer()
