@@ -258,6 +258,7 @@ def spec_of(attributes: dict[str, Any], where: str, store_name: str) -> ImageSpe
     try:
         return recheck(ImageSpec.from_json(attributes["spec"], fmt))
     except (KeyError, TypeError, ValueError, SpecError) as exc:
-        raise CorruptError(f"{where} in {store_name} holds no readable spec ({exc}); run "
+        named = where if store_name and store_name in where else f"{where} in {store_name}"
+        raise CorruptError(f"{named} holds no readable spec ({exc}); run "
                            f"`ngff-writer repair {store_name}`, then write again what it reports "
                            "missing", key=where) from exc
