@@ -128,6 +128,22 @@ def test_three_writers_share_tiled_chunks(tmp_path, request, kind, mode, rep, re
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_three_writers_share_tiled_shards(tmp_path, request, kind, references):
+    """Shards filled a chunk at a time as tiles arrive, by three writers: each one hands the
+    shards it could not complete over as fragments (read back from its shard), and the data
+    is the single writer's, at every level."""
+    target = target_for(kind, tmp_path, request)
+    with open_target(target, mode="w") as out:
+        out.create_image("p", SHAPE, "scyx", chunks=CHUNKS, shards=(1, 1, 64, 64))
+    assert run_children(*[(_write_tiles, (target, w, 3)) for w in range(3)]) == [0, 0, 0]
+    with open_target(target, mode="r") as out:
+        img = out["p"]
+        assert img.progress().complete and img.spec.shards == (1, 1, 64, 64)
+    assert levels_of(target) == references["crop"]
+    assert bookkeeping_keys(target, "p") == ["p/ngff_writer/zarr.json"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_killed_writer_then_resume(tmp_path, request, kind, references):
     target = target_for(kind, tmp_path, request)
     declare(target, "crop")

@@ -17,10 +17,11 @@ default of :meth:`ngff_writer.Output.create_image`) picks:
 
 A level-0 shard never spans two samples: it is stored whole, at once, by the writer of
 its sample, so several writers never write the same file and none reads one back. A
-lower level's shard is assembled from the samples' reductions like a chunk from tiles
-(:mod:`ngff_writer._write.assemble`): held in memory until its last sample arrives (at
-most one shard per level: the memory bound in the guide), saved as fragments for the
-writer that completes it when several writers share it. Chunks stay what they were (at
+lower level's shard is filled as the samples' reductions arrive, a chunk at a time, into
+its temporary file (``ShardBuffer`` in :mod:`ngff_writer._write.assemble`, ``ShardSink``
+in :mod:`ngff_writer._write.encode`), as tiles fill a level-0 shard: a writer holds the
+chunks a part covers only in part, never a shard. Several writers sharing one hand their
+parts over as fragments to the writer that completes it. Chunks stay what they were (at
 most 4 MiB), so a viewer still reads small pieces. The measurements behind the sizes are
 in ``benchmarks/README.md`` ("Shards").
 """
@@ -36,8 +37,8 @@ __all__ = ["SHARD_MAX_BYTES", "SHARD_MIN_IMAGE_BYTES", "auto_shards", "gathered"
 #: is 256 files, which no quota feels.
 SHARD_MIN_IMAGE_BYTES = 1 << 30
 #: Largest default shard: objects of 64-128 MiB keep files per TB under 10,000 (for samples
-#: of 128 MiB or more), while a writer holds at most one shard per level being assembled
-#: (tiles' parts, the levels below 0): 256 MiB would double that for no fewer files there.
+#: of 128 MiB or more). Larger shards would save few files more, and a store that is not a
+#: local directory (S3) keeps a shard being filled in memory, encoded, until it is put.
 SHARD_MAX_BYTES = 128 << 20
 
 

@@ -77,6 +77,9 @@ class Piece:
     region: Region
     data: np.ndarray
     box: Box
+    #: Whole chunks of a shard being filled (:class:`ShardBuffer`): the unit is ``box``,
+    #: stored once every chunk of it is handed on. None: whole units.
+    into: ShardBuffer | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +97,16 @@ def _volume(region: Region) -> int:
 
 def _intersects(a: Region, b: Region) -> bool:
     return all(x.start < y.stop and y.start < x.stop for x, y in zip(a, b, strict=True))
+
+
+def _within(region: Region, outer: Region) -> Region:
+    """``region`` in the coordinates of ``outer`` (whose start becomes 0)."""
+    return tuple(slice(r.start - o.start, r.stop - o.start) for r, o in zip(region, outer, strict=True))
+
+
+def _at(local: Region, outer: Region) -> Region:
+    """``local`` (coordinates of ``outer``) back in the coordinates ``outer`` is in."""
+    return tuple(slice(o.start + r.start, o.start + r.stop) for r, o in zip(local, outer, strict=True))
 
 
 def unit_region(idx: Sequence[int], unit: Sequence[int], shape: Sequence[int]) -> Region:
@@ -175,6 +188,96 @@ class CropBuffer:
         return {pid: Part(pid, local, self.array[local]) for pid, local in self.parts.items()}
 
 
+class ShardBuffer:
+    """Crop-mode parts of a unit of many chunks (a shard), handed on a chunk at a time.
+
+    A :class:`CropBuffer` holds the whole unit until its last part arrives: for a shard of
+    the sharded default that is up to 128 MiB per level. Here the chunks a part covers
+    whole are handed on at once (views of the part, no copy), and a chunk a part covers
+    only in part is held, in a chunk-sized :class:`CropBuffer`, until parts cover it; the
+    caller lays what is handed on into the shard (``stream``: its
+    :class:`~ngff_writer._write.encode.ShardSink`, with the stores in flight), and the
+    unit is complete once every chunk is handed on. Its parts can still be given back
+    whole (:meth:`held`), from ``stream.read`` and what is held, for fragments.
+    """
+
+    def __init__(self, unit: Region, chunks: tuple[int, ...], dtype: np.dtype) -> None:
+        self.unit = unit
+        self.shape = tuple(s.stop - s.start for s in unit)
+        self.chunks = chunks
+        self.dtype = dtype
+        self.parts: dict[PartId, Region] = {}
+        self.handed: list[Region] = []  # unit coordinates, whole chunks
+        self.stream: Any = None  # set by the caller: read(region) and cancel()
+        self.nbytes = 0
+        self._held: dict[tuple[int, ...], CropBuffer] = {}
+        self._done = np.zeros([-(-n // c) for n, c in zip(self.shape, chunks, strict=True)], bool)
+
+    @property
+    def extents(self) -> dict[PartId, Region]:
+        """Where each part lies in the unit."""
+        return self.parts
+
+    @property
+    def complete(self) -> bool:
+        """True once every chunk is handed on."""
+        return bool(self._done.all())
+
+    def add(self, pid: PartId, local: Region, data: np.ndarray
+            ) -> tuple[int, list[tuple[Region, np.ndarray, bool]]]:
+        """Take a part; return the change in bytes held and what to hand on.
+
+        Handed on: ``(region in array coordinates, data, owned)``, ``owned`` False where
+        the data is a view of ``data`` (the caller copies it if it is not its own).
+        """
+        self.parts[pid] = local
+        p = plan(local, self.shape, self.chunks, True)
+        out: list[tuple[Region, np.ndarray, bool]] = []
+        delta = 0
+        if p.inner is not None:
+            inside = [i for i in self._held if all(a <= j < b for j, a, b in zip(i, *p.inner, strict=True))]
+            for idx in inside:
+                delta -= self._held.pop(idx).nbytes  # the same pixels, whole (a pyramid level's retry)
+            self._done[box_slices(p.inner)] = True
+            inner = tuple(slice(a * c, min(b * c, n))
+                          for a, b, c, n in zip(*p.inner, self.chunks, self.shape, strict=True))
+            out.append((inner, data[_within(inner, local)], False))
+        for idx, sub, source in p.edges:
+            if self._done[idx]:
+                continue  # handed on already: the same pixels again
+            chunk = unit_region(idx, self.chunks, self.shape)
+            buffer = self._held.get(idx)
+            if buffer is None:
+                buffer = self._held[idx] = CropBuffer(tuple(s.stop - s.start for s in chunk), self.dtype)
+                delta += buffer.nbytes
+            buffer.add(pid, sub, data[source])
+            if CropRule.covers(chunk, buffer.parts):
+                del self._held[idx]
+                delta -= buffer.nbytes
+                self._done[idx] = True
+                out.append((chunk, buffer.array, True))
+        self.handed += [region for region, _, _ in out]
+        self.nbytes += delta
+        return delta, [(_at(region, self.unit), d, owned) for region, d, owned in out]
+
+    def held(self) -> dict[PartId, Part]:
+        """Every part taken, whole: what was handed on read back from ``stream``, with what is held."""
+        whole = np.empty(self.shape, self.dtype)
+        for local in self.handed:
+            whole[local] = self.stream.read(_at(local, self.unit))
+        for idx, buffer in self._held.items():
+            chunk = unit_region(idx, self.chunks, self.shape)
+            for sub in buffer.parts.values():
+                whole[_at(sub, chunk)] = buffer.array[sub]
+        return {pid: Part(pid, local, whole[local]) for pid, local in self.parts.items()}
+
+    def cancel(self) -> None:
+        """Nothing handed on will be stored: the unit goes another way, or not at all."""
+        self._held.clear()
+        if self.stream is not None:
+            self.stream.cancel()
+
+
 class CropRule:
     """Crop mode: disjoint parts; complete when they cover the unit."""
 
@@ -193,6 +296,11 @@ class CropRule:
         return _volume(unit) * itemsize
 
     def complete(self, unit: Region, extents: Mapping[PartId, Region]) -> bool:
+        return self.covers(unit, extents)
+
+    @staticmethod
+    def covers(unit: Region, extents: Mapping[PartId, Region]) -> bool:
+        """True when the parts at ``extents`` (unit coordinates) cover ``unit``."""
         if sum(_volume(r) for r in extents.values()) < _volume(unit):
             return False
         covered = np.zeros(tuple(s.stop - s.start for s in unit), bool)
@@ -348,20 +456,24 @@ class Assembler:
         Refuse different regions that overlap (``OverlapError``). Pyramid levels pass
         False: their regions are reductions of stored units, so a region that overlaps
         another carries the same pixels (a unit stored again) and is taken as a retry.
+    chunks
+        The chunks of a unit that is a shard, where the caller fills shards as parts
+        arrive (:class:`ShardBuffer`, crop mode only); None: units are held whole.
     """
 
     def __init__(self, shape: Sequence[int], unit: Sequence[int], rule: Rule, max_bytes: int,
-                 policy: Policy = "spill", strict: bool = True) -> None:
+                 policy: Policy = "spill", strict: bool = True, chunks: Sequence[int] | None = None) -> None:
         self.shape = tuple(shape)
         self.unit = tuple(unit)
         self.rule = rule
         self.max_bytes = max_bytes
         self.policy = policy
         self.strict = strict
+        self.chunks = tuple(chunks) if chunks is not None and isinstance(rule, CropRule) else None
         self.state = np.full([-(-n // u) for n, u in zip(shape, unit, strict=True)], State.EMPTY, np.uint8)
         self._n_done = 0  # units STORED or FOUND
         self._seen: set[int] = set()  # hashes of the regions taken
-        self._held: dict[tuple[int, ...], CropBuffer | BlendBuffer] = {}  # insertion order: oldest first
+        self._held: dict[tuple[int, ...], CropBuffer | BlendBuffer | ShardBuffer] = {}  # oldest first
         self._spilled: dict[tuple[int, ...], dict[PartId, Region]] = {}  # extents of parts saved
         self._bytes = 0
 
@@ -450,12 +562,23 @@ class Assembler:
                           for r, s in zip(inner_region, region, strict=True))
             data = block[local]
             ready.append(Piece(inner_region, copy(data) if copy is not None else data, p.inner))
+        streamed: list[Piece] = []
         for idx, local, source in takes:
             buffer = self._held.get(idx)
             if buffer is None:
-                buffer = self._held[idx] = self.rule.buffer(self.unit_region(idx))
+                buffer = self._held[idx] = self._buffer(idx)
                 self._bytes += buffer.nbytes
                 self.state[idx] = State.HELD
+            if isinstance(buffer, ShardBuffer):
+                delta, handed = buffer.add(pid, local, block[source])
+                self._bytes += delta
+                box = (tuple(idx), tuple(i + 1 for i in idx))
+                streamed += [Piece(r, d if owned or copy is None else copy(d), box, into=buffer)
+                             for r, d, owned in handed]
+                if buffer.complete:  # handed on whole: stored once the caller's stores land
+                    del self._held[idx]
+                    self._set(idx, State.STORED)
+                continue
             self._bytes += buffer.add(pid, local, block[source])
             if idx in self._spilled:
                 if self.rule.complete(self.unit_region(idx), {**self._spilled[idx], **buffer.extents}):
@@ -472,7 +595,20 @@ class Assembler:
                 if idx not in to_spill:
                     to_spill.append(idx)
                     excess -= buffer.nbytes
-        return merge_pieces(ready), to_spill
+        return merge_pieces(ready) + streamed, to_spill
+
+    def _buffer(self, idx: tuple[int, ...]) -> CropBuffer | BlendBuffer | ShardBuffer:
+        region = self.unit_region(idx)
+        if self._streams(idx):
+            assert self.chunks is not None
+            return ShardBuffer(region, self.chunks, self.rule.dtype)
+        return self.rule.buffer(region)
+
+    def _streams(self, idx: tuple[int, ...]) -> bool:
+        # A unit with parts in fragments is completed with them, whole (complete_with).
+        unit = self.unit_region(idx)
+        return (self.chunks is not None and idx not in self._spilled
+                and any(s.stop - s.start > c for s, c in zip(unit, self.chunks, strict=True)))
 
     def _check(self, p: Plan, pid: PartId, retry: bool, block: np.ndarray
                ) -> list[tuple[tuple[int, ...], Region, Region]]:
@@ -499,8 +635,15 @@ class Assembler:
                 clash = next((k for k, r in extents.items() if _intersects(local, r)), None)
                 if clash is not None:
                     raise OverlapError(f"region {p.key} overlaps another region inside unit {idx}")
-            if not self.rule.complete(self.unit_region(idx), {**extents, pid: local}) and (
-                    idx not in self._held or not isinstance(self._held[idx], CropBuffer)):
+            buffer = self._held.get(idx)
+            if isinstance(buffer, ShardBuffer) or (buffer is None and self._streams(idx)):
+                # At most the chunks this part covers in part are held.
+                assert self.chunks is not None
+                unit = self.unit_region(idx)
+                edges = plan(local, [s.stop - s.start for s in unit], self.chunks, True).edges
+                new_bytes += len(edges) * math.prod(self.chunks) * block.itemsize
+            elif not self.rule.complete(self.unit_region(idx), {**extents, pid: local}) and (
+                    buffer is None or not isinstance(buffer, CropBuffer)):
                 new_bytes += self.rule.new_bytes(self.unit_region(idx), local, block.itemsize)
             takes.append((idx, local, source))
         if self.policy == "error" and new_bytes and self._bytes + new_bytes > self.max_bytes:
@@ -524,10 +667,10 @@ class Assembler:
 
     def release(self, idx: tuple[int, ...]) -> None:
         """Stop holding unit ``idx``: its parts are saved as a fragment."""
-        buffer = self._held.pop(idx, None)
+        buffer = self._held.get(idx)
         if buffer is None:
             return
-        self._bytes -= buffer.nbytes
+        self._drop(idx)
         self._spilled.setdefault(idx, {}).update(buffer.extents)
         self.state[idx] = State.SPILLED
 
@@ -535,6 +678,8 @@ class Assembler:
         buffer = self._held.pop(idx, None)
         if buffer is not None:
             self._bytes -= buffer.nbytes
+            if isinstance(buffer, ShardBuffer):
+                buffer.cancel()
 
     def complete_with(self, idx: tuple[int, ...], parts: dict[PartId, Part]) -> Piece | None:
         """Try to complete unit ``idx`` from parts gathered elsewhere (every writer's fragments).
@@ -576,5 +721,11 @@ class Assembler:
         return Piece(region, data, (tuple(idx), tuple(i + 1 for i in idx)))
 
     def forget(self, box: Box) -> None:
-        """A store of ``box`` failed: its units count as not stored, so a rewrite is taken."""
+        """A store of ``box`` failed: its units count as not stored, so a rewrite is taken.
+
+        A shard being filled there lets go of its parts too: they are taken again.
+        """
+        for idx in self._parts_in(box):
+            if isinstance(self._held.get(idx), ShardBuffer):
+                self._drop(idx)
         self._set(box_slices(box), State.EMPTY)

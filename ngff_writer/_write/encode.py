@@ -27,7 +27,9 @@ chunks are encoded a few at a time, on every encoding thread, and written in zar
 (Morton, or C order where the codec says so) as they come; on local disk straight into
 the shard's temporary file, renamed into place once its index is written after them, so
 a shard costs a few encoded chunks of memory. Other stores take one value per key: the
-encoded chunks are joined once, then put.
+encoded chunks are joined once, then put. A shard whose parts come at different times
+(tiles, a lower level gathering samples) is filled by a :class:`ShardSink`, a few chunks
+at a time, in the order they come.
 """
 
 from __future__ import annotations
@@ -55,12 +57,11 @@ from zarr.storage import LocalStore
 
 from .._storage.compat import is_zarr_pipeline
 from .._storage.localstore import DirectLocalStore
-from .._storage.stores import temporary_name
+from .._storage.stores import run, temporary_name
 
-__all__ = ["ChunkWriter"]
+__all__ = ["ChunkWriter", "ShardSink"]
 
 Region = tuple[slice, ...]
-Compress = Callable[[np.ndarray], Any]
 
 _SHUFFLES = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
              "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
@@ -74,41 +75,54 @@ def _endian(codec: BytesCodec) -> str | None:
     return None if codec.endian is None else str(getattr(codec.endian, "value", codec.endian))
 
 
-def _v3_compress(codecs: tuple[Codec, ...], dtype: np.dtype) -> Compress | None:
+@dataclasses.dataclass(frozen=True)
+class _Codec:
+    """What zarr's codecs make of a C-ordered chunk, and the way back (a shard's chunk read back).
+
+    ``compressor`` is the numcodecs codec zarr itself calls (None: the raw bytes); zarr v3
+    hands it the serialized chunk as a uint8 array, zarr v2 the chunk array itself (``whole``).
+    """
+
+    compressor: Any | None = None
+    whole: bool = False
+
+    def encode(self, chunk: np.ndarray) -> Any:
+        if self.compressor is None:
+            return _as_bytes(chunk)
+        return self.compressor.encode(chunk if self.whole else _as_bytes(chunk))
+
+    def decode(self, payload: Any, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        raw = payload if self.compressor is None else self.compressor.decode(payload)
+        return np.frombuffer(raw, np.uint8).view(dtype).reshape(shape)
+
+
+def _v3_codec(codecs: tuple[Codec, ...], dtype: np.dtype) -> _Codec | None:
     """What zarr's v3 codecs do to a C-ordered chunk, or None if this module cannot say."""
     if not codecs or not isinstance(codecs[0], BytesCodec):
         return None  # sharding, or an array-to-array codec (transpose) first
     if dtype.itemsize > 1 and _endian(codecs[0]) != sys.byteorder:
         return None
     if len(codecs) == 1:
-        return _as_bytes
+        return _Codec()
     if len(codecs) > 2:
         return None
     codec = codecs[1]
-    # zarr hands each of these codecs the serialized chunk as a uint8 array.
     if isinstance(codec, BloscCodec):
-        blosc = numcodecs.Blosc(cname=str(codec.cname), clevel=codec.clevel,
-                                shuffle=_SHUFFLES[str(codec.shuffle)], blocksize=codec.blocksize,
-                                typesize=codec.typesize)
-        return lambda chunk: blosc.encode(_as_bytes(chunk))
+        return _Codec(numcodecs.Blosc(cname=str(codec.cname), clevel=codec.clevel,
+                                      shuffle=_SHUFFLES[str(codec.shuffle)], blocksize=codec.blocksize,
+                                      typesize=codec.typesize))
     if isinstance(codec, ZstdCodec):
-        zstd = numcodecs.Zstd(level=codec.level, checksum=codec.checksum)
-        return lambda chunk: zstd.encode(_as_bytes(chunk))
+        return _Codec(numcodecs.Zstd(level=codec.level, checksum=codec.checksum))
     if isinstance(codec, GzipCodec):
-        gzip = numcodecs.GZip(level=codec.level)
-        return lambda chunk: gzip.encode(_as_bytes(chunk))
+        return _Codec(numcodecs.GZip(level=codec.level))
     return None
 
 
-def _v2_compress(metadata: Any) -> Compress | None:
+def _v2_codec(metadata: Any) -> _Codec | None:
     """What zarr does to a C-ordered chunk of a v2 array, or None if it filters or reorders."""
     if metadata.filters or metadata.order != "C":
         return None
-    compressor = metadata.compressor
-    if compressor is None:
-        return _as_bytes
-    encode: Compress = compressor.encode  # zarr calls the numcodecs codec on the chunk array itself
-    return encode
+    return _Codec(metadata.compressor, whole=True)
 
 
 #: An absent inner chunk's offset and length in a shard's index.
@@ -184,26 +198,26 @@ class _ShardFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.partial = path.with_name(temporary_name(path.name))
-        self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.fd = os.open(self.partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self.size = reserve
         if reserve:
-            os.pwrite(self._fd, bytes(reserve), 0)
+            os.pwrite(self.fd, bytes(reserve), 0)
 
     def write(self, payload: Any) -> None:
         view = memoryview(payload).cast("B")
         while view:
-            done = os.pwrite(self._fd, view, self.size)
+            done = os.pwrite(self.fd, view, self.size)
             self.size += done
             view = view[done:]
 
     def finish(self, index: bytes, at: int | None) -> None:
-        os.pwrite(self._fd, index, self.size if at is None else at)
-        os.close(self._fd)
+        os.pwrite(self.fd, index, self.size if at is None else at)
+        os.close(self.fd)
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
         try:
-            os.close(self._fd)
+            os.close(self.fd)
         except OSError:
             pass
         self.partial.unlink(missing_ok=True)
@@ -278,6 +292,124 @@ class _ShardBuild:
             self.sink.abort()
 
 
+class ShardSink:
+    """A shard filled as its parts arrive: whole chunks encoded into it, in any order.
+
+    A level assembled from parts (tiles, or the samples a lower level's shard gathers) would
+    otherwise hold its whole shard in memory until the last part came: up to 128 MiB per
+    level, the memory the sharded default cost over one file per chunk
+    (``benchmarks/README.md``, "Shards"). Here every store of whole chunks (:meth:`write`)
+    encodes them on the encoding threads and lays them out after what is there: on local
+    disk in the shard's temporary file, elsewhere kept encoded until the end. Their order
+    in the shard is the order they came in (any order is valid: readers find a chunk by
+    the index). :meth:`finish` writes the index and puts the shard in place, as zarr would
+    leave it; :meth:`read` decodes chunks back, for a writer that must hand its parts over
+    as fragments. Thread-safe.
+    """
+
+    def __init__(self, writer: ChunkWriter, layout: _ShardLayout, coords: tuple[int, ...]) -> None:
+        self._writer = writer
+        self._layout = layout
+        self.key = writer._prefix + writer._key(coords)
+        self._origin = tuple(i * b for i, b in zip(coords, layout.shard, strict=True))
+        local = writer._local
+        self._start = layout.index_size if layout.index_at_start else 0
+        self._file = (_ShardFile(Path(local.root) / self.key, self._start)
+                      if local is not None and not isinstance(local, DirectLocalStore) else None)
+        self._held: list[Any] = []  # payloads in the order laid out, where there is no file
+        self._entries = np.full((*layout.grid, 2), _ABSENT, dtype="<u8")
+        self._offset = self._start
+        self._lock = threading.Lock()
+
+    def _chunks(self, region: Region) -> Iterator[tuple[tuple[int, ...], Region]]:
+        """The chunks of ``region`` (whole chunks, in array coordinates): shard coords, extent."""
+        c = self._writer.chunks
+        ranges = [range(s.start // n, -(-s.stop // n)) for s, n in zip(region, c, strict=True)]
+        for coords in itertools.product(*ranges):
+            extent = tuple(slice(i * n, min((i + 1) * n, s.stop))
+                           for i, n, s in zip(coords, c, region, strict=True))
+            yield tuple(i - o // n for i, o, n in zip(coords, self._origin, c, strict=True)), extent
+
+    async def write(self, region: Region, data: np.ndarray, executor: Executor) -> None:
+        """Encode the whole chunks of ``region`` (``data``) and lay them out in the shard."""
+        loop = asyncio.get_running_loop()
+        views = [(coords, data[tuple(slice(e.start - r.start, e.stop - r.start)
+                                     for e, r in zip(extent, region, strict=True))])
+                 for coords, extent in self._chunks(region)]
+        outcomes = await asyncio.gather(*(loop.run_in_executor(executor, self._put, coords, view)
+                                          for coords, view in views), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def _put(self, coords: tuple[int, ...], view: np.ndarray) -> None:
+        # Laid out by the thread that encoded it, which frees it (see _ShardBuild).
+        payload = self._writer.encode(view)
+        with self._lock:
+            if payload is None:  # all fill value: absent, as zarr leaves it
+                self._entries[coords] = _ABSENT
+                return
+            size = memoryview(payload).nbytes
+            self._entries[coords] = (self._offset, size)
+            self._offset += size
+            if self._file is not None:
+                self._file.write(payload)
+            else:
+                self._held.append(payload)
+
+    def read(self, region: Region) -> np.ndarray:
+        """The data of ``region`` (whole chunks laid out here), decoded back."""
+        w = self._writer
+        out = np.empty(tuple(s.stop - s.start for s in region), w.dtype)
+        joined = None if self._file is not None else b"".join(memoryview(p).cast("B") for p in self._held)
+        start = self._start
+        with self._lock:
+            for coords, extent in self._chunks(region):
+                where = tuple(slice(e.start - r.start, e.stop - r.start)
+                              for e, r in zip(extent, region, strict=True))
+                offset, size = (int(v) for v in self._entries[coords])
+                if offset == _ABSENT:
+                    out[where] = w.fill_value
+                    continue
+                if self._file is not None:
+                    payload: Any = os.pread(self._file.fd, size, offset)
+                else:
+                    assert joined is not None
+                    payload = joined[offset - start: offset - start + size]
+                chunk = self._writer._codec.decode(payload, w.dtype, w.chunks)
+                out[where] = chunk[tuple(slice(0, e.stop - e.start) for e in extent)]
+        return out
+
+    def finish(self) -> None:
+        """Write the index and put the shard in place (no shard where every chunk is fill value)."""
+        w = self._writer
+        with self._lock:
+            empty = bool((self._entries[..., 0] == _ABSENT).all())
+            index = self._layout.index(self._entries)
+        if empty:
+            self.abort()
+            if w._local is not None:
+                w._local.delete_sync(self.key)
+            else:
+                run(w._target.delete(self.key))
+        elif self._file is not None:
+            self._file.finish(index, 0 if self._layout.index_at_start else None)
+        else:
+            parts = [index, *self._held] if self._layout.index_at_start else [*self._held, index]
+            self._held = []
+            value = w._buffer.from_bytes(b"".join(memoryview(p).cast("B") for p in parts))
+            if w._local is not None:
+                w._local.set_sync(self.key, value)
+            else:
+                run(w._target.set(self.key, value))
+
+    def abort(self) -> None:
+        """Leave nothing: the shard stays as it was."""
+        self._held = []
+        if self._file is not None:
+            self._file.abort()
+
+
 class ChunkWriter:
     """Encodes whole chunks (or shards) of one array as zarr would and puts them in its store.
 
@@ -285,12 +417,12 @@ class ChunkWriter:
     :meth:`write`, and the numcodecs codecs used hold no state between calls.
     """
 
-    def __init__(self, array: zarr.AsyncArray[Any], compress: Compress,
+    def __init__(self, array: zarr.AsyncArray[Any], codec: _Codec,
                  shard: _ShardLayout | None = None) -> None:
         self._target = array.store_path.store
         self._prefix = f"{array.store_path.path}/" if array.store_path.path else ""
         self._key = array.metadata.encode_chunk_key
-        self._compress = compress
+        self._codec = codec
         self._shard = shard
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.chunks: tuple[int, ...] = tuple(array.chunks)
@@ -332,10 +464,20 @@ class ChunkWriter:
                 if shard is None:
                     return None
                 codecs = tuple(codecs[0].codecs)
-            compress = _v3_compress(codecs, dtype)
+            codec = _v3_codec(codecs, dtype)
         else:
-            compress = _v2_compress(array.metadata)
-        return None if compress is None else cls(array, compress, shard)
+            codec = _v2_codec(array.metadata)
+        return None if codec is None else cls(array, codec, shard)
+
+    @property
+    def sharded(self) -> bool:
+        """True when a key holds a shard of several chunks."""
+        return self._shard is not None
+
+    def open_shard(self, coords: tuple[int, ...]) -> ShardSink:
+        """A :class:`ShardSink` for the shard at ``coords`` (of the shard grid)."""
+        assert self._shard is not None
+        return ShardSink(self, self._shard, coords)
 
     # ---- which regions ----------------------------------------------------------------------
     def covers(self, region: Region) -> bool:
@@ -361,7 +503,7 @@ class ChunkWriter:
             chunk[tuple(slice(0, n) for n in view.shape)] = view
         if self._skip_empty and self._all_fill(chunk):
             return None
-        return self._compress(chunk)
+        return self._codec.encode(chunk)
 
     def _all_fill(self, chunk: np.ndarray) -> bool:
         flat = chunk.reshape(-1)

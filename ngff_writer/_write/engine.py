@@ -30,7 +30,7 @@ import zarr
 from .._declare.grid import JOIN_BELOW, Box, neighbour_runs
 from .._storage.stores import run
 from ..errors import StoreError
-from .encode import ChunkWriter
+from .encode import ChunkWriter, ShardSink
 
 __all__ = ["Engine", "StoreJob", "Threads"]
 
@@ -61,6 +61,8 @@ class StoreJob:
     beside: Sequence[Callable[[np.ndarray], Any]] = ()
     #: Stores whole chunks without zarr's pipeline, where that gives zarr's bytes.
     direct: ChunkWriter | None = None
+    #: Lays the region's whole chunks into this shard instead (a shard filled as parts arrive).
+    into: ShardSink | None = None
     #: What the job stores, for error messages ("level 0 of image 'p'").
     what: str = ""
     #: Bytes of ``data`` (kept once the data is let go).
@@ -134,14 +136,16 @@ class Engine:
                                            for job in batch]
         runs = _runs(batch)
 
-        def store(array: zarr.AsyncArray[Any], region: Region, data: np.ndarray,
-                  direct: ChunkWriter | None) -> Any:
+        def store(array: zarr.AsyncArray[Any], region: Region, data: np.ndarray, job: StoreJob) -> Any:
+            direct = job.direct
+            if job.into is not None:
+                return job.into.write(region, data, encoders)
             if direct is not None and direct.covers(region):
                 return direct.write(region, data, encoders)
             return array.setitem(region, data)
 
         async def store_all() -> list[Any]:
-            return await asyncio.gather(*(store(array, region, data, jobs[0].direct)
+            return await asyncio.gather(*(store(array, region, data, jobs[0])
                                           for array, region, data, jobs in runs),
                                         return_exceptions=True)
 
@@ -180,7 +184,8 @@ def _runs(batch: list[StoreJob]) -> list[tuple[zarr.AsyncArray[Any], Region, np.
     out = []
     by_array: dict[int, list[StoreJob]] = {}
     for job in batch:
-        if job.nbytes >= JOIN_BELOW:  # its own call: joining it would only add a copy
+        # Its own call: joining a large job would only add a copy; a shard being filled takes its own.
+        if job.nbytes >= JOIN_BELOW or job.into is not None:
             out.append((job.array, job.region, job.data, [job]))
             continue
         by_array.setdefault(id(job.array), []).append(job)

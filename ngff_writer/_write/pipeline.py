@@ -18,8 +18,15 @@ belong to whoever holds the pipeline (its own thread, or a caller in :meth:`flus
 which is the one call that synchronizes). Reads only wait (:meth:`Pipeline.wait`).
 Failures in the background are raised once, by the next write, ``flush`` or ``close``.
 
+A shard that parts fill (tiles at level 0, the samples a lower level gathers) is filled
+as they arrive: the assembler hands its chunks on as parts cover them, each store lays
+them into the shard's :class:`~ngff_writer._write.encode.ShardSink` and reduces them for
+the level below, and once every chunk has landed the shard is put in place and recorded
+(:class:`_Filling`). A store of the whole unit waits for that, as a retry waits for an
+earlier store.
+
 Memory: the context's budget of data in flight (level 0's units, and what they reduce
-to), and per level the units only partly covered (``max_buffer_bytes`` each).
+to), and per level the chunks or units only partly covered (``max_buffer_bytes`` each).
 """
 
 from __future__ import annotations
@@ -35,15 +42,15 @@ import zarr
 from zarr.abc.store import Store
 
 from .._declare.grid import Box, box_slices, grid_shape
-from .._declare.pyramid import downsample, target_region
+from .._declare.pyramid import aligned, downsample, target_region
 from .._declare.spec import ImageSpec
-from .._ngff.stats import summarize
+from .._ngff.stats import merge_channels, summarize
 from .._storage.stores import join, open_array
 from .._track.log import Ledger
 from ..errors import StoreError
-from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region
+from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region, ShardBuffer
 from .checks import stored_space
-from .encode import ChunkWriter
+from .encode import ChunkWriter, ShardSink
 from .engine import StoreJob
 from .finalize import finalize_image, read_checkpoint
 from .fragments import Fragments
@@ -107,8 +114,9 @@ class LevelWriter:
                     stored_space(spec, spec.blend.overlap), spec.blend.ramp, spec.np_dtype)
             else:
                 rule = CropRule(spec.np_dtype, spec.fill_value)
+            chunks = g.chunks if self.fills_shards else None
             self._assembler = Assembler(g.shape, g.unit, rule, self._max_bytes, self._policy,
-                                        strict=self.index == 0)
+                                        strict=self.index == 0, chunks=chunks)
             self._assembler.mark_stored(self.ledger.coverage.grids[self.index])
         return self._assembler
 
@@ -120,10 +128,49 @@ class LevelWriter:
         return self._array
 
     @property
+    def fills_shards(self) -> bool:
+        """True when shards of this level are filled as their parts arrive (:class:`ShardSink`).
+
+        That takes our own shard writer, and each chunk's reduction for the level below
+        must be a block of that level no other chunk touches, as a whole unit's is.
+        """
+        direct = self.direct
+        below = self.spec.levels[self.index + 1].factors if self.index + 1 < len(self.spec.levels) else None
+        return (direct is not None and direct.sharded
+                and (below is None or aligned(self.geometry.chunks, self.geometry.shape, below)))
+
+    @property
     def direct(self) -> ChunkWriter | None:
         """Stores whole chunks of the level's array without zarr's pipeline (None: zarr stores them)."""
         self.array()
         return self._direct
+
+
+class _Filling:
+    """A shard being filled as its parts arrive: its sink, and the stores into it in flight.
+
+    It ends (:meth:`Pipeline._end`) once no store is in flight and either every chunk is
+    handed on (the shard is then put in place and recorded) or the unit went another way
+    (cancelled: nothing of it is kept).
+    """
+
+    def __init__(self, pipeline: Pipeline, lw: LevelWriter, sink: ShardSink, box: Box) -> None:
+        self.pipeline, self.lw, self.sink, self.box = pipeline, lw, sink, box
+        self.jobs = 0  # stores in flight
+        self.sealed = False  # every chunk handed on
+        self.cancelled = False
+        self.failed = False
+        self.ended = False
+        self.summaries: list[Any] = []
+
+    def read(self, region: Region) -> np.ndarray:
+        """What was laid out at ``region``, once the stores in flight have landed."""
+        with self.pipeline._cond:
+            self.pipeline._cond.wait_for(lambda: self.jobs == 0)
+        return self.sink.read(region)
+
+    def cancel(self) -> None:
+        self.pipeline._cancel(self)
 
 
 #: A queue item: feed a reduced region to a level, or forget a unit whose store failed.
@@ -249,12 +296,27 @@ class Pipeline:
         if not pieces:
             return
         lw.array()  # opened here, by one thread, not raced for by the workers
+        # Shards to fill are opened by the thread that owns the level's assembler too.
+        opened = set()
+        for piece in pieces:
+            if piece.into is not None and piece.into.stream is None:
+                assert lw.direct is not None
+                piece.into.stream = _Filling(self, lw, lw.direct.open_shard(piece.box[0]), piece.box)
+                opened.add(id(piece.into))
         ready = []
         with self._cond:
             for piece in pieces:
                 if not counted:
                     self.context.budget.count(piece.data.nbytes)
                 where = box_slices(piece.box)
+                if piece.into is not None:
+                    if id(piece.into) in opened:  # a store of the whole unit waits until it ends
+                        lw.inflight[where] += 1
+                        opened.discard(id(piece.into))
+                    piece.into.stream.jobs += 1
+                    self._jobs += 1
+                    ready.append(piece)
+                    continue
                 # A unit written again (a retry) must land after its earlier store, never
                 # race it: it waits for the jobs in flight that touch the same units.
                 if lw.parked or lw.inflight[where].any():
@@ -263,6 +325,9 @@ class Pipeline:
                 lw.inflight[where] += 1
                 self._jobs += 1
                 ready.append(piece)
+            for piece in pieces:
+                if isinstance(piece.into, ShardBuffer) and piece.into.complete:
+                    piece.into.stream.sealed = True
         for piece in ready:
             self._store(lw, piece, after)
 
@@ -273,6 +338,13 @@ class Pipeline:
         if lw.index + 1 < len(self.levels):
             factors = self.levels[lw.index + 1].geometry.factors
             beside.append(partial(downsample, factors=factors, method=self.spec.pyramid_method))
+        if piece.into is not None:
+            filling = piece.into.stream
+            self.engine.submit(StoreJob(
+                lw.array().async_array, piece.region, piece.box, piece.data,
+                done=partial(self._filled, filling, piece.region, piece.data.nbytes),
+                beside=beside, into=filling.sink, what=self._what[lw.index]))
+            return
         self.engine.submit(StoreJob(
             lw.array().async_array, piece.region, piece.box, piece.data,
             done=partial(self._landed, lw, piece.region, piece.box, piece.data.nbytes, after),
@@ -295,32 +367,112 @@ class Pipeline:
             except BaseException as exc:
                 error = exc
         self.context.budget.give(nbytes)
-        freed: list[tuple[Piece, Callable[[], None] | None]] = []
+        self._settled(lw, box, error, region, reduced)
+
+    def _settled(self, lw: LevelWriter, box: Box, error: BaseException | None, region: Region | None = None,
+                 reduced: np.ndarray | None = None) -> None:
+        """A unit's store ended: no longer in flight; a failure raised later, a reduction queued."""
         with self._cond:
             lw.inflight[box_slices(box)] -= 1
             self._jobs -= 1
             if error is not None:
                 self._errors.append(error)
-                # Its units count as not stored, so writing them again is taken.
-                if lw.index == 0:
-                    self._failed.append(box)
-                else:
-                    self._queue.append(("forget", lw.index, box, None))
-            elif reduced is not None and not self._abandoned:
-                self._queue.append(("feed", lw.index + 1,
-                                    target_region(region, self.levels[lw.index + 1].geometry.factors),
-                                    reduced))
-                self.context.budget.count(reduced.nbytes)
-            while lw.parked and not lw.inflight[box_slices(lw.parked[0][0].box)].any():
-                freed.append(lw.parked.popleft())
-                lw.inflight[box_slices(freed[-1][0].box)] += 1
-                self._jobs += 1
+                self._forget(lw, box)  # so that writing its units again is taken
+            else:
+                self._feed(lw, region, reduced)
+            freed = self._unpark(lw)
             start = self._claim()
             self._cond.notify_all()
         for parked, then in freed:
             self._store(lw, parked, then)
         if start:
             self.context.pipelines.submit(self._run)
+
+    def _feed(self, lw: LevelWriter, region: Region | None, reduced: np.ndarray | None) -> None:
+        """Under the lock: queue the reduction of ``region`` for the level below ``lw``."""
+        if region is not None and reduced is not None and not self._abandoned:
+            self._queue.append(("feed", lw.index + 1,
+                                target_region(region, self.levels[lw.index + 1].geometry.factors), reduced))
+            self.context.budget.count(reduced.nbytes)
+
+    def _unpark(self, lw: LevelWriter) -> list[tuple[Piece, Callable[[], None] | None]]:
+        """Under the lock: the parked pieces whose units have no store in flight any more."""
+        freed: list[tuple[Piece, Callable[[], None] | None]] = []
+        while lw.parked and not lw.inflight[box_slices(lw.parked[0][0].box)].any():
+            freed.append(lw.parked.popleft())
+            lw.inflight[box_slices(freed[-1][0].box)] += 1
+            self._jobs += 1
+        return freed
+
+    def _filled(self, filling: _Filling, region: Region, nbytes: int, error: BaseException | None,
+                results: list[Any]) -> None:
+        """A worker laid chunks into a shard being filled (or failed to): queue their reduction."""
+        lw = filling.lw
+        summary = results.pop(0) if results and lw.index == 0 and self._statistics else None
+        reduced = results.pop(0) if results else None
+        self.context.budget.give(nbytes)
+        with self._cond:
+            filling.jobs -= 1
+            if error is not None:
+                self._errors.append(error)
+                if not filling.failed:  # its parts are taken again: the unit counts as not stored
+                    filling.failed = True
+                    self._forget(lw, filling.box)
+            else:
+                if summary is not None:
+                    filling.summaries.append(summary)
+                self._feed(lw, region, reduced)
+            end = self._ends(filling)
+            if not end:
+                self._jobs -= 1
+            start = self._claim()
+            self._cond.notify_all()
+        if end:
+            self._end(filling)
+        if start:
+            self.context.pipelines.submit(self._run)
+
+    def _cancel(self, filling: _Filling) -> None:
+        """The unit of a shard being filled went another way (the assembler's thread)."""
+        with self._cond:
+            filling.cancelled = True
+            end = self._ends(filling)
+            if end:
+                self._jobs += 1  # _end counts the filling off as the last of its stores
+        if end:
+            self._end(filling)
+
+    @staticmethod
+    def _ends(filling: _Filling) -> bool:
+        """Under the lock: True once, when ``filling`` has no store in flight and nothing to wait for."""
+        if filling.ended or filling.jobs or not (filling.sealed or filling.cancelled):
+            return False
+        filling.ended = True
+        return True
+
+    def _end(self, filling: _Filling) -> None:
+        """Put a filled shard in place and record it, after its data; or leave nothing of it."""
+        lw = filling.lw
+        error: BaseException | None = None
+        try:
+            if filling.cancelled or filling.failed or self._abandoned:
+                filling.sink.abort()
+            else:
+                filling.sink.finish()
+                summaries = filling.summaries
+                self.ledger.record(lw.index, filling.box,
+                                   merge_channels(summaries, len(summaries[0])) if summaries else None)
+        except BaseException as exc:
+            error = exc
+            filling.sink.abort()
+        self._settled(lw, filling.box, error)
+
+    def _forget(self, lw: LevelWriter, box: Box) -> None:
+        """Under the lock: count ``box`` as not stored, by the thread that owns the level's assembler."""
+        if lw.index == 0:
+            self._failed.append(box)
+        else:
+            self._queue.append(("forget", lw.index, box, None))
 
     def _claim(self) -> bool:
         """Under the lock: take the levels below for the pipeline's thread if it has work."""
