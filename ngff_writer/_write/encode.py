@@ -313,12 +313,12 @@ class ShardSink:
         self.key = writer._prefix + writer._key(coords)
         self._origin = tuple(i * b for i, b in zip(coords, layout.shard, strict=True))
         local = writer._local
-        self._start = layout.index_size if layout.index_at_start else 0
-        self._file = (_ShardFile(Path(local.root) / self.key, self._start)
+        start = layout.index_size if layout.index_at_start else 0
+        self._file = (_ShardFile(Path(local.root) / self.key, start)
                       if local is not None and not isinstance(local, DirectLocalStore) else None)
-        self._held: list[Any] = []  # payloads in the order laid out, where there is no file
+        self._held: dict[int, Any] = {}  # payloads by offset, in the order laid out, where there is no file
         self._entries = np.full((*layout.grid, 2), _ABSENT, dtype="<u8")
-        self._offset = self._start
+        self._offset = start
         self._lock = threading.Lock()
 
     def _chunks(self, region: Region) -> Iterator[tuple[tuple[int, ...], Region]]:
@@ -351,18 +351,16 @@ class ShardSink:
                 return
             size = memoryview(payload).nbytes
             self._entries[coords] = (self._offset, size)
-            self._offset += size
             if self._file is not None:
                 self._file.write(payload)
             else:
-                self._held.append(payload)
+                self._held[self._offset] = payload
+            self._offset += size
 
     def read(self, region: Region) -> np.ndarray:
         """The data of ``region`` (whole chunks laid out here), decoded back."""
         w = self._writer
         out = np.empty(tuple(s.stop - s.start for s in region), w.dtype)
-        joined = None if self._file is not None else b"".join(memoryview(p).cast("B") for p in self._held)
-        start = self._start
         with self._lock:
             for coords, extent in self._chunks(region):
                 where = tuple(slice(e.start - r.start, e.stop - r.start)
@@ -374,8 +372,7 @@ class ShardSink:
                 if self._file is not None:
                     payload: Any = os.pread(self._file.fd, size, offset)
                 else:
-                    assert joined is not None
-                    payload = joined[offset - start: offset - start + size]
+                    payload = self._held[offset]
                 chunk = self._writer._codec.decode(payload, w.dtype, w.chunks)
                 out[where] = chunk[tuple(slice(0, e.stop - e.start) for e in extent)]
         return out
@@ -395,8 +392,9 @@ class ShardSink:
         elif self._file is not None:
             self._file.finish(index, 0 if self._layout.index_at_start else None)
         else:
-            parts = [index, *self._held] if self._layout.index_at_start else [*self._held, index]
-            self._held = []
+            held = list(self._held.values())
+            parts = [index, *held] if self._layout.index_at_start else [*held, index]
+            self._held = {}
             value = w._buffer.from_bytes(b"".join(memoryview(p).cast("B") for p in parts))
             if w._local is not None:
                 w._local.set_sync(self.key, value)
@@ -405,7 +403,7 @@ class ShardSink:
 
     def abort(self) -> None:
         """Leave nothing: the shard stays as it was."""
-        self._held = []
+        self._held = {}
         if self._file is not None:
             self._file.abort()
 

@@ -48,7 +48,7 @@ from .._ngff.stats import merge_channels, summarize
 from .._storage.stores import join, open_array
 from .._track.log import Ledger
 from ..errors import StoreError
-from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region, ShardBuffer
+from .assemble import Assembler, BlendRule, CropRule, Piece, Policy, Region
 from .checks import stored_space
 from .encode import ChunkWriter, ShardSink
 from .engine import StoreJob
@@ -326,7 +326,7 @@ class Pipeline:
                 self._jobs += 1
                 ready.append(piece)
             for piece in pieces:
-                if isinstance(piece.into, ShardBuffer) and piece.into.complete:
+                if piece.into is not None and piece.into.complete:
                     piece.into.stream.sealed = True
         for piece in ready:
             self._store(lw, piece, after)
