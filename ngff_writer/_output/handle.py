@@ -676,7 +676,7 @@ def open_output(
     recorded. A process that is killed (``kill -9``, a lost node) loses only what was in
     flight, all of it written again by a resumed run: records of the last
     ``commit_interval`` seconds, the data in flight (at most the context's
-    ``inflight_bytes``, 96 MiB by default),
+    ``inflight_bytes``, 80 MiB by default),
     and parts of chunks held in memory (at most ``max_buffer_bytes`` per image).
 
     Raises

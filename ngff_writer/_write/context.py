@@ -167,9 +167,10 @@ class Context:
         user set it, else one per core.
     inflight_bytes
         Bytes of written data that may be waiting to be stored, over every output of the
-        context, before a write call waits (default 96 MiB: two 32 MiB samples stored
-        while a third is being handed over, so writing hides behind a model computing
-        the next one).
+        context, before a write call waits (default 80 MiB: two 32 MiB samples and
+        what they reduce to at the level below, so writing hides behind a model
+        computing the next sample; a larger budget overlaps no better and holds more
+        memory, see ``benchmarks/README.md``).
     commit_interval
         Seconds at most between a unit being stored and its record being committed to
         its image's log: what a killed writer can lose (writing it again resumes).
@@ -198,7 +199,7 @@ class Context:
     """
 
     def __init__(self, *, store_threads: int = 2, encode_threads: int | None = None,
-                 inflight_bytes: int = 96 << 20, commit_interval: float = 1.0,
+                 inflight_bytes: int = 80 << 20, commit_interval: float = 1.0,
                  timeout: float = 60.0, retries: int = 3, nice: int = 10, durable: bool = True) -> None:
         for name, value in (("store_threads", store_threads), ("encode_threads", encode_threads),
                             ("inflight_bytes", inflight_bytes), ("commit_interval", commit_interval),
