@@ -57,7 +57,7 @@ from zarr.storage import LocalStore
 
 from .._storage.compat import is_zarr_pipeline
 from .._storage.localstore import DirectLocalStore
-from .._storage.stores import run, temporary_name
+from .._storage.stores import run, start_writeback, temporary_name
 
 __all__ = ["ChunkWriter", "ShardSink"]
 
@@ -212,6 +212,7 @@ class _ShardFile:
 
     def finish(self, index: bytes, at: int | None) -> None:
         os.pwrite(self.fd, index, self.size if at is None else at)
+        start_writeback(self.fd)
         os.close(self.fd)
         os.replace(self.partial, self.path)
 
