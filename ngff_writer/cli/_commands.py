@@ -644,8 +644,11 @@ def view(path: Path, names: tuple[str, ...], port: int, no_browser: bool) -> Non
             import webbrowser
 
             webbrowser.open(viewing.url)
+        # Short sleeps: the kernel may hand a signal to any of the servers' threads; the
+        # interpreter then only notes it, and the main thread raises KeyboardInterrupt
+        # once it runs again. A long sleep never woke (the command outlived Ctrl-C).
         while True:
-            time.sleep(3600)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
