@@ -435,29 +435,20 @@ def _abandoned(path: Path, idle: float, now: float) -> bool:
         return False  # gone meanwhile
 
 
-def _syncfs() -> Callable[[int], int] | None:
-    """Linux's ``syncfs(fd)``, or None where the C library has none."""
+def _libc(name: str, *argtypes: Any) -> Callable[..., int] | None:
+    """A call of the C library Python has no binding for (Linux's), or None where it has none."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs
+        call = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
+    if argtypes:
+        call.argtypes = list(argtypes)
+    found: Callable[..., int] = call
+    return found
 
 
-_SYNCFS = _syncfs()
-
-
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux's ``sync_file_range``, or None where the C library has none (Python has no binding)."""
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return call
-
-
-_SYNC_FILE_RANGE = _sync_file_range()
+_SYNCFS = _libc("syncfs")
+_SYNC_FILE_RANGE = _libc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 #: ``SYNC_FILE_RANGE_WRITE``: start writing the dirty pages back, wait for none of them.
 _START_WRITE = 2
 
