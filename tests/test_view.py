@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layouts import large_default
 
 import ngff_writer as nw
 
@@ -28,7 +29,8 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--enable-unsafe-swiftshader"]
 
 
-def screenshot(url: str, wait_s: float = 8.0) -> np.ndarray:
+def screenshot(url: str, wait_s: float = 8.0, fetched: dict | None = None) -> np.ndarray:
+    """The page drawn after ``wait_s``; ``fetched`` gets what the page read: (url, range) -> bytes."""
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
@@ -36,6 +38,14 @@ def screenshot(url: str, wait_s: float = 8.0) -> np.ndarray:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 800, "height": 700})
+            if fetched is not None:
+                def record(route):  # passes each read of chunk data on, keeping what was answered
+                    answer = route.fetch()
+                    if answer.ok and route.request.method == "GET":  # not the HEADs asking sizes
+                        fetched[(route.request.url, route.request.headers.get("range"))] = answer.body()
+                    route.fulfill(response=answer)
+
+                page.route("**/c/**", record)  # zarr v3's chunk keys, not the client's own files
             page.goto(url)
             page.wait_for_timeout(wait_s * 1000)
             png = page.screenshot()
@@ -59,13 +69,14 @@ def served(tmp_path):
     with nw.open_output(root) as out:
         img = out.create_image("cells", (2, 256, 256), "syx", chunks=(1, 128, 128),
                                scale={"y": 0.5, "x": 0.5}, units="micrometer")
-        # The layout the default gives large images: a shard per sample (here of 4 chunks).
-        sharded = out.create_image("sharded", (2, 256, 256), "syx", chunks=(1, 128, 128),
-                                   shards=(1, 256, 256))
+        # The layout the default gives large images (a shard per sample, lower levels
+        # gathering samples), on an image small enough for a browser test.
+        with large_default():
+            sharded = out.create_image("sharded", (2, 512, 512), "syx", chunks=(1, 128, 128))
         for i in range(2):
             data = rng.random((256, 256), dtype=np.float32)
             img.write_sample(i, data)
-            sharded.write_sample(i, data)
+            sharded.write_sample(i, np.tile(data, (2, 2)))
         out.create_image("empty", (2, 256, 256), "syx", chunks=(1, 128, 128))
     procs = []
 
@@ -96,9 +107,56 @@ def _said(log) -> str:
 def test_view_draws_the_image_in_a_browser(served):
     shot = screenshot(served("cells"))
     assert drawn_levels(shot) > 100  # random data through a contrast window: many greys
-    assert drawn_levels(screenshot(served("sharded"))) > 100  # neuroglancer reads the shards
     control = screenshot(served("empty"))
     assert drawn_levels(control) < 10  # nothing stored: a flat square
+
+
+def test_neuroglancer_reads_the_sharded_default_at_every_level(served, tmp_path):
+    """neuroglancer draws the sharded default, from the very bytes stored, at every level.
+
+    The browser's reads are recorded: for each level, the shard's index and inner chunks
+    in ranged requests. Each answer must be the stored file's bytes at that range and, for
+    the data, exactly one inner chunk the shard's index lists. Together with the drawn
+    screenshot (the client decoded them) and zarr-python reading the same files equal to
+    what was written, neuroglancer is shown the written data at every level.
+    """
+    import zarr
+
+    image = tmp_path / "o.zarr" / "sharded"
+    levels = zarr.open_group(image, mode="r")
+    assert len(list(levels.array_keys())) == 3
+    assert all(levels[k].shards is not None for k in levels.array_keys())  # the default sharded them
+    fetched: dict = {}
+    assert drawn_levels(screenshot(served("sharded"), fetched=fetched)) > 100
+
+    seen_levels = set()
+    for (url, span), body in fetched.items():
+        key = url.split("/sharded/", 1)[1]
+        level = key.split("/", 1)[0]
+        stored = (image / key).read_bytes()
+        if span is None:
+            assert body == stored
+            continue
+        first, last = (int(v) for v in span.removeprefix("bytes=").split("-"))
+        assert body == stored[first:last + 1], (key, span)
+        array = levels[level]
+        inner = int(np.prod([s // c for s, c in zip(array.shards, array.chunks)]))
+        index_bytes = inner * 16 + 4  # (offset, length) per inner chunk, and a CRC32C
+        entries = np.frombuffer(stored[-index_bytes:-4], "<u8").reshape(inner, 2)
+        if first == len(stored) - index_bytes:
+            continue  # the index itself
+        assert [first, last - first + 1] in entries.tolist(), (key, span)
+        seen_levels.add(level)
+    assert seen_levels == {"0", "1", "2"}  # it read chunk data of every level through the shards
+
+    rng = np.random.default_rng(0)  # the fixture's draws, in its order
+    written = np.stack([np.tile(rng.random((256, 256), dtype=np.float32), (2, 2)) for _ in range(2)])
+    np.testing.assert_array_equal(levels["0"][:], written)
+    for k in ("1", "2"):  # each level the 2x2 mean of the one above
+        above = levels[str(int(k) - 1)][:]
+        s, y, x = above.shape
+        np.testing.assert_allclose(levels[k][:], above.reshape(s, y // 2, 2, x // 2, 2).mean((2, 4)),
+                                   rtol=1e-6)
 
 
 def test_view_refuses_what_it_cannot_show(tmp_path):
