@@ -12,6 +12,9 @@ import io
 import signal
 import subprocess
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +32,13 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--enable-unsafe-swiftshader"]
 
 
-def screenshot(url: str, wait_s: float = 8.0, fetched: dict | None = None) -> np.ndarray:
-    """The page drawn after ``wait_s``; ``fetched`` gets what the page read: (url, range) -> bytes."""
+def screenshot(url: str, wait_s: float = 8.0, fetched: dict | None = None,
+               until: Callable[[dict], bool] | None = None) -> np.ndarray:
+    """The page drawn after ``wait_s``; ``fetched`` gets what the page read: (url, range) -> bytes.
+
+    With ``until``, the wait goes on (60 s at most) until ``until(fetched)`` holds: a busy
+    machine slows the client down, and a check of what it read must not race it.
+    """
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
@@ -48,6 +56,9 @@ def screenshot(url: str, wait_s: float = 8.0, fetched: dict | None = None) -> np
                 page.route("**/c/**", record)  # zarr v3's chunk keys, not the client's own files
             page.goto(url)
             page.wait_for_timeout(wait_s * 1000)
+            deadline = time.monotonic() + 60
+            while until is not None and not until(fetched or {}) and time.monotonic() < deadline:
+                page.wait_for_timeout(500)
             png = page.screenshot()
         finally:
             browser.close()
@@ -126,8 +137,12 @@ def test_neuroglancer_reads_the_sharded_default_at_every_level(served, tmp_path)
     levels = zarr.open_group(image, mode="r")
     assert len(list(levels.array_keys())) == 3
     assert all(levels[k].shards is not None for k in levels.array_keys())  # the default sharded them
+    def every_level(fetched: dict) -> bool:  # each level's index and a chunk: two ranged reads
+        ranged = Counter(url.split("/sharded/", 1)[1][0] for url, span in fetched if span)
+        return all(ranged[level] >= 2 for level in "012")
+
     fetched: dict = {}
-    assert drawn_levels(screenshot(served("sharded"), fetched=fetched)) > 100
+    assert drawn_levels(screenshot(served("sharded"), fetched=fetched, until=every_level)) > 100
 
     seen_levels = set()
     for (url, span), body in fetched.items():
