@@ -6,15 +6,25 @@ thread and on two threads at once, and reports MB/s of raw data; then a copy and
 fill-value scan (what zarr does per chunk besides encoding) for scale. Nothing is stored:
 a writer that stores too can at best reach the two-thread figure on a 2-core machine.
 
-    python benchmarks/encode_ceiling.py [--repeats 5]
+Then the other ceiling, what the disk takes (``--disk-mb``, 0 to skip): encoded bytes
+written with ``pwrite`` in 4 MiB pieces into 32 MiB files, as a shard per sample is, after
+a ``sync`` and a pause. The page cache takes the first few hundred MB at memory speed; past
+the kernel's dirty-page threshold each write waits for the disk, which bounds every writer
+of a job larger than that, the loop's last samples included.
+
+    python benchmarks/encode_ceiling.py [--repeats 5] [--disk-mb 1400] [--dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numcodecs
 import numpy as np
@@ -25,6 +35,8 @@ from numcodecs import blosc
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--disk-mb", type=int, default=1400, help="MB written per disk repeat (0: skip)")
+    parser.add_argument("--dir", default=None, help="where the disk test writes (default: a temporary dir)")
     args = parser.parse_args()
     blosc.use_threads = False  # as in a writer's worker threads: one thread per call
     codec = numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
@@ -54,6 +66,44 @@ def main() -> None:
     print(f"encode, 2 threads: {two:7.0f} MB/s  ({two / one:.2f}x one thread)")
     print(f"copy             : {copy:7.0f} MB/s")
     print(f"fill-value scan  : {scan:7.0f} MB/s")
+    if args.disk_mb:
+        payload = b"".join(codec.encode(c) for c in chunks)[: 4 << 20]
+        runs = [disk_rate(payload, args.disk_mb, args.dir) for _ in range(min(args.repeats, 3))]
+        first = statistics.median(r[0] for r in runs)
+        rest = statistics.median(r[1] for r in runs)
+        print(f"disk, first 256 MB: {first:7.0f} MB/s  (the page cache)")
+        print(f"disk, the rest    : {rest:7.0f} MB/s  (per repeat: {', '.join(f'{r[1]:.0f}' for r in runs)}; "
+              f"{args.disk_mb} MB each, medians of {len(runs)})")
+
+
+def disk_rate(payload: bytes, total_mb: int, where: str | None) -> tuple[float, float]:
+    """MB/s of pwrites of ``payload`` into 32 MiB files: over the first 256 MB, and after."""
+    os.sync()
+    time.sleep(3)  # what earlier writes left dirty is on disk: each repeat starts alike
+    root = Path(tempfile.mkdtemp(prefix="disk-ceiling-", dir=where))
+    piece = len(payload)
+    per_file = (32 << 20) // piece
+    pieces = max(2, (total_mb << 20) // piece)
+    split = max(1, (256 << 20) // piece)
+    try:
+        start = time.perf_counter()
+        at_split = start
+        fd = -1
+        for i in range(pieces):
+            if i % per_file == 0:
+                if fd >= 0:
+                    os.close(fd)
+                fd = os.open(root / f"shard-{i // per_file}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.pwrite(fd, payload, (i % per_file) * piece)
+            if i + 1 == split:
+                at_split = time.perf_counter()
+        os.close(fd)
+        end = time.perf_counter()
+    finally:
+        shutil.rmtree(root)
+    first_mb = min(split, pieces) * piece / 1e6
+    rest_mb = max(pieces - split, 0) * piece / 1e6
+    return first_mb / (at_split - start), (rest_mb / (end - at_split)) if rest_mb else float("nan")
 
 
 if __name__ == "__main__":
