@@ -68,6 +68,7 @@ Usage::
     python benchmarks/bench_overlap.py --quick                  # smoke run: S=4, small samples, 1 repeat
     python benchmarks/bench_overlap.py --scenarios gpu,cpu,tiles  # 32 x 1x32x512x512, 3 repeats
     python benchmarks/bench_overlap.py --scenarios careamics --json ca.json
+    python benchmarks/bench_overlap.py --scenarios gpu --keep-freed  # glibc keeps freed memory
 """
 
 from __future__ import annotations
@@ -850,13 +851,23 @@ WORKERS = {"synthetic": synthetic_worker, "probe": probe_worker, "calibrate": ca
 
 
 # ---- orchestration ---------------------------------------------------------------------------
+# glibc told to keep what the process frees (no mmap'd blocks, no trimming of its heap), so a
+# fresh array reuses pages the process touched before. On a VM whose kernel reports free
+# pages to the host (Firecracker here: "page_reporting"), a page freed for ~2 s is given back
+# and its next first touch faults on the host, ~2.4 s per GB; that cost lands on whichever
+# thread allocates next, most often the model's hand-over (benchmarks/README.md).
+KEEP_FREED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
 def spawn(task: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Run ``task`` in a fresh subprocess (its spec in a file under ``root``); return its JSON."""
+    """Run ``task`` in a fresh subprocess (its spec in a file under ``root``); return its JSON.
+    With ``task["keep_freed"]`` the process's allocator keeps freed memory (``KEEP_FREED``)."""
     spec = Path(tempfile.mkstemp(prefix="task-", suffix=".json", dir=root)[1])
     spec.write_text(json.dumps(task))
+    env = {**os.environ, **(KEEP_FREED if task.get("keep_freed") else {})}
     try:
         proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(spec)],
-                              capture_output=True, text=True, check=False)
+                              capture_output=True, text=True, check=False, env=env)
     finally:
         spec.unlink(missing_ok=True)
     if proc.returncode != 0:
@@ -879,7 +890,7 @@ def run_tasks(tasks: list[dict[str, Any]], args: argparse.Namespace, root: Path,
             warm_page_cache(run_dir, warm_bytes)
         load = os.getloadavg()[0]
         try:
-            r = spawn({**task, "path": str(run_dir / "out")}, root)
+            r = spawn({**task, "path": str(run_dir / "out"), "keep_freed": args.keep_freed}, root)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         settle(args.settle)
@@ -1044,6 +1055,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", choices=("warm", "as-is"), default="warm",
                    help="warm: before every run that writes, write and delete a scratch file as "
                         "large as the stream (see benchmarks/README.md); as-is: don't")
+    p.add_argument("--keep-freed", action="store_true",
+                   help="every run (each engine and the model) with glibc keeping freed memory "
+                        "(MALLOC_MMAP_MAX_=0, no trim): takes a VM's free-page reporting out of "
+                        "the measurement (see benchmarks/README.md)")
     p.add_argument("--tmpdir", default=None, help="where outputs go (local disk; deleted)")
     p.add_argument("--json", default=None, help="save raw results and the summary here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -1094,7 +1109,9 @@ def main(argv: list[str] | None = None) -> int:
         if synthetic:
             print(f"scenarios {','.join(synthetic)}: S={n} x {shape} float32 "
                   f"({n * sample_bytes / 2**30:.2f} GiB of level 0), engines {','.join(engines)}, "
-                  f"{args.repeats} repeats", flush=True)
+                  f"{args.repeats} repeats"
+                  + (", glibc keeping freed memory (--keep-freed)" if args.keep_freed else ""),
+                  flush=True)
             layout = spawn({"worker": "probe", **common}, root)
             info["layout"] = layout
             print("  layout (ngff-writer's defaults): " + "; ".join(
