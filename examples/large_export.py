@@ -6,11 +6,17 @@ Predictions of 1x32x1024x1024 float32 (128 MiB a sample, as CAREamics makes them
 below, files gathering 4, 16 and 64 samples. The script prints the files each level holds
 and the files a terabyte of such predictions would make, with and without shards.
 
+The export keeps no more memory than its data in flight: each file's pages in the page
+cache are handed back once it is on disk, so a terabyte export evicts nothing other jobs
+cached. ``--keep-cached`` leaves them cached (``Context(keep_cached=True)``), for a job
+that reads its output right back.
+
 Run::
 
     python examples/large_export.py large.zarr                 # 16 samples: 2 GiB, ~15 s
     python examples/large_export.py large.zarr --samples 64    # every level's shards whole
     python examples/large_export.py large.zarr --no-shards     # one file per chunk, to compare
+    python examples/large_export.py large.zarr --keep-cached   # leave the files in the page cache
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output")
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--no-shards", action="store_true", help="one file per chunk (shards=None)")
+    p.add_argument("--keep-cached", action="store_true", help="leave written files in the page cache")
     args = p.parse_args(argv)
 
     shape = (args.samples, *SAMPLE)
-    with nw.open_output(args.output, mode="a") as out:
+    with nw.Context(keep_cached=args.keep_cached) as ctx, \
+            nw.open_output(args.output, mode="a", context=ctx) as out:
         img = out.create_image("pred", shape, "sczyx", exist_ok=True,
                                shards=None if args.no_shards else "auto")
         for i in img.pending_samples():

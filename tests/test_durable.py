@@ -74,7 +74,7 @@ def test_the_sync_runs_on_a_real_directory_and_is_nothing_on_an_object_store(tmp
 def test_each_shard_starts_its_writeback_before_it_is_put_in_place(tmp_path, monkeypatch):
     """The final commit's sync finds little left: every shard file ngff-writer finishes has
     its write-back to disk started (not waited for) while it is still the temporary file."""
-    import ngff_writer._write.encode as encode
+    import ngff_writer._storage.pagecache as pagecache
 
     started: list[str] = []
     real = stores.start_writeback
@@ -83,7 +83,7 @@ def test_each_shard_starts_its_writeback_before_it_is_put_in_place(tmp_path, mon
         started.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd)
 
-    monkeypatch.setattr(encode, "start_writeback", watch)
+    monkeypatch.setattr(pagecache, "start_writeback", watch)
     data = np.arange(4 * 64 * 64, dtype=np.float32).reshape(4, 64, 64)
     with nw.open_output(tmp_path / "o.zarr") as out:
         img = out.create_image("p", data.shape, "syx", chunks=(1, 32, 32), shards=(1, 64, 64),

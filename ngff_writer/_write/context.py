@@ -30,6 +30,7 @@ from typing import Any
 
 import zarr
 
+from .._storage.pagecache import WrittenFiles
 from ..errors import ClosedError, SpecError
 from .engine import Engine
 from .memory import Recycler
@@ -190,6 +191,14 @@ class Context:
         the disk does not hold (default True). False leaves write-back to the system: a
         power cut may then leave an image that reads complete with chunks missing; a
         killed process loses nothing either way.
+    keep_cached
+        Local directories: leave what was written in the system's page cache, as
+        buffered writes do. Default False: a file's cached pages are handed back once it
+        is written to disk (64 MiB of files behind the newest, and all at :meth:`close`),
+        so an export takes no more memory than it has in flight, pushes out nothing
+        other jobs cached, and on VMs whose host takes freed memory back writes several
+        times faster (:mod:`ngff_writer._storage.pagecache`). True suits a job that reads
+        its output right back (a viewer on the same machine reads it from disk otherwise).
 
     Notes
     -----
@@ -200,7 +209,8 @@ class Context:
 
     def __init__(self, *, store_threads: int = 2, encode_threads: int | None = None,
                  inflight_bytes: int = 80 << 20, commit_interval: float = 1.0,
-                 timeout: float = 60.0, retries: int = 3, nice: int = 10, durable: bool = True) -> None:
+                 timeout: float = 60.0, retries: int = 3, nice: int = 10, durable: bool = True,
+                 keep_cached: bool = False) -> None:
         for name, value in (("store_threads", store_threads), ("encode_threads", encode_threads),
                             ("inflight_bytes", inflight_bytes), ("commit_interval", commit_interval),
                             ("timeout", timeout), ("retries", retries), ("nice", nice)):
@@ -215,6 +225,10 @@ class Context:
         if not isinstance(durable, bool):
             raise SpecError(f"durable must be True or False, got {durable!r}")
         self.durable = durable
+        if not isinstance(keep_cached, bool):
+            raise SpecError(f"keep_cached must be True or False, got {keep_cached!r}")
+        #: Files finished on local disks, their cached pages handed back (unless ``keep_cached``).
+        self.written = WrittenFiles(release=not keep_cached)
         self.budget = Budget(inflight_bytes)
         #: Memory for the copies write calls make, kept for the next ones (up to the budget).
         self.recycler = Recycler(inflight_bytes)
@@ -374,6 +388,7 @@ class Context:
                 pool.shutdown(wait=True)
             self._pools = None
         self.recycler.trim()
+        self.written.release_all()
         _CONTEXTS.discard(self)
         if errors:
             raise errors[0]
@@ -390,6 +405,7 @@ class Context:
         self._ledgers = weakref.WeakKeyDictionary()
         self.budget = Budget(self.budget.limit)
         self.recycler = Recycler(self.budget.limit)
+        self.written.forget_after_fork()
 
 
 #: The least value of each integer setting; the others are seconds (> 0).

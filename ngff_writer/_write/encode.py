@@ -57,7 +57,8 @@ from zarr.storage import LocalStore
 
 from .._storage.compat import is_zarr_pipeline
 from .._storage.localstore import DirectLocalStore
-from .._storage.stores import run, start_writeback, temporary_name
+from .._storage.pagecache import WrittenFiles
+from .._storage.stores import run, temporary_name
 
 __all__ = ["ChunkWriter", "ShardSink"]
 
@@ -194,9 +195,10 @@ class _ShardFile:
     part; a failed write leaves only its temporary file, which :meth:`abort` removes.
     """
 
-    def __init__(self, path: Path, reserve: int) -> None:
+    def __init__(self, path: Path, reserve: int, written: WrittenFiles) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.written = written
         self.partial = path.with_name(temporary_name(path.name))
         self.fd = os.open(self.partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         self.size = reserve
@@ -212,15 +214,17 @@ class _ShardFile:
 
     def finish(self, index: bytes, at: int | None) -> None:
         os.pwrite(self.fd, index, self.size if at is None else at)
-        start_writeback(self.fd)
-        os.close(self.fd)
+        fd, self.fd = self.fd, -1
+        self.written.hand_over(fd, self.size + (len(index) if at is None else 0))
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
         self.partial.unlink(missing_ok=True)
 
 
@@ -315,7 +319,7 @@ class ShardSink:
         self._origin = tuple(i * b for i, b in zip(coords, layout.shard, strict=True))
         local = writer._local
         start = layout.index_size if layout.index_at_start else 0
-        self._file = (_ShardFile(Path(local.root) / self.key, start)
+        self._file = (_ShardFile(Path(local.root) / self.key, start, writer.written)
                       if local is not None and not isinstance(local, DirectLocalStore) else None)
         self._held: dict[int, Any] = {}  # payloads by offset, in the order laid out, where there is no file
         self._entries = np.full((*layout.grid, 2), _ABSENT, dtype="<u8")
@@ -409,6 +413,10 @@ class ShardSink:
             self._file.abort()
 
 
+#: Files finished by a writer made without a context's: write-back started, pages kept.
+_KEEP_CACHED = WrittenFiles(release=False)
+
+
 class ChunkWriter:
     """Encodes whole chunks (or shards) of one array as zarr would and puts them in its store.
 
@@ -417,8 +425,10 @@ class ChunkWriter:
     """
 
     def __init__(self, array: zarr.AsyncArray[Any], codec: _Codec,
-                 shard: _ShardLayout | None = None) -> None:
+                 shard: _ShardLayout | None = None, written: WrittenFiles | None = None) -> None:
         self._target = array.store_path.store
+        #: Where finished files go (their cached pages handed back, or kept: the context's choice).
+        self.written = written if written is not None else _KEEP_CACHED
         self._prefix = f"{array.store_path.path}/" if array.store_path.path else ""
         self._key = array.metadata.encode_chunk_key
         self._codec = codec
@@ -448,8 +458,12 @@ class ChunkWriter:
         self._buffer = default_buffer_prototype().buffer
 
     @classmethod
-    def of(cls, array: zarr.AsyncArray[Any]) -> ChunkWriter | None:
-        """A writer for ``array``, or None where zarr's own path must store its chunks."""
+    def of(cls, array: zarr.AsyncArray[Any], written: WrittenFiles | None = None) -> ChunkWriter | None:
+        """A writer for ``array``, or None where zarr's own path must store its chunks.
+
+        ``written``: what becomes of the files it finishes on a local disk (the context's
+        :class:`~ngff_writer._storage.pagecache.WrittenFiles`); None keeps them cached.
+        """
         if not is_zarr_pipeline(array.codec_pipeline):
             return None  # a pipeline the user configured (zarrs, say) does the work
         dtype = np.dtype(array.dtype)
@@ -466,7 +480,7 @@ class ChunkWriter:
             codec = _v3_codec(codecs, dtype)
         else:
             codec = _v2_codec(array.metadata)
-        return None if codec is None else cls(array, codec, shard)
+        return None if codec is None else cls(array, codec, shard, written)
 
     @property
     def sharded(self) -> bool:
@@ -519,6 +533,8 @@ class ChunkWriter:
             store.delete_sync(key)
         else:
             store.set_sync(key, self._buffer.from_bytes(payload))
+            if not isinstance(store, DirectLocalStore):  # whose writes are not cached
+                self.written.finished(Path(store.root) / key, memoryview(payload).nbytes)
 
     async def _put(self, key: str, view: np.ndarray, executor: Executor) -> None:
         if self._shard is not None:
@@ -548,7 +564,8 @@ class ChunkWriter:
         # (a DirectLocalStore writes whole values through its aligned buffer, see localstore).
         local = self._local if not isinstance(self._local, DirectLocalStore) else None
         reserve = layout.index_size if layout.index_at_start else 0
-        build = _ShardBuild(layout, _ShardFile(Path(local.root) / key, reserve) if local else None)
+        sink = _ShardFile(Path(local.root) / key, reserve, self.written) if local else None
+        build = _ShardBuild(layout, sink)
         encode = self._encode_inner
         outcomes = await asyncio.gather(*(
             loop.run_in_executor(executor, build.add, seq, functools.partial(encode, view, coords))

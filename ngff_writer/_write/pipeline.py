@@ -45,6 +45,7 @@ from .._declare.grid import Box, box_slices, grid_shape
 from .._declare.pyramid import aligned, downsample, target_region
 from .._declare.spec import ImageSpec
 from .._ngff.stats import merge_channels, summarize
+from .._storage.pagecache import WrittenFiles
 from .._storage.stores import join, open_array
 from .._track.log import Ledger
 from ..errors import StoreError
@@ -77,11 +78,14 @@ class LevelWriter:
     max_bytes, policy
         Memory cap on partly covered units, and what happens past it (level 0 only;
         pyramid levels always spill, since their regions come after level 0 is stored).
+    written
+        What becomes of the files this level finishes on a local disk (the context's).
     """
 
     def __init__(self, store: Store, spec: ImageSpec, index: int, ledger: Ledger, max_bytes: int,
-                 policy: Policy) -> None:
+                 policy: Policy, written: WrittenFiles | None = None) -> None:
         self.store = store
+        self.written = written
         self.spec = spec
         self.index = index
         self.geometry = spec.levels[index]
@@ -124,7 +128,7 @@ class LevelWriter:
         """The level's array, opened for writing on first use."""
         if self._array is None:
             self._array = open_array(self.store, join(self.ledger.keys.image, self.geometry.path), "r+")
-            self._direct = ChunkWriter.of(self._array.async_array)
+            self._direct = ChunkWriter.of(self._array.async_array, self.written)
         return self._array
 
     @property
@@ -207,7 +211,7 @@ class Pipeline:
         self.ledger = ledger
         #: True once the image is final (seen by this writer, or made final by it).
         self.final = final
-        self.levels = [LevelWriter(store, spec, k, ledger, max_bytes, policy)
+        self.levels = [LevelWriter(store, spec, k, ledger, max_bytes, policy, context.written)
                        for k in range(len(spec.levels))]
         self._channel_axis = spec.layout.axes.index("c") if "c" in spec.layout.axes else None
         # Display statistics are gathered for contrast windows; label images have none.
@@ -687,6 +691,8 @@ class Pipeline:
                 self.context.unwatch(self.ledger)
                 if self.ledger.replaced is None:
                     self.ledger.stop_beating()
+                # Synced to disk by that commit (durable): the last files' pages can go too.
+                self.context.written.release_all()
 
     def retire(self) -> None:
         """Stop writing: this process replaces the image (its stores in flight end, nothing is recorded)."""
@@ -698,11 +704,14 @@ class Pipeline:
             pass  # stores into an image about to be deleted: their failure changes nothing
         self.ledger.seal()
         self.context.unwatch(self.ledger)
+        self.context.written.release_all()
 
     def abandon(self) -> None:
         """Stop as a killed writer would: nothing more is recorded, committed or finalized."""
         self._abandoned = True
         self.context.unwatch(self.ledger)
+        # No file of it stays open here (its disk may be about to be unmounted).
+        self.context.written.release_all()
 
 
 def _one_error(errors: list[BaseException]) -> BaseException:
