@@ -105,7 +105,14 @@ def served(tmp_path):
     yield start
     for proc, log in procs:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0, _said(log)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # the command prints its threads' stacks
+            time.sleep(2)
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 0, _said(log)
         log.close()
 
 

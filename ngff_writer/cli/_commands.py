@@ -10,6 +10,7 @@ Every command that reads takes a PATH: an output, one image in it, a single-imag
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import json
 import os
@@ -637,6 +638,10 @@ def view(path: Path, names: tuple[str, ...], port: int, no_browser: bool) -> Non
     # and a plain `kill` stops as cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    if hasattr(signal, "SIGUSR1"):
+        # `kill -USR1` prints every thread's stack to stderr, from C, needing no lock: what
+        # a view that does not stop is doing (Ctrl-C once left it running, never reproduced).
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         click.echo(f"neuroglancer: {viewing.url}", color=False)
         click.echo(f"showing {len(infos)} image(s) of {path}; Ctrl-C stops", err=True)
@@ -652,6 +657,9 @@ def view(path: Path, names: tuple[str, ...], port: int, no_browser: bool) -> Non
     except KeyboardInterrupt:
         pass
     finally:
+        # Whatever happens below, the command ends within 10 s; if stopping hangs, every
+        # thread's stack goes to stderr first, and the exit code is 1.
+        faulthandler.dump_traceback_later(10, exit=True)
         viewing.stop()
         # neuroglancer's server runs requests on a ThreadPoolExecutor, whose workers the
         # interpreter joins at exit: one still serving a connected page kept the process
